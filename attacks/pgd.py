@@ -1,0 +1,122 @@
+"""Projected gradient descent (Madry et al., ICLR 2018) and FGSM (Goodfellow et al., ICLR 2015).
+
+Batched on the model's device; work stops on every sample as soon as it is misclassified (or reaches its
+target), so later steps and restarts only touch the samples still undecided.  The forward pass that gives
+each step's gradient also gives its success check: PGD-T costs T forward+backward passes and two plain
+forward passes per sample at most (the floor is T forward+backward passes).
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+
+from harness.registry import ATTACKS
+
+from .base import Attack, ascent_direction, project, random_in_ball
+from .losses import attack_loss
+
+
+class PGD(Attack):
+    """PGD: T steps x <- Proj_{B_eps(x0) ∩ [0,1]}(x + alpha * dir(grad loss)) from a random start.
+
+    dir is sign(g) for Linf and g/||g||_2 for L2 (Madry et al. 2018, eq. 2 and its L2 analogue).
+    ``alpha`` defaults to eps/4 (the step of the preemptive and safe-spot papers, appendix C).  ``restarts``
+    runs the attack again from new random starts on the samples not yet fooled.  ``targeted``: move towards
+    ``target`` ("random" other class or "least" likely class) instead of away from the label.
+    """
+
+    def __init__(self, norm: Literal["linf", "l2"] | None = None, eps: float = 0.0, steps: int = 20,
+                 alpha: float | None = None, random_start: bool = True, restarts: int = 1,
+                 loss: Literal["ce", "cw", "dlr"] = "ce", targeted: bool = False,
+                 target: Literal["random", "least"] = "random", early_stop: bool = True,
+                 threat: str | None = None):
+        self.set_budget(norm or self.norms[0], eps)
+        self.steps, self.alpha, self.random_start, self.restarts = int(steps), alpha, random_start, int(restarts)
+        self.loss, self.targeted, self.target, self.early_stop, self.threat = loss, targeted, target, early_stop, threat
+
+    @property
+    def step_size(self) -> float:
+        return self.eps / 4 if self.alpha is None else float(self.alpha)
+
+    def choose_targets(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if self.target == "least":
+            return logits.argmin(1)
+        shift = torch.randint(1, logits.shape[1], y.shape, device=y.device)
+        return (y + shift) % logits.shape[1]
+
+    def perturb(self, model, x: torch.Tensor, y: torch.Tensor, **kw) -> torch.Tensor:
+        x = x.detach()
+        with torch.no_grad():
+            logits = model(x)
+        t = self.choose_targets(logits, y) if self.targeted else None
+        todo = ~self._fooled(logits, y, t)
+        x_out = x.clone()
+        for _ in range(max(self.restarts, 1)):
+            idx = todo.nonzero().flatten()
+            if idx.numel() == 0:
+                break
+            x_adv, fooled = self._run(model, x[idx], y[idx], None if t is None else t[idx])
+            x_out[idx] = x_adv
+            todo[idx[fooled]] = False
+        return x_out
+
+    def _fooled(self, logits, y, t):
+        pred = logits.argmax(1)
+        return pred == t if t is not None else pred != y
+
+    def _run(self, model, x0, y, t):
+        """One PGD run from a random start; returns the final iterates and which of them fool the model."""
+        x_adv = x0.clone()
+        if self.random_start:
+            x_adv = (x0 + random_in_ball(x0, self.norm, self.eps)).clamp(0, 1)
+        active = torch.ones(len(x0), dtype=torch.bool, device=x0.device)
+        for _ in range(self.steps):
+            ia = active.nonzero().flatten()
+            if ia.numel() == 0:
+                break
+            xa = x_adv[ia].requires_grad_(True)
+            logits = model(xa)
+            loss = attack_loss(logits, y[ia], self.loss, None if t is None else t[ia])
+            (g,) = torch.autograd.grad(loss, xa)
+            with torch.no_grad():
+                move = torch.ones(len(ia), dtype=torch.bool, device=x0.device)
+                if self.early_stop:
+                    move = ~self._fooled(logits.detach(), y[ia], None if t is None else t[ia])
+                    active[ia[~move]] = False
+                im = ia[move]
+                step = x_adv[im] + self.step_size * ascent_direction(g[move], self.norm)
+                x_adv[im] = project(step, x0[im], self.norm, self.eps)
+        with torch.no_grad():
+            fooled = ~active if self.early_stop else torch.zeros_like(active)
+            ia = active.nonzero().flatten()
+            if ia.numel():
+                fooled[ia] = self._fooled(model(x_adv[ia]), y[ia], None if t is None else t[ia])
+        return x_adv.detach(), fooled
+
+
+@ATTACKS.register("pgd", "PGD in the norm of --norm (Madry et al. 2018): steps, alpha, restarts, loss ce|cw|dlr, targeted")
+class PGDAny(PGD):
+    pass
+
+
+@ATTACKS.register("pgd_linf", "PGD, Linf (Madry et al. 2018); 20 steps of eps/4 from a random start by default")
+class PGDLinf(PGD):
+    norms = ("linf",)
+
+
+@ATTACKS.register("pgd_l2", "PGD, L2 (Madry et al. 2018); 20 steps of eps/4 from a random start by default")
+class PGDL2(PGD):
+    norms = ("l2",)
+
+
+@ATTACKS.register("fgsm", "FGSM (Goodfellow et al. 2015): one step of size eps; FGM for L2")
+class FGSM(PGD):
+    def __init__(self, norm: Literal["linf", "l2"] | None = None, eps: float = 0.0, loss: Literal["ce", "cw", "dlr"] = "ce",
+                 targeted: bool = False, target: Literal["random", "least"] = "random", threat: str | None = None):
+        super().__init__(norm=norm, eps=eps, steps=1, alpha=None, random_start=False, restarts=1, loss=loss,
+                         targeted=targeted, target=target, early_stop=True, threat=threat)
+
+    @property
+    def step_size(self) -> float:
+        return self.eps

@@ -1,0 +1,309 @@
+"""Command line: ``run``, ``list``, ``train``, ``check`` (contract in DESIGN.md).
+
+Exit codes: 0 success; 1 internal error; 2 bad input or usage (one line on stderr, nothing written);
+3 ``check`` found a regression.  A traceback is printed only with ``--debug``.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from .errors import UsageError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2 (argparse would print the usage block too)
+        raise UsageError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="harness", description="Adversarial attack-defense evaluation harness")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    def common(sp):
+        sp.add_argument("--dataset", default="digits")
+        sp.add_argument("--data-dir", default=None)
+        sp.add_argument("--split", default=None, help="dataset split (default: test for run, train for train)")
+        sp.add_argument("--arch", default=None, help="architecture of a --model checkpoint path")
+        sp.add_argument("--batch-size", type=int, default=None)
+        sp.add_argument("--seed", type=int, default=0)
+        sp.add_argument("--device", default="auto", help="auto|cpu|cuda[:i]")
+        sp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a plugin parameter (name.key=value for one plugin)")
+        sp.add_argument("--quiet", action="store_true")
+        sp.add_argument("--debug", action="store_true", help="show tracebacks")
+
+    r = sub.add_parser("run", help="evaluate defenses against attacks and write the report")
+    r.add_argument("--defense", action="append", default=None, help="defense name (repeatable; default none)")
+    r.add_argument("--attack", action="append", default=None, help="attack name (repeatable; default pgd_linf)")
+    r.add_argument("--model", default=None, help="zoo name or checkpoint path (default: the dataset's model)")
+    r.add_argument("--norm", default=None, choices=None, help="linf|l2 (default: the attacks' own norm)")
+    r.add_argument("--eps", default=None, help="budget, e.g. 0.1 or 8/255 (default: the dataset's)")
+    r.add_argument("--n", type=int, default=None, help="evaluate the first N samples")
+    r.add_argument("--passes", type=int, default=10, help="classifications of each adversarial image by a randomized defense")
+    r.add_argument("--out", default=None, help="output folder (default runs/<config hash>)")
+    r.add_argument("--no-samples", action="store_true", help="do not write samples.csv")
+    common(r)
+
+    ls = sub.add_parser("list", help="list plugins")
+    ls.add_argument("kind", nargs="?", default=None, help="datasets|models|zoo|attacks|defenses|recipes")
+    ls.add_argument("pattern", nargs="?", default="*")
+    ls.add_argument("--debug", action="store_true")
+
+    t = sub.add_parser("train", help="train a model with a recipe and save a checkpoint")
+    t.add_argument("--recipe", default="pgd")
+    t.add_argument("--model", default=None, help="checkpoint to start from (optional)")
+    t.add_argument("--epochs", type=int, default=15)
+    t.add_argument("--lr", type=float, default=0.1)
+    t.add_argument("--out", required=True, help="checkpoint path to write")
+    common(t)
+
+    c = sub.add_parser("check", help="fail (exit 3) when results fell below a baseline")
+    c.add_argument("--baseline", required=True)
+    c.add_argument("--tolerance", type=float, default=1.0, help="points of accuracy allowed to be lost")
+    c.add_argument("results")
+    c.add_argument("--debug", action="store_true")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in argv
+    try:
+        args = build_parser().parse_args(argv)
+        if args.command == "check":
+            from .check import run_check
+
+            return run_check(args.baseline, args.results, args.tolerance)
+        from .registry import load_builtins
+
+        load_builtins()
+        if args.command == "list":
+            return cmd_list(args)
+        if args.command == "train":
+            return cmd_train(args)
+        return cmd_run(args, argv)
+    except UsageError as err:
+        if debug:
+            raise
+        print(f"harness: error: {str(err).splitlines()[0] if str(err) else type(err).__name__}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("harness: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # noqa: BLE001 - the contract: one line, exit 1, traceback only with --debug
+        if debug:
+            raise
+        print(f"harness: internal error: {type(err).__name__}: {err} (rerun with --debug for the traceback)", file=sys.stderr)
+        return 1
+
+
+def pick_device(name: str):
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise UsageError(f"--device expects auto, cpu or cuda[:i], got {name!r}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: no CUDA device is available (use --device cpu or auto)")
+    return dev
+
+
+def load_model(model: str | None, arch: str | None, data, overrides, device, quiet: bool):
+    """A zoo name, or a checkpoint path with --arch; returns (module, display name)."""
+    from .models.checkpoint import load_checkpoint
+    from .models.zoo import load_zoo
+    from .registry import MODELS, ZOO
+
+    name = model or data.default_model
+    if name is None:
+        raise UsageError(f"{data.name} has no default model; pass --model NAME (see 'harness list zoo') or --model PATH --arch ARCH")
+    if name in ZOO and arch is None:
+        return load_zoo(name, device, quiet), name
+    if name in MODELS and not os.path.exists(name):
+        raise UsageError(f"{name} is an architecture, not a trained model; pass --model PATH --arch {name}")
+    if arch is None:
+        if not os.path.exists(name):
+            ZOO.get(name)  # unknown name: fails with the closest zoo names
+        raise UsageError(f"--model {name} is a checkpoint path: pass --arch (one of {', '.join(MODELS.list())})")
+    entry = MODELS.get(arch)
+    kw = {"num_classes": data.num_classes, "in_channels": data.x.shape[1], "image_size": data.x.shape[-1]}
+    kw = {k: v for k, v in kw.items() if k in entry.params}
+    kw.update(overrides.for_plugin(MODELS, arch))
+    net = load_checkpoint(MODELS.create(arch, **kw), name, arch)
+    return net.to(device).eval(), Path(name).stem
+
+
+def resolve_norm(args, attack_entries) -> str:
+    if args.norm is not None:
+        norm = args.norm.lower()
+        if norm not in ("linf", "l2"):
+            raise UsageError(f"--norm must be linf or l2, got {args.norm!r}")
+        return norm
+    for entry in attack_entries:
+        norms = getattr(entry.factory, "norms", ())
+        if len(norms) == 1:
+            return norms[0]
+    return "linf"
+
+
+def build_plugins(registry, names, overrides, budget_kw):
+    """Create each named plugin with --set overrides; budget_kw fills norm/eps/delta where not overridden."""
+    built = []
+    for name in names:
+        entry = registry.get(name)
+        kw = {k: v for k, v in budget_kw.items() if k in entry.params}
+        kw.update(overrides.for_plugin(registry, name))
+        built.append((name, registry.create(name, **kw)))
+    return built
+
+
+def cmd_run(args, argv) -> int:
+    import torch
+
+    from .config import Overrides, RunConfig, parse_eps
+    from .data import load
+    from .evaluate import evaluate
+    from .registry import ATTACKS, DATASETS, DEFENSES
+    from .report import environment, write_report
+
+    started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    overrides = Overrides(args.set)
+    defense_names = args.defense or ["none"]
+    attack_names = args.attack or ["pgd_linf"]
+    attack_entries = [ATTACKS.get(a) for a in attack_names]
+    for d in defense_names:
+        DEFENSES.get(d)
+    if args.n is not None and args.n <= 0:
+        raise UsageError(f"--n must be positive, got {args.n}")
+    if args.batch_size is not None and args.batch_size <= 0:
+        raise UsageError(f"--batch-size must be positive, got {args.batch_size}")
+    if args.passes <= 0:
+        raise UsageError(f"--passes must be positive, got {args.passes}")
+    norm = resolve_norm(args, attack_entries)
+    data_kw = overrides.for_plugin(DATASETS, args.dataset)
+    data = load(args.dataset, args.split or "test", args.data_dir, **data_kw) if data_kw else load(args.dataset, args.split or "test", args.data_dir)
+    data = data.take(args.n)
+    eps = parse_eps(args.eps) if args.eps is not None else data.default_eps[norm]
+    device = pick_device(args.device)
+    torch.manual_seed(args.seed)
+    budget = {"norm": norm, "eps": eps, "delta": eps}
+    defenses = build_plugins(DEFENSES, defense_names, overrides, budget)
+    attacks = build_plugins(ATTACKS, attack_names, overrides, budget)
+    for name, attack in attacks:
+        if args.norm is not None and attack.norm != norm:
+            raise UsageError(f"attack {name} works in {attack.norm}, but --norm {norm} was given")
+    model, model_name = load_model(args.model, args.arch, data, overrides, device, args.quiet)
+    overrides.check_all_used()
+    batch_size = args.batch_size or 500
+    cfg = RunConfig(dataset=args.dataset, model=model_name, arch=args.arch,
+                    defenses=[{"name": n, **d.describe()} for n, d in defenses],
+                    attacks=[{"name": n, **a.describe()} for n, a in attacks], norm=norm, eps=eps, n=len(data),
+                    batch_size=batch_size, seed=args.seed, passes=args.passes, split=args.split or "test",
+                    data_dir=args.data_dir, device=str(device), out=args.out, quiet=args.quiet,
+                    extra={"set": sorted(args.set)})
+    config_hash = cfg.hash()
+    out = Path(args.out or Path("runs") / config_hash)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} exists and is not a folder")
+    _check_writable(out)
+    for name, _ in defenses:  # randomized defenses need several passes per adversarial image
+        pass
+    results = evaluate(model, data, defenses, attacks, batch_size=batch_size, seed=args.seed, device=device,
+                       passes=args.passes, quiet=args.quiet)
+    meta = {"dataset": args.dataset, "model": model_name, "seed": args.seed, "config_hash": config_hash, "note": data.note or data.name}
+    run_info = {"config": cfg.as_dict(), "config_hash": config_hash, "seed": args.seed, "argv": ["harness", *argv],
+                "device": _device_name(device), "data_note": data.note, "started": started,
+                "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), **environment()}
+    rows = write_report(out, results, data.y, meta, run_info, samples=not args.no_samples)
+    if not args.quiet:
+        from .report import to_markdown
+
+        print(to_markdown(rows, meta).split("## All cells")[0].rstrip())
+        print(f"\nwrote {out}/results.csv, results.md, timings.csv, run.json")
+    return 0
+
+
+def _check_writable(out: Path) -> None:
+    probe = out if out.exists() else out.parent
+    while not probe.exists():
+        probe = probe.parent
+    if not os.access(probe, os.W_OK):
+        raise UsageError(f"--out {out}: folder is not writable")
+
+
+def _device_name(device) -> str:
+    import platform
+
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def cmd_list(args) -> int:
+    from .registry import REGISTRIES
+
+    kinds = [args.kind] if args.kind else list(REGISTRIES)
+    for kind in kinds:
+        if kind not in REGISTRIES:
+            raise UsageError(f"unknown kind {kind!r}; one of {', '.join(REGISTRIES)}")
+        reg = REGISTRIES[kind]
+        print(f"{kind}:")
+        for name in reg.list(args.pattern):
+            entry = reg.get(name)
+            params = ", ".join(f"{p.name}={p.default!r}" for p in entry.params.values())
+            print(f"  {name:24s} {entry.description}")
+            if params and kind != "zoo":
+                print(f"  {'':24s}   params: {params}")
+    return 0
+
+
+def cmd_train(args) -> int:
+    import torch
+
+    from .config import Overrides
+    from .data import load
+    from .models.checkpoint import load_checkpoint
+    from .models.recipes import fit
+    from .registry import MODELS, RECIPES
+
+    overrides = Overrides(args.set)
+    if args.epochs <= 0 or not args.lr > 0:
+        raise UsageError("--epochs and --lr must be positive")
+    make_batch = RECIPES.create(args.recipe, **overrides.for_plugin(RECIPES, args.recipe))
+    data = load(args.dataset, args.split or "train", args.data_dir)
+    arch = args.arch or "small_cnn"
+    entry = MODELS.get(arch)
+    kw = {"num_classes": data.num_classes, "in_channels": data.x.shape[1], "image_size": data.x.shape[-1]}
+    kw = {k: v for k, v in kw.items() if k in entry.params}
+    kw.update(overrides.for_plugin(MODELS, arch))
+    overrides.check_all_used()
+    device = pick_device(args.device)
+    model = MODELS.create(arch, **kw)
+    if args.model:
+        model = load_checkpoint(model, args.model, arch)
+    out = Path(args.out)
+    _check_writable(out.parent if out.parent != Path("") else Path("."))
+    model = fit(model.to(device), data.x, data.y, make_batch, epochs=args.epochs, lr=args.lr,
+                batch_size=args.batch_size or 128, seed=args.seed, quiet=args.quiet, desc=f"train {arch} ({args.recipe})")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, suffix=".tmp")
+    os.close(fd)
+    torch.save(model.state_dict(), tmp)
+    os.replace(tmp, out)
+    meta = {"arch": arch, "arch_kw": kw, "recipe": args.recipe, "set": args.set, "dataset": args.dataset,
+            "split": args.split or "train", "epochs": args.epochs, "lr": args.lr, "seed": args.seed}
+    Path(str(out) + ".json").write_text(json.dumps(meta, indent=2) + "\n")
+    if not args.quiet:
+        print(f"wrote {out} (load with --model {out} --arch {arch})")
+    return 0

@@ -1,0 +1,85 @@
+"""The resolved run configuration: ``--set`` overrides, budgets, and the config hash."""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+
+from .errors import UsageError
+from .registry import Registry, parse_number
+
+# Keys of the config that do not change the numbers and so stay out of the hash.
+UNHASHED = ("out", "quiet", "debug", "device", "data_dir")
+
+
+@dataclass
+class RunConfig:
+    dataset: str
+    model: str
+    arch: str | None
+    defenses: list[dict]
+    attacks: list[dict]
+    norm: str
+    eps: float
+    n: int | None
+    batch_size: int
+    seed: int
+    passes: int
+    split: str = "test"
+    data_dir: str | None = None
+    device: str = "auto"
+    out: str | None = None
+    quiet: bool = False
+    debug: bool = False
+    extra: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def hash(self) -> str:
+        """First 12 hex digits of SHA-256 over the canonical JSON of every setting that can change a number."""
+        d = {k: v for k, v in self.as_dict().items() if k not in UNHASHED}
+        return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def parse_sets(pairs: list[str]) -> dict[str, str]:
+    out = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise UsageError(f"--set expects key=value, got {pair!r}")
+        key, value = pair.split("=", 1)
+        out[key.strip()] = value.strip()
+    return out
+
+
+class Overrides:
+    """``--set key=value`` (every plugin of the run with that parameter) or ``--set name.key=value`` (one)."""
+
+    def __init__(self, pairs: list[str]):
+        self.raw = parse_sets(pairs)
+        self.used: set[str] = set()
+
+    def for_plugin(self, registry: Registry, name: str) -> dict:
+        params = registry.get(name).params
+        chosen = {}
+        for key, text in self.raw.items():
+            scope, _, param = key.rpartition(".")
+            if (scope in ("", name)) and param in params:
+                chosen[param] = params[param].parse(text)
+                self.used.add(key)
+        return chosen
+
+    def check_all_used(self) -> None:
+        unused = [k for k in self.raw if k not in self.used]
+        if unused:
+            raise UsageError(f"--set {unused[0]}: no plugin of this run has that parameter")
+
+
+def parse_eps(text: str) -> float:
+    try:
+        eps = parse_number(text)
+    except (ValueError, ZeroDivisionError):
+        raise UsageError(f"--eps expects a number such as 0.1 or 8/255, got {text!r}") from None
+    if not eps >= 0 or eps == float("inf"):
+        raise UsageError(f"--eps must be a finite number >= 0, got {text}")
+    return eps

@@ -1,0 +1,82 @@
+"""The zoo: named, trained models.  Small ones are trained on first use (deterministic) and cached.
+
+A zoo entry is a recipe, not a download: dataset, architecture, training recipe and its settings.  The
+trained weights are cached under ``$HARNESS_CACHE`` (default ``~/.cache/harness``), keyed by a hash of the
+entry and the torch version, and loaded with ``weights_only=True``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..registry import MODELS, RECIPES, ZOO
+
+
+@dataclass(frozen=True)
+class ZooSpec:
+    dataset: str
+    arch: str
+    recipe: str
+    epochs: int
+    arch_kw: dict = field(default_factory=dict)
+    recipe_kw: dict = field(default_factory=dict)
+    split: str = "train"
+    lr: float = 0.1
+    batch_size: int = 128
+    seed: int = 0
+
+    def key(self) -> str:
+        text = json.dumps({**asdict(self), "torch": torch.__version__.split("+")[0]}, sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("HARNESS_CACHE", Path.home() / ".cache" / "harness"))
+
+
+def zoo_entry(name: str, description: str, spec: ZooSpec) -> None:
+    ZOO.register(name, description)(lambda: spec)
+
+
+def build(spec: ZooSpec, num_classes: int) -> torch.nn.Module:
+    return MODELS.create(spec.arch, num_classes=num_classes, **spec.arch_kw)
+
+
+def load_zoo(name: str, device: torch.device | str = "cpu", quiet: bool = False) -> torch.nn.Module:
+    """The trained model ``name``: from the cache, or trained now (and cached atomically)."""
+    from ..data import load
+
+    spec: ZooSpec = ZOO.create(name)
+    path = cache_dir() / f"{name}-{spec.key()}.pt"
+    data = load(spec.dataset, spec.split)
+    model = build(spec, data.num_classes).to(device)
+    if path.exists():
+        model.load_state_dict(torch.load(path, map_location=device, weights_only=True))
+        return model.eval()
+    from .recipes import fit
+
+    make_batch = RECIPES.create(spec.recipe, **spec.recipe_kw)
+    fit(model, data.x, data.y, make_batch, epochs=spec.epochs, lr=spec.lr, batch_size=spec.batch_size,
+        seed=spec.seed, quiet=quiet, desc=f"training {name} (first use, cached)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    os.close(fd)
+    torch.save(model.state_dict(), tmp)
+    os.replace(tmp, path)
+    return model.eval()
+
+
+zoo_entry("digits_cnn", "small CNN, standard training on digits (non-robust)",
+          ZooSpec("digits", "small_cnn", "standard", epochs=15, arch_kw={"image_size": 8}))
+zoo_entry("digits_cnn_adv", "small CNN, PGD-5 Linf adversarial training (eps 0.1) on digits: the embedded default",
+          ZooSpec("digits", "small_cnn", "pgd", epochs=15, arch_kw={"image_size": 8},
+                  recipe_kw={"norm": "linf", "eps": 0.1, "steps": 5}))
+zoo_entry("digits_cnn_adv_l2", "small CNN, PGD-5 L2 adversarial training (eps 0.5) on digits",
+          ZooSpec("digits", "small_cnn", "pgd", epochs=15, arch_kw={"image_size": 8},
+                  recipe_kw={"norm": "l2", "eps": 0.5, "steps": 5}))

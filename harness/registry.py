@@ -1,0 +1,172 @@
+"""Plugin registries: a decorator registers, ``create(name, **kw)`` builds, ``list(pattern)`` lists.
+
+Modelled on timm's registry.  Each entry is a factory (a class or a function) with a one-line description;
+its typed keyword parameters are read from the signature, so ``harness list`` can show them and
+``--set key=value`` can convert strings to the right type.  Third-party packages plug in through the entry
+point groups ``harness.datasets``, ``harness.models``, ``harness.attacks``, ``harness.defenses`` and
+``harness.recipes``: each entry point names a module (or callable) that registers on import.
+"""
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import inspect
+import typing
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import Any, Callable
+
+from .errors import UsageError
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    type: Any
+    default: Any
+
+    def parse(self, text: str) -> Any:
+        """Convert a ``--set`` string to this parameter's type; a clear UsageError otherwise."""
+        kind = self.type
+        if kind is inspect.Parameter.empty or kind is Any:
+            kind = type(self.default) if self.default is not None else str
+        origin = typing.get_origin(kind)
+        if origin is typing.Union or str(origin) == "<class 'types.UnionType'>":
+            args = [a for a in typing.get_args(kind) if a is not type(None)]
+            if text.lower() in ("none", "null") and len(args) < len(typing.get_args(kind)):
+                return None
+            kind = args[0]
+        if origin is typing.Literal:
+            if text not in typing.get_args(kind):
+                raise UsageError(f"{self.name} must be one of {', '.join(map(str, typing.get_args(kind)))}, got {text!r}")
+            return text
+        try:
+            if kind is bool:
+                low = text.lower()
+                if low not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+                    raise ValueError
+                return low in ("1", "true", "yes", "on")
+            if kind is float:
+                return parse_number(text)
+            if kind is int:
+                return int(text)
+            if kind is tuple or typing.get_origin(kind) is tuple:
+                return tuple(parse_number(t) for t in text.split(",") if t)
+            return kind(text)
+        except (TypeError, ValueError):
+            raise UsageError(f"{self.name} expects {getattr(kind, '__name__', kind)}, got {text!r}") from None
+
+
+def parse_number(text: str) -> float:
+    """A float, also written as a fraction such as ``8/255``."""
+    text = str(text).strip()
+    if "/" in text:
+        num, den = text.split("/", 1)
+        return float(num) / float(den)
+    return float(text)
+
+
+@dataclass
+class Entry:
+    name: str
+    factory: Callable[..., Any]
+    description: str
+    params: dict[str, Param] = field(default_factory=dict)
+
+
+class Registry:
+    """A named collection of factories of one kind (datasets, models, attacks, defenses, recipes)."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._entries: dict[str, Entry] = {}
+        self._plugins_loaded = False
+
+    def register(self, name: str, description: str | None = None):
+        """Decorator: register ``factory`` under ``name``; the description defaults to its docstring's first line."""
+
+        def deco(factory):
+            if name in self._entries and self._entries[name].factory is not factory:
+                raise ValueError(f"{self.kind} {name!r} is registered twice")
+            doc = description or (inspect.getdoc(factory) or "").split("\n")[0]
+            self._entries[name] = Entry(name, factory, doc, _signature_params(factory))
+            return factory
+
+        return deco
+
+    def _load_plugins(self) -> None:
+        if self._plugins_loaded:
+            return
+        self._plugins_loaded = True
+        for ep in metadata.entry_points(group=f"harness.{self.kind}"):
+            loaded = ep.load()
+            if callable(loaded) and not inspect.isclass(loaded) and ep.name not in self._entries:
+                self.register(ep.name)(loaded)
+
+    def get(self, name: str) -> Entry:
+        self._load_plugins()
+        if name not in self._entries:
+            close = difflib.get_close_matches(name, list(self._entries), n=3, cutoff=0.5)
+            hint = f"; did you mean {', '.join(close)}?" if close else f"; known: {', '.join(sorted(self._entries))}"
+            raise UsageError(f"unknown {self.kind[:-1] if self.kind.endswith('s') else self.kind} {name!r}{hint}")
+        return self._entries[name]
+
+    def create(self, name: str, **kwargs) -> Any:
+        """Build the plugin ``name``; keyword arguments override its defaults."""
+        entry = self.get(name)
+        unknown = [k for k in kwargs if k not in entry.params and not _accepts_var_kw(entry.factory)]
+        if unknown:
+            raise UsageError(f"{name} has no parameter {unknown[0]!r}; it takes: {', '.join(entry.params) or 'none'}")
+        obj = entry.factory(**kwargs)
+        if hasattr(obj, "__dict__") and not isinstance(obj, type):
+            try:
+                obj.registry_name = name
+            except AttributeError:
+                pass
+        return obj
+
+    def list(self, pattern: str = "*") -> list[str]:
+        self._load_plugins()
+        return sorted(n for n in self._entries if fnmatch.fnmatch(n, pattern))
+
+    def __contains__(self, name: str) -> bool:
+        self._load_plugins()
+        return name in self._entries
+
+
+def _signature_params(factory) -> dict[str, Param]:
+    target = factory.__init__ if inspect.isclass(factory) else factory
+    try:
+        hints = typing.get_type_hints(target)
+    except Exception:
+        hints = {}
+    params = {}
+    for p in inspect.signature(target).parameters.values():
+        if p.name == "self" or p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
+            continue
+        default = None if p.default is inspect.Parameter.empty else p.default
+        params[p.name] = Param(p.name, hints.get(p.name, p.annotation), default)
+    return params
+
+
+def _accepts_var_kw(factory) -> bool:
+    target = factory.__init__ if inspect.isclass(factory) else factory
+    return any(p.kind is p.VAR_KEYWORD for p in inspect.signature(target).parameters.values())
+
+
+DATASETS = Registry("datasets")
+MODELS = Registry("models")
+ATTACKS = Registry("attacks")
+DEFENSES = Registry("defenses")
+RECIPES = Registry("recipes")
+ZOO = Registry("zoo")
+REGISTRIES = {"datasets": DATASETS, "models": MODELS, "zoo": ZOO, "attacks": ATTACKS, "defenses": DEFENSES,
+              "recipes": RECIPES}
+
+
+def load_builtins() -> None:
+    """Import the built-in plugin modules so that they register themselves."""
+    import attacks  # noqa: F401
+    import defenses  # noqa: F401
+    from . import data, models  # noqa: F401
+    from .models import recipes  # noqa: F401

@@ -1,0 +1,183 @@
+"""Run reports: results.csv / results.md / timings.csv / samples.csv / run.json, written atomically.
+
+results.csv columns (DESIGN.md contract, in this order):
+  dataset, model, defense, attack, threat, norm, eps, n, clean_acc, robust_acc, robust_ci_low,
+  robust_ci_high, seed, config_hash
+then: clean_ci_low, clean_ci_high, attacked, invalid, mean_dist, max_dist, robust_acc_majority.
+Accuracies in percent with two decimals; one row per (defense, attack) and one ``worst-case`` row per defense.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import platform
+import subprocess
+import tempfile
+from pathlib import Path
+
+from tabulate import tabulate
+
+from .evaluate import DefenseResult
+from .metrics import accuracy, norm_summary
+
+COLUMNS = ["dataset", "model", "defense", "attack", "threat", "norm", "eps", "n", "clean_acc", "robust_acc",
+           "robust_ci_low", "robust_ci_high", "seed", "config_hash"]
+EXTRA_COLUMNS = ["clean_ci_low", "clean_ci_high", "attacked", "invalid", "mean_dist", "max_dist", "robust_acc_majority"]
+TIMING_COLUMNS = ["defense", "attack", "stage", "seconds", "images_per_s", "forward_per_sample", "backward_per_sample"]
+
+
+def _f2(x: float) -> str:
+    return "" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.2f}"
+
+
+def _f4(x: float) -> str:
+    return "" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.4f}"
+
+
+def _same(values) -> str:
+    values = sorted(set(values))
+    return values[0] if len(values) == 1 else "mixed"
+
+
+def result_rows(results: list[DefenseResult], *, dataset: str, model: str, seed: int, config_hash: str) -> list[dict]:
+    rows = []
+    for res in results:
+        clean = accuracy(res.clean)
+        base = {"dataset": dataset, "model": model, "defense": res.defense, "n": clean["n"],
+                "clean_acc": _f2(clean["acc"]), "seed": seed, "config_hash": config_hash,
+                "clean_ci_low": _f2(clean["ci_low"]), "clean_ci_high": _f2(clean["ci_high"])}
+        for cell in res.cells:
+            v = cell.verdict
+            rob = accuracy(v.robust)
+            mean_d, max_d = norm_summary(v.dist, v.attacked)
+            maj = v.extra.get("robust_majority")
+            rows.append({**base, "attack": cell.attack, "threat": cell.threat, "norm": cell.norm,
+                         "eps": f"{cell.eps:.6g}", "robust_acc": _f2(rob["acc"]), "robust_ci_low": _f2(rob["ci_low"]),
+                         "robust_ci_high": _f2(rob["ci_high"]), "attacked": int(v.attacked.sum()),
+                         "invalid": int((v.attacked & ~v.valid).sum()), "mean_dist": _f4(mean_d), "max_dist": _f4(max_d),
+                         "robust_acc_majority": _f2(accuracy(maj)["acc"]) if maj is not None else ""})
+        worst = accuracy(res.worst_case())
+        cells = res.cells
+        rows.append({**base, "attack": "worst-case", "threat": _same(c.threat for c in cells) if cells else "none",
+                     "norm": _same(c.norm for c in cells) if cells else "", "eps": _same(f"{c.eps:.6g}" for c in cells) if cells else "",
+                     "robust_acc": _f2(worst["acc"]), "robust_ci_low": _f2(worst["ci_low"]), "robust_ci_high": _f2(worst["ci_high"]),
+                     "attacked": "", "invalid": sum(int((c.verdict.attacked & ~c.verdict.valid).sum()) for c in cells),
+                     "mean_dist": "", "max_dist": "", "robust_acc_majority": ""})
+    return rows
+
+
+def timing_rows(results: list[DefenseResult]) -> list[dict]:
+    rows = []
+    for res in results:
+        n = max(len(res.clean), 1)
+        stages = [("(prepare)", "defense", res.prepare_seconds, res.prepare_forwards, res.prepare_backwards)]
+        stages += [(c.attack, "attack", c.seconds, c.forwards, c.backwards) for c in res.cells]
+        for attack, stage, secs, fw, bw in stages:
+            rows.append({"defense": res.defense, "attack": attack, "stage": stage, "seconds": f"{secs:.3f}",
+                         "images_per_s": f"{n / secs:.1f}" if secs > 0 else "", "forward_per_sample": f"{fw / n:.2f}",
+                         "backward_per_sample": f"{bw / n:.2f}"})
+    return rows
+
+
+def sample_rows(results: list[DefenseResult], labels) -> list[dict]:
+    keys = sorted({k for r in results for c in r.cells for k in c.verdict.extra if k != "robust_majority"})
+    rows = []
+    for res in results:
+        for c in res.cells:
+            v = c.verdict
+            for i in range(len(v.robust)):
+                row = {"index": i, "label": int(labels[i]), "defense": res.defense, "attack": c.attack,
+                       "clean": int(v.clean[i]), "robust": int(v.robust[i]), "attacked": int(v.attacked[i]),
+                       "valid": int(v.valid[i]), "dist": _f4(float(v.dist[i]))}
+                for k in keys:
+                    row[k] = _f4(float(v.extra[k][i])) if k in v.extra else ""
+                rows.append(row)
+    return rows
+
+
+def to_csv(rows: list[dict], columns: list[str]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n", extrasaction="ignore")
+    w.writeheader()
+    w.writerows(rows)
+    return buf.getvalue()
+
+
+def to_markdown(rows: list[dict], meta: dict) -> str:
+    """A paper-style table (defense x attack, robust accuracy), then every row in full."""
+    attacks = list(dict.fromkeys(r["attack"] for r in rows if r["attack"] != "worst-case"))
+    defenses = list(dict.fromkeys(r["defense"] for r in rows))
+    by = {(r["defense"], r["attack"]): r for r in rows}
+    head = ["Defense", "Clean"] + [f"{a} ({by[defenses[0], a]['threat']})" for a in attacks] + ["Worst case"]
+    body = [[d, by[d, "worst-case"]["clean_acc"]] + [by[d, a]["robust_acc"] for a in attacks] + [by[d, "worst-case"]["robust_acc"]]
+            for d in defenses]
+    full_cols = ["defense", "attack", "threat", "norm", "eps", "n", "clean_acc", "robust_acc", "robust_ci_low",
+                 "robust_ci_high", "invalid", "mean_dist"]
+    lines = [f"# Robustness: {meta['dataset']} / {meta['model']}", "",
+             f"Accuracy in percent on {rows[0]['n']} samples ({meta['note']}); seed {meta['seed']}, "
+             f"config {meta['config_hash']}. Robust accuracy is the worst case per sample over the attacks; "
+             "an adversarial image outside the budget of the original image counts as defended (column invalid).", "",
+             tabulate(body, headers=head, tablefmt="github", disable_numparse=True), "", "## All cells", "",
+             tabulate([[r[c] for c in full_cols] for r in rows], headers=full_cols, tablefmt="github", disable_numparse=True), ""]
+    return "\n".join(lines)
+
+
+def environment() -> dict:
+    import importlib.metadata as md
+
+    import torch
+
+    versions = {}
+    for pkg in ("robustness-harness", "torch", "numpy", "scipy", "scikit-learn", "pyautoattack", "torchattacks", "foolbox", "tabulate", "tqdm"):
+        try:
+            versions[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            versions[pkg] = None
+    return {"python": platform.python_version(), "platform": platform.platform(), "versions": versions,
+            "torch_threads": torch.get_num_threads(), "git_commit": git_commit()}
+
+
+def git_commit() -> str | None:
+    here = Path(__file__).resolve().parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here, capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if sha.returncode != 0:
+        return None
+    return sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+
+
+def write_atomic(out: Path, files: dict[str, str]) -> None:
+    """Write each file to a temporary name in ``out`` and rename it into place: no half-written report."""
+    out.mkdir(parents=True, exist_ok=True)
+    staged = []
+    try:
+        for name, text in files.items():
+            fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{name}.", suffix=".tmp")
+            with os.fdopen(fd, "w", newline="") as fh:
+                fh.write(text)
+            staged.append((tmp, out / name))
+        for tmp, final in staged:
+            os.replace(tmp, final)
+    finally:
+        for tmp, _ in staged:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+
+def write_report(out: Path, results: list[DefenseResult], labels, meta: dict, run_info: dict, samples: bool = True) -> list[dict]:
+    rows = result_rows(results, dataset=meta["dataset"], model=meta["model"], seed=meta["seed"], config_hash=meta["config_hash"])
+    files = {"results.csv": to_csv(rows, COLUMNS + EXTRA_COLUMNS), "results.md": to_markdown(rows, meta),
+             "timings.csv": to_csv(timing_rows(results), TIMING_COLUMNS),
+             "run.json": json.dumps(run_info, indent=2, sort_keys=True, default=str) + "\n"}
+    if samples:
+        srows = sample_rows(results, labels)
+        if srows:
+            files["samples.csv"] = to_csv(srows, list(srows[0]))
+    write_atomic(out, files)
+    return rows

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Set up .venv for the harness.  `./setup.sh` for running, `./setup.sh --dev` adds the test tools.
+# - Where the interpreter already has torch (say a CUDA build), the venv sees it (--system-site-packages)
+#   and keeps it.  Where it has none, torch==2.13.0 (the CPU build) is installed before anything else,
+#   so that no dependency pulls several GB of CUDA wheels.
+# - torchattacks goes in with --no-deps: it declares torchvision and an old requests it does not need.
+set -euo pipefail
+cd "$(dirname "$0")"
+PY=${PYTHON:-python3}
+extras=""
+[ "${1:-}" = "--dev" ] && extras="[dev]"
+pipq() { .venv/bin/python -m pip install -q --disable-pip-version-check "$@" 2>&1 | grep -v "is ignored: it is neither" || true; }
+if [ ! -x .venv/bin/python ]; then
+  if "$PY" -c "import torch" >/dev/null 2>&1; then
+    "$PY" -m venv --system-site-packages .venv
+  else
+    "$PY" -m venv .venv
+  fi
+fi
+if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
+  pipq "torch==2.13.0"
+fi
+pipq -e ".${extras}"
+pipq --no-deps "torchattacks==3.5.1"
+.venv/bin/python -c "import torch, harness, torchattacks, foolbox, pyautoattack" \
+  || { echo "setup.sh: the environment is incomplete (see the pip output above)" >&2; exit 1; }
