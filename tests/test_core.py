@@ -1,0 +1,79 @@
+"""Engine units: registry, config hash, metrics, data range checks, verdicts."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from scipy.stats import binomtest
+
+from harness.config import Overrides, RunConfig, parse_eps
+from harness.data.base import ImageSet
+from harness.errors import DataError, UsageError
+from harness.metrics import clopper_pearson
+from harness.registry import ATTACKS, Registry, load_builtins
+
+load_builtins()
+
+
+def test_registry_register_create_list_and_suggest():
+    reg = Registry("things")
+
+    @reg.register("alpha_one", "first thing")
+    def alpha_one(size: int = 3, rate: float = 0.5):
+        return {"size": size, "rate": rate}
+
+    assert reg.create("alpha_one", size=4) == {"size": 4, "rate": 0.5}
+    assert reg.list("alpha*") == ["alpha_one"]
+    assert reg.get("alpha_one").params["rate"].parse("1/4") == 0.25
+    with pytest.raises(UsageError, match="did you mean alpha_one"):
+        reg.get("alpha_on")
+    with pytest.raises(UsageError, match="no parameter"):
+        reg.create("alpha_one", colour="red")
+
+
+def test_overrides_scoped_and_global():
+    o = Overrides(["steps=7", "fgsm.loss=cw"])
+    assert o.for_plugin(ATTACKS, "pgd_linf") == {"steps": 7}
+    assert o.for_plugin(ATTACKS, "fgsm") == {"loss": "cw"}
+    o.check_all_used()
+    with pytest.raises(UsageError):
+        Overrides(["loss=xx"]).for_plugin(ATTACKS, "pgd_linf")
+
+
+def test_parse_eps():
+    assert parse_eps("8/255") == pytest.approx(8 / 255)
+    for bad in ("-1", "nan", "inf", "x"):
+        with pytest.raises(UsageError):
+            parse_eps(bad)
+
+
+def test_config_hash_ignores_output_only_settings():
+    kw = dict(dataset="digits", model="m", arch=None, defenses=[], attacks=[], norm="linf", eps=0.1, n=10,
+              batch_size=5, seed=0, passes=1)
+    a, b = RunConfig(**kw, out="x", quiet=True), RunConfig(**kw, out="y", quiet=False)
+    assert a.hash() == b.hash()
+    assert RunConfig(**{**kw, "eps": 0.2}).hash() != a.hash()
+
+
+@pytest.mark.parametrize("k,n", [(0, 10), (3, 10), (10, 10), (57, 120)])
+def test_clopper_pearson_matches_scipy(k, n):
+    lo, hi = clopper_pearson(k, n)
+    ref = binomtest(k, n).proportion_ci(confidence_level=0.95, method="exact")
+    assert lo == pytest.approx(ref.low, abs=1e-9) and hi == pytest.approx(ref.high, abs=1e-9)
+
+
+def test_imageset_rejects_out_of_range_and_nan():
+    y = torch.zeros(2, dtype=torch.long)
+    with pytest.raises(DataError, match=r"\[0, 1\]"):
+        ImageSet(torch.full((2, 1, 4, 4), 1.5), y, ("a",), "t")
+    with pytest.raises(DataError, match="NaN"):
+        ImageSet(torch.full((2, 1, 4, 4), math.nan), y, ("a",), "t")
+
+
+def test_digits_split_is_fixed(digits_test):
+    from harness.data import load
+
+    assert len(digits_test) == 360 and len(load("digits", "train")) == 1437
+    assert digits_test.y[:10].tolist() == [7, 6, 3, 7, 7, 3, 2, 8, 9, 3]
+    assert float(digits_test.x.min()) >= 0 and float(digits_test.x.max()) <= 1
