@@ -183,3 +183,13 @@ def test_check_gate(default_run, tmp_path, capsys):
 def test_module_entry_point_exit_code(tmp_path):
     p = subprocess.run([sys.executable, "-m", "harness", "run", "--eps", "-1"], cwd=REPO, capture_output=True, text=True)
     assert p.returncode == 2 and p.stderr.count("\n") == 1 and "Traceback" not in p.stderr
+
+
+def test_train_then_run_the_checkpoint(tmp_path):
+    ck = tmp_path / "m.pt"
+    assert main(["train", "--recipe", "pgd", "--epochs", "1", "--set", "steps=2", "--out", str(ck), "--quiet"]) == 0
+    meta = json.loads(Path(str(ck) + ".json").read_text())
+    assert meta["recipe"] == "pgd" and meta["arch"] == "small_cnn"
+    out = tmp_path / "o"
+    assert main(["run", "--model", str(ck), "--arch", "small_cnn", "--attack", "fgsm", "--n", "8", "--out", str(out), "--quiet"]) == 0
+    assert main(["train", "--recipe", "nosuch", "--out", str(tmp_path / "x.pt"), "--quiet"]) == 2
