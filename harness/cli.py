@@ -134,12 +134,19 @@ def load_model(model: str | None, arch: str | None, data, overrides, device, qui
         if not os.path.exists(name):
             ZOO.get(name)  # unknown name: fails with the closest zoo names
         raise UsageError(f"--model {name} is a checkpoint path: pass --arch (one of {', '.join(MODELS.list())})")
+    net = load_checkpoint(build_arch(arch, data, overrides)[0], name, arch)
+    return net.to(device).eval(), Path(name).stem
+
+
+def build_arch(arch: str, data, overrides):
+    """An untrained ``arch`` sized for ``data`` (classes, channels, image size), with --set overrides."""
+    from .registry import MODELS
+
     entry = MODELS.get(arch)
     kw = {"num_classes": data.num_classes, "in_channels": data.x.shape[1], "image_size": data.x.shape[-1]}
     kw = {k: v for k, v in kw.items() if k in entry.params}
     kw.update(overrides.for_plugin(MODELS, arch))
-    net = load_checkpoint(MODELS.create(arch, **kw), name, arch)
-    return net.to(device).eval(), Path(name).stem
+    return MODELS.create(arch, **kw), kw
 
 
 def resolve_norm(args, attack_entries) -> str:
@@ -215,8 +222,6 @@ def cmd_run(args, argv) -> int:
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} exists and is not a folder")
     _check_writable(out)
-    for name, _ in defenses:  # randomized defenses need several passes per adversarial image
-        pass
     results = evaluate(model, data, defenses, attacks, batch_size=batch_size, seed=args.seed, device=device,
                        passes=args.passes, quiet=args.quiet)
     meta = {"dataset": args.dataset, "model": model_name, "seed": args.seed, "config_hash": config_hash, "note": data.note or data.name}
@@ -275,7 +280,7 @@ def cmd_train(args) -> int:
     from .data import load
     from .models.checkpoint import load_checkpoint
     from .models.recipes import fit
-    from .registry import MODELS, RECIPES
+    from .registry import RECIPES
 
     overrides = Overrides(args.set)
     if args.epochs <= 0 or not args.lr > 0:
@@ -283,13 +288,9 @@ def cmd_train(args) -> int:
     make_batch = RECIPES.create(args.recipe, **overrides.for_plugin(RECIPES, args.recipe))
     data = load(args.dataset, args.split or "train", args.data_dir)
     arch = args.arch or "small_cnn"
-    entry = MODELS.get(arch)
-    kw = {"num_classes": data.num_classes, "in_channels": data.x.shape[1], "image_size": data.x.shape[-1]}
-    kw = {k: v for k, v in kw.items() if k in entry.params}
-    kw.update(overrides.for_plugin(MODELS, arch))
+    model, kw = build_arch(arch, data, overrides)
     overrides.check_all_used()
     device = pick_device(args.device)
-    model = MODELS.create(arch, **kw)
     if args.model:
         model = load_checkpoint(model, args.model, arch)
     out = Path(args.out)

@@ -80,3 +80,5 @@ zoo_entry("digits_cnn_adv", "small CNN, PGD-5 Linf adversarial training (eps 0.1
 zoo_entry("digits_cnn_adv_l2", "small CNN, PGD-5 L2 adversarial training (eps 0.5) on digits",
           ZooSpec("digits", "small_cnn", "pgd", epochs=15, arch_kw={"image_size": 8},
                   recipe_kw={"norm": "l2", "eps": 0.5, "steps": 5}))
+zoo_entry("digits_cnn_gauss", "small CNN, Gaussian data augmentation (sigma 0.25; Cohen et al. 2019) on digits: base of smoothing",
+          ZooSpec("digits", "small_cnn", "gaussian", epochs=15, arch_kw={"image_size": 8}, recipe_kw={"sigma": 0.25}))
