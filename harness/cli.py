@@ -93,6 +93,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"harness: error: {str(err).splitlines()[0] if str(err) else type(err).__name__}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into a reader that closed (| head)
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print("harness: interrupted", file=sys.stderr)
         return 130

@@ -36,6 +36,7 @@ class Param:
             if text.lower() in ("none", "null") and len(args) < len(typing.get_args(kind)):
                 return None
             kind = args[0]
+            origin = typing.get_origin(kind)
         if origin is typing.Literal:
             if text not in typing.get_args(kind):
                 raise UsageError(f"{self.name} must be one of {', '.join(map(str, typing.get_args(kind)))}, got {text!r}")
@@ -81,6 +82,10 @@ class Registry:
         self.kind = kind
         self._entries: dict[str, Entry] = {}
         self._plugins_loaded = False
+        # Name prefix -> resolver(name) -> factory, for families too large to register one by one (the
+        # "ta." torchattacks and "fb." Foolbox adapters): ``get`` registers a resolved name on first use.
+        # A resolver raises UsageError for a name it does not know.
+        self.resolvers: dict[str, Callable[[str], Any]] = {}
 
     def register(self, name: str, description: str | None = None):
         """Decorator: register ``factory`` under ``name``; the description defaults to its docstring's first line."""
@@ -106,6 +111,10 @@ class Registry:
     def get(self, name: str) -> Entry:
         self._load_plugins()
         if name not in self._entries:
+            for prefix, resolve in self.resolvers.items():
+                if name.startswith(prefix):
+                    self.register(name)(resolve(name))
+                    return self._entries[name]
             close = difflib.get_close_matches(name, list(self._entries), n=3, cutoff=0.5)
             hint = f"; did you mean {', '.join(close)}?" if close else f"; known: {', '.join(sorted(self._entries))}"
             raise UsageError(f"unknown {self.kind[:-1] if self.kind.endswith('s') else self.kind} {name!r}{hint}")

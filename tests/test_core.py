@@ -41,6 +41,16 @@ def test_overrides_scoped_and_global():
         Overrides(["loss=xx"]).for_plugin(ATTACKS, "pgd_linf")
 
 
+def test_unscoped_key_across_plugin_kinds_is_ambiguous():
+
+    reg = Registry("defenses")
+    reg.register("toy")(lambda steps=3: None)
+    o = Overrides(["steps=5"])
+    assert o.for_plugin(ATTACKS, "pgd_linf") == {"steps": 5}
+    with pytest.raises(UsageError, match="scope it"):
+        o.for_plugin(reg, "toy")
+
+
 def test_parse_eps():
     assert parse_eps("8/255") == pytest.approx(8 / 255)
     for bad in ("-1", "nan", "inf", "x"):
@@ -77,3 +87,13 @@ def test_digits_split_is_fixed(digits_test):
     assert len(digits_test) == 360 and len(load("digits", "train")) == 1437
     assert digits_test.y[:10].tolist() == [7, 6, 3, 7, 7, 3, 2, 8, 9, 3]
     assert float(digits_test.x.min()) >= 0 and float(digits_test.x.max()) <= 1
+
+
+def test_param_parse_optional_literal():
+    from harness.registry import Param
+    from typing import Literal, Optional
+
+    p = Param("norm", Optional[Literal["linf", "l2"]], None)
+    assert p.parse("l2") == "l2" and p.parse("none") is None
+    with pytest.raises(UsageError):
+        p.parse("l3")

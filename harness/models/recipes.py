@@ -62,4 +62,4 @@ def pgd_at(norm: Literal["linf", "l2"] = "linf", eps: float = 0.1, steps: int = 
     from attacks.pgd import PGD
 
     attack = PGD(norm=norm, eps=eps, steps=steps, alpha=alpha, early_stop=False)
-    return lambda model, x, y: attack._run(model, x, y, None)[0]
+    return lambda model, x, y: attack._run(model, x, y, None, check=False)[0]
