@@ -58,13 +58,19 @@ class Overrides:
     def __init__(self, pairs: list[str]):
         self.raw = parse_sets(pairs)
         self.used: set[str] = set()
+        self._kinds: dict[str, str] = {}  # unscoped key -> the plugin kind it was applied to
 
     def for_plugin(self, registry: Registry, name: str) -> dict:
+        """The overrides for one plugin.  An unscoped key that reaches plugins of two kinds (say a defense's
+        ``alpha`` and an attack's ``alpha``) is ambiguous, since the same name means different things there."""
         params = registry.get(name).params
         chosen = {}
         for key, text in self.raw.items():
             scope, _, param = key.rpartition(".")
             if (scope in ("", name)) and param in params:
+                if not scope and self._kinds.setdefault(key, registry.kind) != registry.kind:
+                    raise UsageError(f"--set {key} applies to {self._kinds[key]} and {registry.kind} alike; "
+                                     f"scope it, e.g. --set {name}.{param}={text}")
                 chosen[param] = params[param].parse(text)
                 self.used.add(key)
         return chosen
