@@ -8,6 +8,22 @@
 - none: no attack (the clean row).
 A sample is robust under an attack iff its defended clean prediction is correct and the attack failed:
 the defended prediction on the adversarial image is correct, or the image is invalid.
+
+Two optional attack attributes, read after each ``perturb`` (an attack that uses them sets them on every call):
+- ``last_candidates``: a list of image batches (e.g. one per eps' of the adaptive attack's sweep).  The sample
+  is then non-robust iff ANY candidate is valid (within the ball) and misclassified: the worst case over the
+  candidates, judged by the evaluator, which knows x_o (the attack cannot check validity itself).  The reported
+  image per sample is the first valid success, else the first (invalid) success, else the returned image;
+  ``valid`` is False exactly when the sample had a misclassifying candidate and every one of them was invalid.
+- ``last_points``: {name: image batch}; the distance of each image to x_o (in the attack's norm) lands in
+  ``Verdict.extra[name + "_dist"]`` (e.g. the reconstruction x_hat_o of the adaptive attack, Figure 3).
+
+Detectors (``defense.kind == "detector"``): ``classify`` returns -1 (ABSTAIN) for a rejected input, so ``robust``
+counts a rejected adversarial image as NOT defended (rejection = failure).  Four per-sample entries in ``extra``
+give the other reading and the detection numbers: ``robust_reject_defended`` (robust when a rejected adversarial
+image counts as defended; the clean verdict is the same in both: a rejected clean image is an error),
+``rejected`` (1/0 for the adversarial image of an attacked sample, NaN otherwise), and ``score_clean`` /
+``score_adv`` (the detector's score of the attacked sample's clean input and of its adversarial image).
 """
 from __future__ import annotations
 
@@ -16,7 +32,7 @@ from dataclasses import dataclass, field
 import torch
 
 from attacks.base import Attack, flat_norm
-from defenses.base import Defense
+from defenses.base import ABSTAIN, Defense
 
 from .errors import UsageError
 
@@ -73,20 +89,55 @@ def run_cell(defense: Defense, model, attack: Attack, threat: str, x_o: torch.Te
     dist = torch.full((n,), float("nan"), device=y.device)
     attacked = torch.zeros(n, dtype=torch.bool, device=y.device)
     extra = {}
+    detector = defense.kind == "detector"
+    if detector:
+        extra["robust_reject_defended"] = robust.clone()
+        for key in ("rejected", "score_clean", "score_adv"):
+            extra[key] = torch.full((n,), float("nan"), device=y.device)
     idx = clean.nonzero().flatten()
     if threat != "none" and idx.numel():
         kw = {"defense": defense, "classifier": model} if attack.adaptive else {}
         x_adv = attack.perturb(defense.surface(model, threat), x_seen[idx], y[idx], **kw).detach()
         center = x_seen[idx] if threat == "grey-box" else x_o[idx]
-        ok, d = within_budget(x_adv, center, attack.norm, attack.eps)
-        preds = torch.stack([defense.classify(model, x_adv) for _ in range(passes if defense.randomized else 1)])
-        correct = preds == y[idx]
-        robust[idx] = correct.all(0) | ~ok
+
+        def judge(img):  # (within budget, distance, correct per pass, rejected per pass) of one batch of images
+            ok, d = within_budget(img, center, attack.norm, attack.eps)
+            preds = torch.stack([defense.classify(model, img) for _ in range(passes if defense.randomized else 1)])
+            return ok, d, preds == y[idx], preds == ABSTAIN
+
+        ok, d, correct, rejected = judge(x_adv)
+        fooled = ~correct.all(0)
+        robust[idx] = ~fooled | ~ok
+        majority = (correct.float().mean(0) > 0.5) | ~ok
+        stopped = (correct | rejected).all(0) | ~ok  # the attack failed when a rejection counts as defended
+        if detector:
+            extra["rejected"][idx] = rejected.any(0).float()
+            extra["score_adv"][idx] = defense.score(model, x_adv).to(extra["score_adv"])
+            extra["score_clean"][idx] = defense.score(model, x_seen[idx]).to(extra["score_clean"])
+        cands = getattr(attack, "last_candidates", None)
+        if cands:  # worst case over the candidates; report the first valid success, else the first success
+            pick_d = d.clone()
+            seen_valid, seen_fool = fooled & ok, fooled.clone()
+            for cand in cands:
+                c_ok, c_d, c_correct, c_rejected = judge(cand.detach())
+                stopped &= (c_correct | c_rejected).all(0) | ~c_ok
+                c_fool = ~c_correct.all(0)
+                take = (c_fool & c_ok & ~seen_valid) | (c_fool & ~seen_fool)
+                pick_d[take] = c_d[take]
+                seen_valid |= c_fool & c_ok
+                seen_fool |= c_fool
+                majority &= (c_correct.float().mean(0) > 0.5) | ~c_ok
+            robust[idx] = ~seen_valid
+            ok, d = ~(seen_fool & ~seen_valid), pick_d
+        if detector:
+            extra["robust_reject_defended"][idx] = stopped
         if defense.randomized:
             extra["robust_majority"] = robust.clone()
-            extra["robust_majority"][idx] = (correct.float().mean(0) > 0.5) | ~ok
+            extra["robust_majority"][idx] = majority
         valid[idx], dist[idx], attacked[idx] = ok, d, True
-        for key, val in getattr(attack, "last_extra", {}).items():  # e.g. reconstruction distances
+        points = {f"{k}_dist": flat_norm(p.detach() - x_o[idx], attack.norm)
+                  for k, p in getattr(attack, "last_points", {}).items()}
+        for key, val in {**getattr(attack, "last_extra", {}), **points}.items():  # e.g. reconstruction distances
             full = torch.full((n,), float("nan"), device=y.device)
             full[idx] = val.to(full.device, full.dtype)
             extra[key] = full
