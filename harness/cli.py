@@ -1,4 +1,4 @@
-"""Command line: ``run``, ``list``, ``train``, ``check`` (contract in DESIGN.md).
+"""Command line: ``run``, ``list``, ``train``, ``check`` (contract in DESIGN.md), and ``certify``.
 
 Exit codes: 0 success; 1 internal error; 2 bad input or usage (one line on stderr, nothing written);
 3 ``check`` found a regression.  A traceback is printed only with ``--debug``.
@@ -63,6 +63,22 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", required=True, help="checkpoint path to write")
     common(t)
 
+    ce = sub.add_parser("certify", help="CERTIFY a smoothed classifier over a dataset (Cohen et al. 2019)")
+    ce.add_argument("--model", default="digits_cnn_gauss", help="zoo name, or a checkpoint path with --arch")
+    ce.add_argument("--sigma", type=float, default=0.25)
+    ce.add_argument("--N0", type=int, default=100, help="selection draws (n0)")
+    ce.add_argument("--N", type=int, default=100_000, help="estimation draws (n)")
+    ce.add_argument("--alpha", type=float, default=0.001)
+    ce.add_argument("--batch", type=int, default=1000, help="noisy inputs per forward pass")
+    ce.add_argument("--n", type=int, default=None, help="certify the first N images (after --skip)")
+    ce.add_argument("--skip", type=int, default=1, help="take every K-th image (Cohen's --skip)")
+    ce.add_argument("--eps", default=None, help="attack budget to add to the radii, e.g. 0.5 or 8/255")
+    ce.add_argument("--norm", default="l2", choices=("l2", "linf"))
+    ce.add_argument("--radii", default="0,0.25,0.5,0.75,1")
+    ce.add_argument("--step", type=float, default=0.01, help="radius step of certified_curve.csv")
+    ce.add_argument("--out", default=None, help="output folder (default runs/certify-<config hash>)")
+    common(ce)
+
     c = sub.add_parser("check", help="fail (exit 3) when results fell below a baseline")
     c.add_argument("--baseline", required=True)
     c.add_argument("--tolerance", type=float, default=1.0, help="points of accuracy allowed to be lost")
@@ -87,6 +103,10 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_list(args)
         if args.command == "train":
             return cmd_train(args)
+        if args.command == "certify":
+            from .certify import cmd_certify
+
+            return cmd_certify(args, argv)
         return cmd_run(args, argv)
     except UsageError as err:
         if debug:
