@@ -1,0 +1,126 @@
+"""BPDA: Backward Pass Differentiable Approximation (Athalye, Carlini & Wagner, ICML 2018, Sec. 4.1).
+
+Against a preprocessor P that is non-differentiable or gives useless gradients, run a gradient attack on
+model ∘ BPDA(P), where BPDA(P) computes P(x) on the forward pass and, on the backward pass, replaces
+dP/dx by the derivative of a differentiable g with g(x) ≈ P(x):
+
+    ∇_x L(f(P(x)))  ≈  ∇_z L(f(z))|_{z = P(x)} · ∇_x g(x)
+
+``backward="identity"``: g(x) = x, so the gradient is the classifier's gradient taken at P(x) (the
+obfuscated-gradients code: ``model.defend`` forward, the gradient applied straight to the input).
+``backward="approx"``: g is the defense's own differentiable surrogate ``defense.approx(x)``.
+(advertorch's ``BPDAWrapper`` with ``forwardsub``, REFERENCE-IMPLEMENTATIONS.md 7.)
+
+Randomized preprocessors: each forward pass is a fresh draw; averaging over draws is EOT
+(``attacks/eot.py``), not this module.
+"""
+from __future__ import annotations
+
+from typing import Callable, Literal
+
+import torch
+from torch import nn
+
+from harness.errors import UsageError
+from harness.registry import ATTACKS
+
+from .base import Attack
+
+
+class _BPDAFunction(torch.autograd.Function):
+    """forward: P(x) (no graph recorded); backward: identity, or the vector-Jacobian product of g at x."""
+
+    @staticmethod
+    def forward(ctx, x, forward_fn, backward_fn):
+        out = forward_fn(x)
+        if backward_fn is None and out.shape != x.shape:
+            raise UsageError(f"BPDA with an identity backward needs P(x) shaped like x: {tuple(x.shape)} -> "
+                             f"{tuple(out.shape)}; supply approx(x)")
+        ctx.backward_fn = backward_fn
+        if backward_fn is not None:
+            ctx.save_for_backward(x)
+        return out.detach()
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        if ctx.backward_fn is None:
+            return grad_out, None, None
+        (x,) = ctx.saved_tensors
+        with torch.enable_grad():
+            xd = x.detach().requires_grad_(True)
+            (g,) = torch.autograd.grad(ctx.backward_fn(xd), xd, grad_out)
+        return g, None, None
+
+
+class BPDAWrapper(nn.Module):
+    """An nn.Module computing ``forward_fn(x)`` whose backward pass is the identity or that of ``backward_fn``."""
+
+    def __init__(self, forward_fn: Callable[[torch.Tensor], torch.Tensor],
+                 backward_fn: Callable[[torch.Tensor], torch.Tensor] | None = None):
+        super().__init__()
+        self.forward_fn, self.backward_fn = forward_fn, backward_fn
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _BPDAFunction.apply(x, self.forward_fn, self.backward_fn)
+
+
+def bpda_surface(defense, classifier: nn.Module, backward: str = "identity") -> nn.Module:
+    """classifier ∘ BPDA(P) for a preprocessor defense; the bare classifier for a defense without ``purify``."""
+    purify = getattr(defense, "purify", None)
+    if purify is None:
+        return classifier
+    if backward == "identity":
+        back = None
+    elif backward == "approx":
+        back = getattr(defense, "approx", None)
+        if back is None:
+            raise UsageError(f"bpda backward=approx: the {getattr(defense, 'registry_name', type(defense).__name__)} "
+                             "defense supplies no approx(x); use backward=identity")
+    else:
+        raise UsageError(f"bpda backward must be identity or approx, got {backward!r}")
+    return nn.Sequential(BPDAWrapper(purify, back), classifier)
+
+
+@ATTACKS.register("bpda", "BPDA (Athalye et al. 2018): a gradient attack (inner=pgd) through P with P's backward replaced by identity|approx")
+class BPDA(Attack):
+    """BPDA (Athalye et al. 2018): a gradient attack (inner=pgd) through P with P's backward replaced by identity|approx.
+
+    ``inner``: a registered, non-adaptive gradient attack, built with this attack's budget and those of
+    ``steps``, ``alpha``, ``restarts``, ``loss`` that it takes (PGD: 40 steps of eps/4 by default, as the
+    40-step PGD of JATP's evaluation).  Adaptive: it receives the defense and the bare classifier.
+    """
+
+    adaptive = True
+
+    def __init__(self, norm: Literal["linf", "l2"] | None = None, eps: float = 0.0, inner: str = "pgd",
+                 steps: int = 40, alpha: float | None = None, restarts: int = 1,
+                 backward: Literal["identity", "approx"] = "identity", loss: Literal["ce", "cw", "dlr"] = "ce"):
+        if backward not in ("identity", "approx"):
+            raise UsageError(f"bpda backward must be identity or approx, got {backward!r}")
+        if inner == "bpda":
+            raise UsageError("bpda cannot wrap itself")
+        entry = ATTACKS.get(inner)
+        if getattr(entry.factory, "adaptive", False):
+            raise UsageError(f"bpda needs a plain gradient attack as inner, and {inner} is adaptive")
+        self.inner, self.steps, self.alpha, self.restarts, self.backward, self.loss = (
+            inner, int(steps), alpha, int(restarts), backward, loss)
+        wanted = {"steps": self.steps, "alpha": alpha, "restarts": self.restarts, "loss": loss}
+        kw = {k: v for k, v in wanted.items() if k in entry.params}
+        if "norm" in entry.params:
+            kw["norm"] = norm or getattr(entry.factory, "norms", ("linf",))[0]
+        if "eps" in entry.params:
+            kw["eps"] = eps
+        self._inner = ATTACKS.create(inner, **kw)
+        self.norms = self._inner.norms
+        self.set_budget(norm or self._inner.norm, eps)
+
+    def set_budget(self, norm: str, eps: float) -> None:
+        super().set_budget(norm, eps)
+        if hasattr(self, "_inner"):
+            self._inner.set_budget(norm, eps)
+
+    def perturb(self, model, x: torch.Tensor, y: torch.Tensor, defense=None, classifier=None, **kw) -> torch.Tensor:
+        """Run ``inner`` on classifier ∘ BPDA(P); ``model`` (the white-box surface) is used without a preprocessor."""
+        surface = bpda_surface(defense, classifier, self.backward) if classifier is not None and defense is not None \
+            else model
+        return self._inner.perturb(surface, x, y)
