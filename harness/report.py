@@ -3,7 +3,11 @@
 results.csv columns (DESIGN.md contract, in this order):
   dataset, model, defense, attack, threat, norm, eps, n, clean_acc, robust_acc, robust_ci_low,
   robust_ci_high, seed, config_hash
-then: clean_ci_low, clean_ci_high, attacked, invalid, mean_dist, max_dist, robust_acc_majority.
+then: clean_ci_low, clean_ci_high, attacked, invalid, mean_dist, max_dist, robust_acc_majority;
+and, only when a defense of the run is a detector (``DETECTOR_COLUMNS``): robust_acc_reject_defended (a rejected
+adversarial image counts as defended; ``robust_acc`` counts it as not defended), rejected (attacked samples whose
+adversarial image was rejected) and det_auroc (AUROC in percent of the detector score, clean inputs vs their
+adversarial images, over the attacked samples; in-distribution/clean positive).
 Accuracies in percent with two decimals; one row per (defense, attack) and one ``worst-case`` row per defense.
 """
 from __future__ import annotations
@@ -26,6 +30,7 @@ from .metrics import accuracy, norm_summary
 COLUMNS = ["dataset", "model", "defense", "attack", "threat", "norm", "eps", "n", "clean_acc", "robust_acc",
            "robust_ci_low", "robust_ci_high", "seed", "config_hash"]
 EXTRA_COLUMNS = ["clean_ci_low", "clean_ci_high", "attacked", "invalid", "mean_dist", "max_dist", "robust_acc_majority"]
+DETECTOR_COLUMNS = ["robust_acc_reject_defended", "rejected", "det_auroc"]
 TIMING_COLUMNS = ["defense", "attack", "stage", "seconds", "images_per_s", "forward_per_sample", "backward_per_sample"]
 
 
@@ -54,19 +59,38 @@ def result_rows(results: list[DefenseResult], *, dataset: str, model: str, seed:
             rob = accuracy(v.robust)
             mean_d, max_d = norm_summary(v.dist, v.attacked)
             maj = v.extra.get("robust_majority")
-            rows.append({**base, "attack": cell.attack, "threat": cell.threat, "norm": cell.norm,
+            rows.append({**base, **_detector_cells(v), "attack": cell.attack, "threat": cell.threat, "norm": cell.norm,
                          "eps": f"{cell.eps:.6g}", "robust_acc": _f2(rob["acc"]), "robust_ci_low": _f2(rob["ci_low"]),
                          "robust_ci_high": _f2(rob["ci_high"]), "attacked": int(v.attacked.sum()),
                          "invalid": int((v.attacked & ~v.valid).sum()), "mean_dist": _f4(mean_d), "max_dist": _f4(max_d),
                          "robust_acc_majority": _f2(accuracy(maj)["acc"]) if maj is not None else ""})
         worst = accuracy(res.worst_case())
         cells = res.cells
+        if any("robust_reject_defended" in c.verdict.extra for c in cells):
+            both = res.clean.clone()
+            for c in cells:
+                both &= c.verdict.extra.get("robust_reject_defended", c.verdict.robust)
+            base = {**base, "robust_acc_reject_defended": _f2(accuracy(both)["acc"])}
         rows.append({**base, "attack": "worst-case", "threat": _same(c.threat for c in cells) if cells else "none",
                      "norm": _same(c.norm for c in cells) if cells else "", "eps": _same(f"{c.eps:.6g}" for c in cells) if cells else "",
                      "robust_acc": _f2(worst["acc"]), "robust_ci_low": _f2(worst["ci_low"]), "robust_ci_high": _f2(worst["ci_high"]),
                      "attacked": "", "invalid": sum(int((c.verdict.attacked & ~c.verdict.valid).sum()) for c in cells),
                      "mean_dist": "", "max_dist": "", "robust_acc_majority": ""})
     return rows
+
+
+def _detector_cells(v) -> dict:
+    """The detector columns of one cell (empty for a cell of another defense kind)."""
+    if "robust_reject_defended" not in v.extra:
+        return {}
+    from .ood_metrics import auroc
+
+    att = v.attacked
+    s_in, s_adv = v.extra["score_clean"][att], v.extra["score_adv"][att]
+    ok = s_in.isfinite() & s_adv.isfinite()
+    return {"robust_acc_reject_defended": _f2(accuracy(v.extra["robust_reject_defended"])["acc"]),
+            "rejected": int((v.extra["rejected"][att] == 1).sum()),
+            "det_auroc": _f2(100 * auroc(s_in[ok], s_adv[ok])) if ok.any() else ""}
 
 
 def timing_rows(results: list[DefenseResult]) -> list[dict]:
@@ -122,6 +146,15 @@ def to_markdown(rows: list[dict], meta: dict) -> str:
              "an adversarial image outside the budget of the original image counts as defended (column invalid).", "",
              tabulate(body, headers=head, tablefmt="github", disable_numparse=True), "", "## All cells", "",
              tabulate([[r[c] for c in full_cols] for r in rows], headers=full_cols, tablefmt="github", disable_numparse=True), ""]
+    det = [r for r in rows if r.get("robust_acc_reject_defended", "") != ""]
+    if det:  # detectors: both readings of a rejection, and the detection numbers
+        cols = ["defense", "attack", "clean_acc", "robust_acc", "robust_acc_reject_defended", "rejected", "attacked", "det_auroc"]
+        lines += ["## Detectors", "",
+                  "A detector rejects an input (prediction -1) whose score is below its threshold (95% TPR on its clean "
+                  "calibration split). robust_acc counts a rejected adversarial image as NOT defended; "
+                  "robust_acc_reject_defended counts it as defended. A rejected clean image is an error in both. "
+                  "det_auroc: AUROC (%) of the score, clean inputs (positive) vs their adversarial images.", "",
+                  tabulate([[r.get(c, "") for c in cols] for r in det], headers=cols, tablefmt="github", disable_numparse=True), ""]
     return "\n".join(lines)
 
 
@@ -172,7 +205,9 @@ def write_atomic(out: Path, files: dict[str, str]) -> None:
 
 def write_report(out: Path, results: list[DefenseResult], labels, meta: dict, run_info: dict, samples: bool = True) -> list[dict]:
     rows = result_rows(results, dataset=meta["dataset"], model=meta["model"], seed=meta["seed"], config_hash=meta["config_hash"])
-    files = {"results.csv": to_csv(rows, COLUMNS + EXTRA_COLUMNS), "results.md": to_markdown(rows, meta),
+    detector = any(res.kind == "detector" for res in results)
+    files = {"results.csv": to_csv(rows, COLUMNS + EXTRA_COLUMNS + (DETECTOR_COLUMNS if detector else [])),
+             "results.md": to_markdown(rows, meta),
              "timings.csv": to_csv(timing_rows(results), TIMING_COLUMNS),
              "run.json": json.dumps(run_info, indent=2, sort_keys=True, default=str) + "\n"}
     if samples:
