@@ -97,3 +97,22 @@ def test_param_parse_optional_literal():
     assert p.parse("l2") == "l2" and p.parse("none") is None
     with pytest.raises(UsageError):
         p.parse("l3")
+
+
+def test_zoo_training_ignores_the_callers_rng_and_threads(tmp_path, monkeypatch):
+    """Cached weights must be the same whoever trains them first (seeded init, pinned threads)."""
+    from harness.models import zoo
+
+    weights = []
+    for i, threads in enumerate((1, 2)):
+        monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / str(i)))
+        torch.manual_seed(100 + i)
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            state = torch.random.get_rng_state()
+            weights.append(zoo.load_zoo("digits_cnn", quiet=True).state_dict())
+            assert torch.equal(torch.random.get_rng_state(), state)  # the caller's generator is left alone
+        finally:
+            torch.set_num_threads(before)
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])

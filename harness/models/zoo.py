@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import tempfile
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -32,8 +33,24 @@ class ZooSpec:
     seed: int = 0
 
     def key(self) -> str:
-        text = json.dumps({**asdict(self), "torch": torch.__version__.split("+")[0]}, sort_keys=True)
+        text = json.dumps({**asdict(self), "torch": torch.__version__.split("+")[0], "threads": TRAIN_THREADS}, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+# Cached weights must not depend on who trained them first: CPU kernels sum in a thread-dependent order, so
+# a model trained on 2 threads differs in its last bits from one trained on 1.  Zoo training runs on one.
+TRAIN_THREADS = 1
+
+
+@contextmanager
+def torch_threads(n: int):
+    """Run the block with ``n`` torch CPU threads, restoring the caller's setting afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def cache_dir() -> Path:
@@ -55,15 +72,19 @@ def load_zoo(name: str, device: torch.device | str = "cpu", quiet: bool = False)
     spec: ZooSpec = ZOO.create(name)
     path = cache_dir() / f"{name}-{spec.key()}.pt"
     data = load(spec.dataset, spec.split)
-    model = build(spec, data.num_classes).to(device)
     if path.exists():
+        model = build(spec, data.num_classes).to(device)
         model.load_state_dict(torch.load(path, map_location=device, weights_only=True))
         return model.eval()
     from .recipes import fit
 
     make_batch = RECIPES.create(spec.recipe, **spec.recipe_kw)
-    fit(model, data.x, data.y, make_batch, epochs=spec.epochs, lr=spec.lr, batch_size=spec.batch_size,
-        seed=spec.seed, quiet=quiet, desc=f"training {name} (first use, cached)")
+    # The initial weights come from the entry's own seed, not from the caller's generator, which is left as it was.
+    with torch.random.fork_rng(devices=[]), torch_threads(TRAIN_THREADS):
+        torch.manual_seed(spec.seed)
+        model = build(spec, data.num_classes).to(device)
+        fit(model, data.x, data.y, make_batch, epochs=spec.epochs, lr=spec.lr, batch_size=spec.batch_size,
+            seed=spec.seed, quiet=quiet, desc=f"training {name} (first use, cached)")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
     os.close(fd)
