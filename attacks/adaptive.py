@@ -30,7 +30,9 @@ AA_NORMS = {"linf": "Linf", "l2": "L2"}
 
 
 def reconstruct(model, x_r: torch.Tensor, defense, norm: str, eps: float) -> torch.Tensor:
-    """Algorithm 3: x_hat_o from x_r, with the defense's hyper-parameters (``PreemptRobustify.settings``).
+    """Algorithm 3: x_hat_o from x_r, with the defense's hyper-parameters (``PreemptRobustify.settings``) and
+    against the model it robustifies against (``robustify_model``: the soft smoothed classifier for
+    ``preempt_smooth``, whose argmax then gives c(x_r)).
 
     A defense that does not modify images ("none") is returned unchanged (x_hat_o = x_r = x_o).  Another
     preemptive defense is inverted with Algorithm 1's default settings at its own norm and delta.
@@ -39,6 +41,7 @@ def reconstruct(model, x_r: torch.Tensor, defense, norm: str, eps: float) -> tor
 
     if isinstance(defense, PreemptRobustify):
         s = defense.settings()
+        model = defense.robustify_model(model)
     elif defense is not None and defense.kind == "preemptive":
         s = Settings(getattr(defense, "norm", norm), eps, float(getattr(defense, "delta", 0.0) or eps))
     else:

@@ -238,6 +238,11 @@ class PreemptRobustify(Preemptive):
         self.maxiter, self.steps, self.alpha, self.n_starts = int(maxiter), int(steps), alpha, int(n_starts)
         self.beta, self.init, self.label, self.exact = beta, init, label, bool(exact)
 
+    def robustify_model(self, model):
+        """The model Algorithm 1 (and the attacker's Algorithm 3) optimises against: the classifier itself here;
+        a subclass may return another one (``preempt_smooth``: the soft smoothed classifier)."""
+        return model
+
     def settings(self) -> Settings:
         return Settings(self.norm, self.eps, self.delta, self.maxiter, self.steps, self.alpha, self.n_starts,
                         self.beta, self.exact)
