@@ -5,15 +5,15 @@ proof-of-concept of Fig. 1(c)/2(a), eq. 3); columns Natural and the white-box ro
 (PGD on the DLR loss), AA (AutoAttack standard, on the first --aa-n images: it is slow through a purifier on
 the CPU), BPDA (identity backward, Fig. 4(a)), BPDA-raw (BPDA whose surrogate is P without its output clamp,
 so gradients also pass where the clamp is flat) and the per-sample worst case over PGD, DLR, BPDA, BPDA-raw;
-an oblivious-PGD column shows what the purifiers do against attacks that ignore them.  Every attack sees the full model T∘P (the "adaptive
-attack strategy" of Sec. 4.2).  A cross-model table applies the same purifiers, trained against
-``--model``, unchanged to ``--cross-model`` (Table 2's setting).  It ends with the checks of the paper's
-claims (the direction of the effect), printed as text.
+an oblivious-PGD column shows what the purifiers do against attacks that ignore them.  Every white-box
+attack sees the full model T∘P (the "adaptive attack strategy" of Sec. 4.2).  A cross-model table applies
+the same purifiers, trained against ``--model``, unchanged to ``--cross-model`` (Table 2's setting).  Each
+table ends with the checks of the paper's claims (the direction of the effect), printed as text.
 
-    python scripts/purifier_table.py                      # all 360 digits test images, eps 0.1, PGD-40
-    python scripts/purifier_table.py --n 100 --no-aa      # quicker
+    python scripts/purifier_table.py --threads 1 --aa-n 60          # ~20 min on a busy 2-core CPU (AA dominates)
+    python scripts/purifier_table.py --threads 1 --no-aa            # ~6 min: all but the AA column
 
-The purifiers train on first use (about a minute each on the CPU) and are cached (see defenses/purifiers).
+The purifiers train on first use (10 s to 2 min each on the CPU) and are cached (see defenses/purifiers).
 """
 from __future__ import annotations
 

@@ -7,7 +7,6 @@ scripts/purifier_table.py, not here.
 from __future__ import annotations
 
 import math
-import os
 
 import pytest
 import torch
