@@ -58,7 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a model with a recipe and save a checkpoint")
     t.add_argument("--recipe", default="pgd")
     t.add_argument("--model", default=None, help="checkpoint to start from (optional)")
-    t.add_argument("--epochs", type=int, default=15)
+    t.add_argument("--defense", default=None, help="train this purifier (hgd, nrp, jatp) instead of a classifier")
+    t.add_argument("--target-model", default=None, help="the classifier a purifier is trained for (zoo name or PATH with --arch)")
+    t.add_argument("--epochs", type=int, default=None, help="epochs (default: 15 for recipes, the purifier's own)")
     t.add_argument("--lr", type=float, default=0.1)
     t.add_argument("--out", required=True, help="checkpoint path to write")
     common(t)
@@ -305,7 +307,10 @@ def cmd_train(args) -> int:
     from .models.recipes import fit
     from .registry import RECIPES
 
+    if args.defense is not None:
+        return train_defense(args)
     overrides = Overrides(args.set)
+    args.epochs = 15 if args.epochs is None else args.epochs
     if args.epochs <= 0 or not args.lr > 0:
         raise UsageError("--epochs and --lr must be positive")
     make_batch = RECIPES.create(args.recipe, **overrides.for_plugin(RECIPES, args.recipe))
@@ -331,3 +336,27 @@ def cmd_train(args) -> int:
     if not args.quiet:
         print(f"wrote {out} (load with --model {out} --arch {arch})")
     return 0
+
+
+def train_defense(args) -> int:
+    """``harness train --defense NAME --target-model M``: train a purifier for M, save it for ``--set checkpoint=``."""
+    from defenses.purifiers.training import METHODS, parse_settings, train_to_file
+
+    from .config import Overrides, parse_sets
+    from .data import load
+
+    if args.defense not in METHODS:
+        raise UsageError(f"--defense {args.defense}: trainable defenses are {', '.join(sorted(METHODS))}")
+    if args.epochs is not None and args.epochs <= 0:
+        raise UsageError("--epochs must be positive")
+    data = load(args.dataset, args.split or "train", args.data_dir)
+    device = pick_device(args.device)
+    settings = parse_settings(args.defense, parse_sets(args.set))
+    target, target_name = load_model(args.target_model, args.arch, data, Overrides([]), device, args.quiet)
+    out = Path(args.out)
+    _check_writable(out.parent if out.parent != Path("") else Path("."))
+    train_to_file(args.defense, target, data, out, epochs=args.epochs, quiet=args.quiet, **settings)
+    if not args.quiet:
+        print(f"wrote {out} (use: run --model {target_name} --defense {args.defense} --set {args.defense}.checkpoint={out})")
+    return 0
+

@@ -193,3 +193,14 @@ def test_train_then_run_the_checkpoint(tmp_path):
     out = tmp_path / "o"
     assert main(["run", "--model", str(ck), "--arch", "small_cnn", "--attack", "fgsm", "--n", "8", "--out", str(out), "--quiet"]) == 0
     assert main(["train", "--recipe", "nosuch", "--out", str(tmp_path / "x.pt"), "--quiet"]) == 2
+
+
+def test_train_a_purifier_then_run_it(tmp_path):
+    ck = tmp_path / "hgd.pt"
+    assert main(["train", "--defense", "hgd", "--target-model", "digits_cnn_adv", "--epochs", "1", "--out", str(ck), "--quiet"]) == 0
+    assert json.loads(Path(str(ck) + ".json").read_text())["defense"] == "hgd"
+    out = tmp_path / "o"
+    assert main(["run", "--defense", "hgd", "--set", f"hgd.checkpoint={ck}", "--attack", "fgsm", "--n", "8",
+                 "--out", str(out), "--quiet"]) == 0
+    assert rows(out / "results.csv")[0]["defense"] == "hgd"
+    assert main(["train", "--defense", "preempt", "--out", str(tmp_path / "x.pt"), "--quiet"]) == 2
