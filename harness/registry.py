@@ -104,8 +104,8 @@ class Registry:
             return
         self._plugins_loaded = True
         for ep in metadata.entry_points(group=f"harness.{self.kind}"):
-            loaded = ep.load()
-            if callable(loaded) and not inspect.isclass(loaded) and ep.name not in self._entries:
+            loaded = ep.load()  # a module registers on import; a class or function is registered as ep.name
+            if callable(loaded) and ep.name not in self._entries:
                 self.register(ep.name)(loaded)
 
     def get(self, name: str) -> Entry:

@@ -116,3 +116,24 @@ def test_zoo_training_ignores_the_callers_rng_and_threads(tmp_path, monkeypatch)
         finally:
             torch.set_num_threads(before)
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+def test_third_party_plugin_through_entry_points(tmp_path, monkeypatch):
+    """A package that declares ``[harness.attacks] name = module:Class`` is found without touching the harness."""
+    (tmp_path / "thirdparty_attack.py").write_text(
+        "from attacks.base import Attack\n"
+        "class Nudge(Attack):\n"
+        "    '''shifts every pixel by eps'''\n"
+        "    def __init__(self, norm: str = 'linf', eps: float = 0.0, shift: float = 1.0):\n"
+        "        self.set_budget(norm, eps); self.shift = shift\n"
+        "    def perturb(self, model, x, y, **kw):\n"
+        "        return (x + self.shift * self.eps).clamp(0, 1)\n")
+    dist = tmp_path / "thirdparty_attack-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: thirdparty-attack\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[harness.attacks]\nnudge = thirdparty_attack:Nudge\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    reg = Registry("attacks")
+    assert "nudge" in reg.list()
+    assert reg.get("nudge").params["shift"].parse("0.5") == 0.5
+    assert reg.create("nudge", eps=0.1).eps == 0.1
