@@ -206,7 +206,9 @@ def main(argv: list[str] | None = None) -> int:
             lines.append(f"| {st} | {mname} | {fmt(ms, 'aupr_out')} | {fmt(ms, 'fpr95_out')} |")
     lines += ["", "In-distribution test accuracy (%): " + "; ".join(
         f"{k} {sum(v) / len(v):.1f}" for k, v in accs.items()), ""]
-    lines += [f"- {n}" for n in notes] + [f"- {k}: {v}" for k, v in s.notes.items()]
+    lines += [f"- {n}" for n in notes] + [f"- {k}: {v}" for k, v in s.notes.items() if "noise" not in k]
+    lines += [f"- Gaussian noise N(0.5, 0.25^2) clipped to [0,1] and uniform noise U[0,1]: {args.n_out} images each, "
+              "drawn afresh for every seed"]
     lines += [f"- test sets capped at {args.n_out} images each (fixed subset); ({time.time() - t0:.0f} s)"]
     text = "\n".join(lines)
     print(text)

@@ -14,7 +14,7 @@ from torch import nn
 from attacks.base import Attack, flat_norm
 from attacks.pgd import PGD
 from defenses.base import ABSTAIN
-from defenses.ood import (Mahalanobis, MSPDetector, SafeSpotOOD, ThresholdDetector, eq4_loss, msp, oe_loss,
+from defenses.ood import (Mahalanobis, MSPDetector, ThresholdDetector, eq4_loss, msp, oe_loss,
                           safe_spot_score, train_ood, uniform_ce, uniform_kl)
 from defenses.safe_spot import SafeSpot
 from harness.data import load
