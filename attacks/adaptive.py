@@ -14,8 +14,6 @@ so that run_cell records ||x_hat_o - x_o|| and ||x_hat_o^a - x_o|| (``rec_dist``
 """
 from __future__ import annotations
 
-import logging
-import warnings
 from typing import Literal
 
 import torch
@@ -23,10 +21,9 @@ import torch
 from harness.errors import UsageError
 from harness.registry import ATTACKS
 
+from .autoattack import AutoAttack
 from .base import Attack
 from .pgd import PGD
-
-AA_NORMS = {"linf": "Linf", "l2": "L2"}
 
 
 def reconstruct(model, x_r: torch.Tensor, defense, norm: str, eps: float) -> torch.Tensor:
@@ -49,27 +46,6 @@ def reconstruct(model, x_r: torch.Tensor, defense, norm: str, eps: float) -> tor
     with torch.no_grad():
         y_r = model(x_r).argmax(1)  # c(x_r)
     return optimise(model, x_r, x_r, y_r, s, ascend=True)
-
-
-def autoattack(model, x: torch.Tensor, y: torch.Tensor, norm: str, eps: float, version: str) -> torch.Tensor:
-    """pyautoattack at (norm, eps), seeded from torch's global generator (so the engine's per-cell seed fixes it);
-    its ``auto-attack`` logger and warnings are silenced."""
-    from pyautoattack import AutoAttack
-
-    seed = int(torch.randint(2**31, (1,)))
-    logger = logging.getLogger("auto-attack")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    devices = [x.device.index or 0] if x.device.type == "cuda" else []
-    try:  # pyautoattack reseeds torch's global generator: keep that inside
-        with warnings.catch_warnings(), torch.random.fork_rng(devices=devices):
-            warnings.simplefilter("ignore")
-            aa = AutoAttack(model, norm=AA_NORMS[norm], eps=eps, version=version, seed=seed, device=x.device)
-            aa.verbose = False
-            x_adv, _ = aa.run_standard_evaluation(x, y, batch_size=len(x))
-    finally:
-        logger.setLevel(level)
-    return x_adv.detach()
 
 
 class AdaptiveReconstruction(Attack):
@@ -103,7 +79,8 @@ class AdaptiveReconstruction(Attack):
             if self.use_pgd:
                 cands.append(PGD(norm=self.norm, eps=eps_p, steps=self.steps).perturb(model, x_hat, y))
             if self.use_autoattack:
-                cands.append(autoattack(model, x_hat, y, self.norm, eps_p, self.aa_version))
+                aa = AutoAttack(version=self.aa_version, norm=self.norm, eps=eps_p, batch_size=max(len(x_hat), 1))
+                cands.append(aa.perturb(model, x_hat, y))
         self.last_candidates = cands
         x_adv = cands[-2] if self.use_pgd and self.use_autoattack else cands[-1]  # eps' = max: PGD, else AA
         self.last_points = {"rec": x_hat, "adv": x_adv}
