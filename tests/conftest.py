@@ -8,6 +8,19 @@ import pytest
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a module of small-batch tests (``pytestmark = pytest.mark.usefixtures("one_thread")``):
+    on a shared 2-core machine torch's default threads spin against other processes and run them up to 10x
+    slower.  Restored afterwards; cached zoo weights do not depend on it (harness.models.zoo.TRAIN_THREADS)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
@@ -30,3 +43,20 @@ def adv_model():
 
     load_builtins()
     return load_zoo("digits_cnn_adv", quiet=True)
+
+
+@pytest.fixture(scope="module")
+def models():
+    """The adversarially trained digits models by norm, frozen: Linf (eps 0.1) and L2 (eps 0.5)."""
+    from harness.models.zoo import load_zoo
+    from harness.registry import load_builtins
+
+    load_builtins()
+    out = {}
+    for norm, name in (("linf", "digits_cnn_adv"), ("l2", "digits_cnn_adv_l2")):
+        m = load_zoo(name, quiet=True)
+        for p in m.parameters():
+            p.requires_grad_(False)
+        out[norm] = m
+    return out
+

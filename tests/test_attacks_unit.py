@@ -14,12 +14,7 @@ from harness.counting import CountingModel
 D = 16  # toy inputs: 1 x 4 x 4 images
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def linear_model(weight: torch.Tensor, bias: torch.Tensor) -> nn.Module:

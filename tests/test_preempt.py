@@ -17,7 +17,6 @@ from attacks.base import Attack, flat_norm, random_in_ball
 from defenses.preempt import PreemptRobustify, Settings, update_gradient
 from harness.data import load
 from harness.evaluate import evaluate
-from harness.models.zoo import load_zoo
 from harness.registry import ATTACKS, DEFENSES, RECIPES, load_builtins
 from harness.threat import run_cell
 
@@ -26,25 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BUDGET = {"linf": ("digits_cnn_adv", 0.1), "l2": ("digits_cnn_adv_l2", 0.5)}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine torch's default threads spin against other processes and
-    run these small batches up to 10x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def models():
-    out = {}
-    for norm, (name, _) in BUDGET.items():
-        m = load_zoo(name, quiet=True)
-        for p in m.parameters():
-            p.requires_grad_(False)
-        out[norm] = m
-    return out
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

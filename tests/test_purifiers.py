@@ -31,13 +31,7 @@ load_builtins()
 TINY = {"nf": 4, "nb": 1, "gc": 4}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny networks: one thread is as fast, and far faster on a shared, busy machine (restored after)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -16,30 +16,13 @@ from defenses.safe_spot import SafeSpot, safe_spot_adversarial, targeted_search
 from harness.cli import main as harness_main
 from harness.data import load
 from harness.evaluate import evaluate
-from harness.models.zoo import load_zoo
 from harness.registry import ATTACKS, DEFENSES, RECIPES, ZOO, load_builtins
 
 load_builtins()
 BUDGET = {"linf": ("digits_cnn_adv", 0.1), "l2": ("digits_cnn_adv_l2", 0.5)}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def models():
-    out = {}
-    for norm, (name, _) in BUDGET.items():
-        m = load_zoo(name, quiet=True)
-        for p in m.parameters():
-            p.requires_grad_(False)
-        out[norm] = m
-    return out
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
