@@ -47,12 +47,19 @@ class Preemptive(Defense):
     threats = ("grey-box", "white-box")
     norm: str = "linf"
     delta: float = 0.0
+    label: str = "pred"  # "pred": robustify towards c(x_o) (no ground truth needed); "true": the ground truth
 
     def robustify(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         raise NotImplementedError
 
     def prepare(self, model, x, y):
-        return self.robustify(model, x, None)
+        return self.robustify(model, x, y if self.label == "true" else None)
+
+    @staticmethod
+    @torch.no_grad()
+    def target(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        """The label robustification keeps: ``y`` when given, else the prediction c(x_o)."""
+        return model(x).argmax(1) if y is None else y
 
 
 class Preprocessor(Defense, nn.Module):

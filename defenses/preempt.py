@@ -247,15 +247,10 @@ class PreemptRobustify(Preemptive):
         return Settings(self.norm, self.eps, self.delta, self.maxiter, self.steps, self.alpha, self.n_starts,
                         self.beta, self.exact)
 
-    def prepare(self, model, x, y):
-        return self.robustify(model, x, y if self.label == "true" else None)
-
     def robustify(self, model, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """Algorithm 1 on a batch: returns x_r with ||x_r - x_o|| <= delta, x_r in [0, 1]."""
         x = x.detach()
-        if y is None:
-            with torch.no_grad():
-                y = model(x).argmax(1)  # c(x_o)
+        y = self.target(model, x, y)
         x_init = x
         if self.init == "random":
             x_init = (x + random_in_ball(x, self.norm, self.delta)).clamp(0, 1)

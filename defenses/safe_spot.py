@@ -117,16 +117,11 @@ class SafeSpot(Preemptive):
                                 steps=self.inner_steps, alpha=self.inner_alpha, n_starts=self.n_starts,
                                 beta=self.beta, init=self.init, label="pred", exact=self.exact)
 
-    def prepare(self, model, x, y):
-        return self.robustify(model, x, y if self.label == "true" else None)
-
     def robustify(self, model, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """x_s for a batch: ||x_s - x_o|| <= delta, x_s in [0, 1]; ``y`` None: towards c(x_o)."""
         x = x.detach()
-        if y is None:
-            with torch.no_grad():
-                y = model(x).argmax(1)  # c(x_o)
-        return search(model, x, y, self.method, self.norm, self.delta, self.steps, self.alpha, self.random_start,
+        return search(model, x, self.target(model, x, y), self.method, self.norm, self.delta, self.steps,
+                      self.alpha, self.random_start,
                       self.full() if self.method == "full" else None).detach()
 
 
