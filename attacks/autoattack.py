@@ -192,15 +192,19 @@ class APGDDLR(_APGD):
     single = "apgd-dlr"
 
 
-@ATTACKS.register("apgd-t", "targeted APGD-DLR over the top classes (pyautoattack); standard: 9 targets")
-class APGDT(AutoAttackBase):
-    single = "apgd-t"
+class _Targeted(AutoAttackBase):
+    """The targeted attacks: ``n_iter`` iterations against each of ``n_target_classes`` top classes."""
 
     def __init__(self, norm: Literal["linf", "l2"] | None = None, eps: float = 0.0, n_iter: int = 100,
                  n_target_classes: int = 9, batch_size: int = 250, verbose: bool = False, threat: str | None = None):
         super().__init__(norm=norm, eps=eps, batch_size=batch_size, verbose=verbose, threat=threat)
         positive(n_iter=n_iter, n_target_classes=n_target_classes)
         self.n_iter, self.n_target_classes = int(n_iter), int(n_target_classes)
+
+
+@ATTACKS.register("apgd-t", "targeted APGD-DLR over the top classes (pyautoattack); standard: 9 targets")
+class APGDT(_Targeted):
+    single = "apgd-t"
 
     def _tune(self, aa) -> None:
         set_apgd_iterations(aa.apgd_targeted, self.n_iter)
@@ -208,14 +212,8 @@ class APGDT(AutoAttackBase):
 
 
 @ATTACKS.register("fab-t", "targeted FAB (Croce & Hein 2020, pyautoattack); standard: 9 targets, 1 restart")
-class FABT(AutoAttackBase):
+class FABT(_Targeted):
     single = "fab-t"
-
-    def __init__(self, norm: Literal["linf", "l2"] | None = None, eps: float = 0.0, n_iter: int = 100,
-                 n_target_classes: int = 9, batch_size: int = 250, verbose: bool = False, threat: str | None = None):
-        super().__init__(norm=norm, eps=eps, batch_size=batch_size, verbose=verbose, threat=threat)
-        positive(n_iter=n_iter, n_target_classes=n_target_classes)
-        self.n_iter, self.n_target_classes = int(n_iter), int(n_target_classes)
 
     def _tune(self, aa) -> None:
         aa.fab.n_iter, aa.fab.n_target_classes = self.n_iter, self.n_target_classes
