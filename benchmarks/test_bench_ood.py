@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from defenses.ood import SafeSpotOOD
 from harness.data import load
+from harness.models.zoo import torch_threads
 from harness.models.small import SmallCNN
 
 TARGET, LIMIT = 1.15, 1.4
@@ -59,14 +60,10 @@ def test_safe_spot_ood_score_images_per_second_vs_search_floor(benchmark, method
         det.score(model, x)
         score_times.append(time.process_time() - t0)
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         floor()  # warm-up
         score()
         benchmark.pedantic(score, setup=floor, rounds=5, iterations=1)
-    finally:
-        torch.set_num_threads(threads)
     t_score, t_floor = min(score_times), min(floor_times)
     ratio = t_score / t_floor
     benchmark.extra_info.update({"method": method, "images_per_s": len(x) / t_score,

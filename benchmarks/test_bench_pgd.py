@@ -28,7 +28,7 @@ import torchattacks
 
 from attacks.pgd import PGD
 from harness.data import load
-from harness.models.zoo import load_zoo
+from harness.models.zoo import load_zoo, torch_threads
 from harness.registry import MODELS, load_builtins
 
 STEPS = 20
@@ -86,16 +86,12 @@ def test_pgd20_vs_floor_and_peers(benchmark, case):
         PGD(norm="linf", eps=eps, steps=STEPS, alpha=alpha).perturb(model, x, y)
         times["ours"].append(time.process_time() - t0)
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # one core: far less sensitive to other processes on a shared machine
-    try:
+    with torch_threads(1):  # one core: far less sensitive to other processes on a shared machine
         torch.manual_seed(0)
         ours()  # warm-up
         for fn in candidates.values():
             fn()
         benchmark.pedantic(ours, setup=others, rounds=rounds, iterations=1)
-    finally:
-        torch.set_num_threads(threads)
     best = {k: min(v) for k, v in times.items()}
     n = len(x)
     ratios = {"ours/floor": best["ours"] / best["floor"], "ours_no_es/floor": best["ours_no_es"] / best["floor"],

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from attacks.base import random_in_ball
 from defenses.preempt import PreemptRobustify
 from harness.data import load
+from harness.models.zoo import torch_threads
 from harness.models.small import SmallCNN
 
 TARGET, LIMIT = 1.15, 1.3
@@ -58,14 +59,10 @@ def test_robustify_seconds_per_image_vs_gradient_floor(benchmark, norm, eps):
     def robustify():
         defense.robustify(model, x)
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         floor()  # warm-up
         robustify()
         benchmark.pedantic(robustify, setup=floor, rounds=7, iterations=1)
-    finally:
-        torch.set_num_threads(threads)
     t_rob, t_floor = benchmark.stats.stats.min, min(floor_times)
     ratio, ratio_pert = t_rob / t_floor, t_rob / min(pert_times)
     benchmark.extra_info.update({"norm": norm, "seconds_per_image": t_rob / len(x),

@@ -23,17 +23,15 @@ from attacks.bpda import BPDA  # noqa: E402
 from attacks.pgd import PGD  # noqa: E402
 from defenses.purifiers.training import PurifierDefense, build_net  # noqa: E402
 from harness.data import load  # noqa: E402
-from harness.models.zoo import load_zoo  # noqa: E402
+from harness.models.zoo import torch_threads, load_zoo  # noqa: E402
 
 STEPS, N, ROUNDS = 10, 128, 7
 
 
 @pytest.fixture(scope="module")
 def setup():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny networks; one thread is the stable measurement on a shared machine
-    yield _setup()
-    torch.set_num_threads(threads)
+    with torch_threads(1):  # tiny networks; one thread is the stable measurement on a shared machine
+        yield _setup()
 
 
 def _setup():

@@ -16,6 +16,7 @@ import torch
 
 from defenses.smoothing import Smoothing
 from harness.data import load
+from harness.models.zoo import torch_threads
 from harness.models.small import SmallCNN
 
 TARGET, LIMIT = 1.1, 1.3
@@ -49,14 +50,10 @@ def test_certify_samples_per_second_vs_forward_floor(benchmark):
     def certify():
         smooth.certify(model, x)
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # one core: far less sensitive to other processes on a shared machine
-    try:
+    with torch_threads(1):  # one core: far less sensitive to other processes on a shared machine
         floor()  # warm-up
         certify()
         benchmark.pedantic(certify, setup=floor, rounds=15, iterations=1)
-    finally:
-        torch.set_num_threads(threads)
     t_cert, t_floor = benchmark.stats.stats.min, min(floor_times)
     ratio = t_cert / t_floor
     benchmark.extra_info.update({"samples": samples, "certify_samples_per_s": samples / t_cert,

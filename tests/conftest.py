@@ -13,12 +13,10 @@ def one_thread():
     """One intra-op thread for a module of small-batch tests (``pytestmark = pytest.mark.usefixtures("one_thread")``):
     on a shared 2-core machine torch's default threads spin against other processes and run them up to 10x
     slower.  Restored afterwards; cached zoo weights do not depend on it (harness.models.zoo.TRAIN_THREADS)."""
-    import torch
+    from harness.models.zoo import torch_threads
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture(scope="session")
