@@ -53,17 +53,24 @@ class AdaptiveReconstruction(Attack):
 
     ``sweep``: eps' as fractions of eps.  ``use_pgd`` / ``use_autoattack``: which standard attacks run (the
     paper's white-box PGD and AA columns are one each; both by default, the worst case).  ``aa_version``:
-    pyautoattack version.  ``steps``: PGD steps (20).  Ground-truth labels for the final attack.
+    pyautoattack version.  ``steps``: PGD steps (20); ``restarts``: PGD restarts (the paper's "PGD-10" column of
+    Tables 5-6 is 10).  Ground-truth labels for the final attack.  Against a randomized defense
+    (``preempt_smooth``: the model is the soft smoothed classifier with fresh draws per call) the final PGD is
+    the randomized PGD of section 3.6 and runs all its steps: one noisy forward pass is no reason to stop.
     """
 
     adaptive = True
 
     def __init__(self, norm: Literal["linf", "l2"] | None = None, eps: float = 0.0,
-                 sweep: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0), steps: int = 20, use_pgd: bool = True,
-                 use_autoattack: bool = True, aa_version: Literal["standard", "plus", "rand"] = "standard"):
+                 sweep: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0), steps: int = 20, restarts: int = 1,
+                 use_pgd: bool = True, use_autoattack: bool = True,
+                 aa_version: Literal["standard", "plus", "rand"] = "standard"):
         self.set_budget(norm or self.norms[0], eps)
         if not sweep or any(not 0 < f for f in sweep):
             raise UsageError("sweep must be a non-empty list of positive fractions of eps")
+        if steps < 1 or restarts < 1:
+            raise UsageError("steps and restarts must be >= 1")
+        self.restarts = int(restarts)
         if not (use_pgd or use_autoattack):
             raise UsageError("use_pgd and use_autoattack cannot both be false")
         self.sweep, self.steps = tuple(float(f) for f in sweep), int(steps)
@@ -74,10 +81,12 @@ class AdaptiveReconstruction(Attack):
     def perturb(self, model, x: torch.Tensor, y: torch.Tensor, defense=None, classifier=None, **kw) -> torch.Tensor:
         x_hat = reconstruct(classifier if classifier is not None else model, x.detach(), defense, self.norm, self.eps)
         cands = []
+        randomized = bool(getattr(defense, "randomized", False))
         for frac in sorted(self.sweep):
             eps_p = frac * self.eps
             if self.use_pgd:
-                cands.append(PGD(norm=self.norm, eps=eps_p, steps=self.steps).perturb(model, x_hat, y))
+                pgd = PGD(norm=self.norm, eps=eps_p, steps=self.steps, restarts=self.restarts, early_stop=not randomized)
+                cands.append(pgd.perturb(model, x_hat, y))
             if self.use_autoattack:
                 aa = AutoAttack(version=self.aa_version, norm=self.norm, eps=eps_p, batch_size=max(len(x_hat), 1))
                 cands.append(aa.perturb(model, x_hat, y))

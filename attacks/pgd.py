@@ -72,6 +72,15 @@ class PGD(Attack):
         x_adv = x0.clone()
         if self.random_start:
             x_adv = (x0 + random_in_ball(x0, self.norm, self.eps)).clamp(0, 1)
+        if not self.early_stop:  # every sample takes every step: whole-batch tensors, no index copies
+            for _ in range(self.steps):
+                xa = x_adv.requires_grad_(True)
+                (g,) = torch.autograd.grad(attack_loss(model(xa), y, self.loss, t), xa)
+                with torch.no_grad():
+                    x_adv = project(xa.detach() + self.step_size * ascent_direction(g, self.norm), x0, self.norm, self.eps)
+            with torch.no_grad():
+                fooled = self._fooled(model(x_adv), y, t) if check else torch.zeros(len(x0), dtype=torch.bool, device=x0.device)
+            return x_adv.detach(), fooled
         active = torch.ones(len(x0), dtype=torch.bool, device=x0.device)
         for _ in range(self.steps):
             ia = active.nonzero().flatten()

@@ -111,10 +111,13 @@ class Smoothing(Wrapper):
     ``certify`` uses ``n0`` selection and ``n_certify`` estimation draws (paper: 100 and 100,000).
     ``batch``: noisy inputs per forward pass.  ``m``: noise draws of the soft smoothed classifier that
     white-box gradient attacks see (``surface``); attacks with their own scheme (``pgd_smooth``) override it.
+    ``abstain=False``: ``classify`` is the plain majority vote over the n draws, without the binomial test, as the
+    preemptive paper evaluates smoothed classifiers empirically (appendix C.2: "50 Gaussian samples ... majority
+    vote"); CERTIFY is unchanged.
     """
 
     def __init__(self, sigma: float = 0.25, n: int = 100, n0: int = 100, n_certify: int = 100_000,
-                 alpha: float = 0.001, batch: int = 1000, m: int = 8):
+                 alpha: float = 0.001, batch: int = 1000, m: int = 8, abstain: bool = True):
         if not sigma > 0:
             raise UsageError(f"smoothing: sigma must be > 0, got {sigma}")
         if min(n, n0, n_certify, batch, m) < 1:
@@ -122,7 +125,7 @@ class Smoothing(Wrapper):
         if not 0 < alpha < 1:
             raise UsageError(f"smoothing: alpha must lie in (0, 1), got {alpha}")
         self.sigma, self.n, self.n0, self.n_certify = float(sigma), int(n), int(n0), int(n_certify)
-        self.alpha, self.batch, self.m = float(alpha), int(batch), int(m)
+        self.alpha, self.batch, self.m, self.abstain = float(alpha), int(batch), int(m), bool(abstain)
 
     @torch.inference_mode()
     def _sample_noise(self, model: nn.Module, x: torch.Tensor, num: int, batch: int | None = None) -> torch.Tensor:
@@ -188,7 +191,9 @@ class Smoothing(Wrapper):
         return pred, torch.from_numpy(radius)
 
     def classify(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        """The harness's decision: PREDICT with the defense's n and alpha."""
+        """The harness's decision: PREDICT with the defense's n and alpha, or the majority vote (``abstain=False``)."""
+        if not self.abstain:
+            return self._sample_noise(model, x, self.n).argmax(1) if len(x) else torch.zeros(0, dtype=torch.long, device=x.device)
         return self.predict(model, x)
 
     def surface(self, model: nn.Module, threat: str) -> nn.Module:
@@ -210,7 +215,8 @@ class PreemptSmooth(PreemptRobustify):
     ``SoftSmoothed(model, sigma, m)`` as its model: fresh draws at every inner step and for the outer loss, as
     in the official ``PreemptRobustL2Rand`` (M = 5).  With ``label="pred"`` the label c~(x_o) is the majority
     vote of f over ``n_label`` noisy copies (official code: 50).  The decision on x_r (and on any attacked image)
-    is PREDICT with ``n`` draws at level ``smooth_alpha``; ``certify`` is Cohen's CERTIFY (Table 7).
+    is PREDICT with ``n`` draws at level ``smooth_alpha`` (``abstain=False``: the plain majority vote of appendix
+    C.2); ``certify`` is Cohen's CERTIFY (Table 7).
     Attacks see ``SoftSmoothed(model, sigma, m_attack)``.  Paper settings: L2, eps = delta = 0.5, sigma 0.1
     (empirical, Table 5) or 0.25 (certified, Table 7); official outer lr 0.005 on CIFAR-10 (``beta``).
     """
@@ -222,10 +228,12 @@ class PreemptSmooth(PreemptRobustify):
                  beta: float | None = None, init: Literal["random", "clean"] = "random",
                  label: Literal["pred", "true"] = "pred", exact: bool = False, sigma: float = 0.25, m: int = 5,
                  m_attack: int = 8, n_label: int = 50, n: int = 100, n0: int = 100, n_certify: int = 100_000,
-                 smooth_alpha: float = 0.001, batch: int = 1000):
+                 smooth_alpha: float = 0.001, batch: int = 1000, abstain: bool = True):
         super().__init__(norm=norm, eps=eps, delta=delta, maxiter=maxiter, steps=steps, alpha=alpha,
                          n_starts=n_starts, beta=beta, init=init, label=label, exact=exact)
-        self._smooth = Smoothing(sigma=sigma, n=n, n0=n0, n_certify=n_certify, alpha=smooth_alpha, batch=batch, m=m_attack)
+        self._smooth = Smoothing(sigma=sigma, n=n, n0=n0, n_certify=n_certify, alpha=smooth_alpha, batch=batch,
+                                 m=m_attack, abstain=abstain)
+        self.abstain = bool(abstain)
         if min(m, n_label) < 1:
             raise UsageError("preempt_smooth: m and n_label must be >= 1")
         self.sigma, self.m, self.m_attack, self.n_label = float(sigma), int(m), int(m_attack), int(n_label)
@@ -241,7 +249,7 @@ class PreemptSmooth(PreemptRobustify):
         return super().robustify(self.robustify_model(model), x, y)
 
     def classify(self, model, x):
-        return self._smooth.predict(model, x)
+        return self._smooth.classify(model, x)
 
     def certify(self, model, x, n0=None, n=None, alpha=None, batch=None):
         return self._smooth.certify(model, x, n0=n0, n=n, alpha=alpha, batch=batch)

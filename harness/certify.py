@@ -76,6 +76,19 @@ def certify_dataset(defense, model: torch.nn.Module, x: torch.Tensor, y: torch.T
     return Certificates(y.cpu().long(), torch.cat(preds).long(), torch.cat(radii), time.perf_counter() - t0)
 
 
+def robustify_dataset(defense, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int = 100,
+                      seed: int = 0, device: torch.device | str = "cpu", progress=None) -> torch.Tensor:
+    """x_r = ``defense.prepare`` of each batch (a preemptive defense; seeded per batch), for certifying x_r."""
+    model = model.to(device).eval()
+    out = []
+    for b, start in enumerate(range(0, len(y), batch_size)):
+        torch.manual_seed(cell_seed(seed, "robustify", b))
+        out.append(defense.prepare(model, x[start:start + batch_size].to(device), y[start:start + batch_size].to(device)).detach().cpu())
+        if progress is not None:
+            progress(len(out[-1]))
+    return torch.cat(out)
+
+
 def radii_for(eps: float | None = None, norm: str = "l2", dim: int | None = None,
               radii=DEFAULT_RADII) -> list[tuple[str, float]]:
     """(label, L2 radius) pairs: the standard radii, then the attack budget (Linf eps -> L2 eps * sqrt(dim))."""
@@ -180,24 +193,37 @@ def cmd_certify(args, argv: list[str]) -> int:
     except ValueError:
         raise UsageError(f"--radii expects comma-separated numbers, got {args.radii!r}") from None
     started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    defense = DEFENSES.create("smoothing", sigma=args.sigma, n0=args.N0, n_certify=args.N, alpha=args.alpha, batch=args.batch)
+    overrides = Overrides(args.set)
+    smooth_kw = {"sigma": args.sigma, "n0": args.N0, "n_certify": args.N, "batch": args.batch,
+                 ("alpha" if args.defense == "smoothing" else "smooth_alpha"): args.alpha}
+    extra = overrides.for_plugin(DEFENSES, args.defense)
+    clash = sorted(set(extra) & set(smooth_kw))
+    if clash:
+        raise UsageError(f"--set {clash[0]}: certify takes it as its own option (--sigma, --N0, --N, --alpha, --batch)")
+    defense = DEFENSES.create(args.defense, **smooth_kw, **extra)
     data = load(args.dataset, args.split or "test", args.data_dir)
     idx = torch.arange(0, len(data), args.skip)
     if args.n is not None:
         idx = idx[: args.n]
     eps = parse_eps(args.eps) if args.eps is not None else None
     device = cli.pick_device(args.device)
-    model, model_name = cli.load_model(args.model, args.arch, data, Overrides(args.set), device, args.quiet)
-    config = {"dataset": args.dataset, "split": args.split or "test", "model": model_name, "arch": args.arch, "sigma": args.sigma,
+    model, model_name = cli.load_model(args.model, args.arch, data, overrides, device, args.quiet, args.data_dir)
+    overrides.check_all_used()
+    config = {"dataset": args.dataset, "split": args.split or "test", "model": model_name, "arch": args.arch,
+              "defense": args.defense, "defense_params": extra, "sigma": args.sigma,
               "n0": args.N0, "n": args.N, "alpha": args.alpha, "batch": args.batch, "images": len(idx), "skip": args.skip,
               "batch_size": args.batch_size or 100, "eps": eps, "norm": args.norm, "radii": radii, "step": args.step, "seed": args.seed}
     config_hash = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
     out = Path(args.out or Path("runs") / f"certify-{config_hash}")
-    bar = tqdm(total=len(idx), desc="certify", disable=args.quiet, leave=False)
-    cert = certify_dataset(defense, model, data.x[idx], data.y[idx], batch_size=args.batch_size or 100, seed=args.seed,
-                           device=device, progress=bar.update)
-    bar.close()
-    meta = {"dataset": args.dataset, "model": model_name, "defense": "smoothing", "sigma": args.sigma, "n0": args.N0,
+    x, y = data.x[idx], data.y[idx]
+    if args.defense == "preempt_smooth":
+        with tqdm(total=len(idx), desc="robustify", disable=args.quiet, leave=False) as bar:
+            x = robustify_dataset(defense, model, x, y, batch_size=args.batch_size or 100, seed=args.seed,
+                                  device=device, progress=bar.update)
+    with tqdm(total=len(idx), desc="certify", disable=args.quiet, leave=False) as bar:
+        cert = certify_dataset(defense, model, x, y, batch_size=args.batch_size or 100, seed=args.seed,
+                               device=device, progress=bar.update)
+    meta = {"dataset": args.dataset, "model": model_name, "defense": args.defense, "sigma": args.sigma, "n0": args.N0,
             "n": args.N, "alpha": args.alpha, "seed": args.seed}
     files = report_files(cert, radii_for(eps, args.norm, int(data.x[0].numel()), radii), meta, args.step, idx.tolist())
     files["certify.json"] = json.dumps({"config": config, "config_hash": config_hash, "argv": ["harness", *argv],

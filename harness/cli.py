@@ -67,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     ce = sub.add_parser("certify", help="CERTIFY a smoothed classifier over a dataset (Cohen et al. 2019)")
     ce.add_argument("--model", default="digits_cnn_gauss", help="zoo name, or a checkpoint path with --arch")
+    ce.add_argument("--defense", default="smoothing", choices=("smoothing", "preempt_smooth"),
+                    help="preempt_smooth: certify the robustified images x_r (preemptive paper, Table 7)")
     ce.add_argument("--sigma", type=float, default=0.25)
     ce.add_argument("--N0", type=int, default=100, help="selection draws (n0)")
     ce.add_argument("--N", type=int, default=100_000, help="estimation draws (n)")
@@ -142,7 +144,7 @@ def pick_device(name: str):
     return dev
 
 
-def load_model(model: str | None, arch: str | None, data, overrides, device, quiet: bool):
+def load_model(model: str | None, arch: str | None, data, overrides, device, quiet: bool, data_dir: str | None = None):
     """A zoo name, or a checkpoint path with --arch; returns (module, display name)."""
     from .models.checkpoint import load_checkpoint
     from .models.zoo import load_zoo
@@ -152,7 +154,7 @@ def load_model(model: str | None, arch: str | None, data, overrides, device, qui
     if name is None:
         raise UsageError(f"{data.name} has no default model; pass --model NAME (see 'harness list zoo') or --model PATH --arch ARCH")
     if name in ZOO and arch is None:
-        return load_zoo(name, device, quiet), name
+        return load_zoo(name, device, quiet, data_dir), name
     if name in MODELS and not os.path.exists(name):
         raise UsageError(f"{name} is an architecture, not a trained model; pass --model PATH --arch {name}")
     if arch is None:
@@ -233,7 +235,7 @@ def cmd_run(args, argv) -> int:
     for name, attack in attacks:
         if args.norm is not None and attack.norm != norm:
             raise UsageError(f"attack {name} works in {attack.norm}, but --norm {norm} was given")
-    model, model_name = load_model(args.model, args.arch, data, overrides, device, args.quiet)
+    model, model_name = load_model(args.model, args.arch, data, overrides, device, args.quiet, args.data_dir)
     overrides.check_all_used()
     batch_size = args.batch_size or 500
     cfg = RunConfig(dataset=args.dataset, model=model_name, arch=args.arch,
@@ -352,7 +354,7 @@ def train_defense(args) -> int:
     data = load(args.dataset, args.split or "train", args.data_dir)
     device = pick_device(args.device)
     settings = parse_settings(args.defense, parse_sets(args.set))
-    target, target_name = load_model(args.target_model, args.arch, data, Overrides([]), device, args.quiet)
+    target, target_name = load_model(args.target_model, args.arch, data, Overrides([]), device, args.quiet, args.data_dir)
     out = Path(args.out)
     _check_writable(out.parent if out.parent != Path("") else Path("."))
     train_to_file(args.defense, target, data, out, epochs=args.epochs, quiet=args.quiet, **settings)

@@ -1,7 +1,12 @@
-"""Tables 1-2 of the preemptive robustification paper (Moon, An & Song, AAAI 2022) at small scale on digits.
+"""Tables 1-2 of the preemptive robustification paper (Moon, An & Song, AAAI 2022) at small scale.
 
-    python scripts/preempt_tables.py --norm linf --n 100          # Table 1 layout (Linf, eps = delta = 0.1)
-    python scripts/preempt_tables.py --norm l2 --n 100            # Table 2 layout (L2, eps = delta = 0.5)
+    python scripts/preempt_tables.py --norm linf --n 100          # Table 1 layout, digits (Linf, eps = delta = 0.1)
+    python scripts/preempt_tables.py --norm l2 --n 100            # Table 2 layout, digits (L2, eps = delta = 0.5)
+    python scripts/preempt_tables.py --dataset mnist --data-dir ../shared/data --norm linf --n 100   # MNIST, Linf 0.3
+    python scripts/preempt_tables.py --dataset mnist --data-dir ../shared/data --norm l2 --n 100     # MNIST, L2 2.0
+
+MNIST: the models train on the first 8,000 MNIST test images (split ``test-train``) and the tables use the first
+N of the last 2,000 (``test-holdout``): only the MNIST test images ship with ../shared/data.
 
 Rows: Model (ADV = PGD adversarial training, Ours = preemptively robust training, Algorithm 2) x Preempt (None,
 Ours = Algorithm 1).  Columns: clean accuracy; grey-box PGD-20 and AutoAttack (ball at x_r); white-box adaptive
@@ -27,9 +32,14 @@ sys.path.insert(0, str(ROOT))
 
 from harness.cli import main as harness_main  # noqa: E402
 
-# ADV and Ours trained alike (30 epochs; see the zoo: Algorithm 2 needs 30 epochs on digits).
-MODELS = {"linf": {"ADV": "digits_cnn_adv_e30", "Ours": "digits_cnn_preempt"},
-          "l2": {"ADV": "digits_cnn_adv_l2_e30", "Ours": "digits_cnn_preempt_l2"}}
+# ADV and Ours trained alike (digits: 30 epochs, Algorithm 2 needs them there; MNIST: see the zoo).
+MODELS = {("digits", "linf"): {"ADV": "digits_cnn_adv_e30", "Ours": "digits_cnn_preempt"},
+          ("digits", "l2"): {"ADV": "digits_cnn_adv_l2_e30", "Ours": "digits_cnn_preempt_l2"},
+          ("mnist", "linf"): {"ADV": "mnist_cnn_adv", "Ours": "mnist_cnn_preempt"},
+          ("mnist", "l2"): {"ADV": "mnist_cnn_adv_l2", "Ours": "mnist_cnn_preempt_l2"}}
+DATA = {"digits": (["--dataset", "digits"], "Digits (sklearn, first {n} test images)"),
+        "mnist": (["--dataset", "mnist", "--split", "test-holdout"],
+                  "MNIST (models trained on test images 0-7,999; evaluated on the first {n} of images 8,000-9,999)")}
 PREEMPT = {"none": "None", "preempt": "Ours"}
 
 
@@ -64,7 +74,9 @@ def figure3(folder: Path, attack: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--norm", choices=["linf", "l2"], default="linf")
-    p.add_argument("--n", type=int, default=100, help="first N digits test images (360 in all)")
+    p.add_argument("--dataset", choices=sorted(DATA), default="digits")
+    p.add_argument("--data-dir", default=None, help="folder with the MNIST idx files (--dataset mnist)")
+    p.add_argument("--n", type=int, default=100, help="first N evaluation images (digits: 360 in all; MNIST: 2,000)")
     p.add_argument("--maxiter", type=int, default=100, help="MAXITER of Algorithms 1 and 3 (paper: 100)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-autoattack", action="store_true", help="skip the AutoAttack columns (slow on a CPU)")
@@ -72,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--adv", default=None, help="zoo name of the ADV model (default: the 30-epoch PGD-AT entry)")
     p.add_argument("--ours", default=None, help="zoo name of the preemptively robust model")
     args = p.parse_args(argv)
-    models = {"ADV": args.adv or MODELS[args.norm]["ADV"], "Ours": args.ours or MODELS[args.norm]["Ours"]}
+    default = MODELS[(args.dataset, args.norm)]
+    models = {"ADV": args.adv or default["ADV"], "Ours": args.ours or default["Ours"]}
 
     from harness.registry import ATTACKS, load_builtins
 
@@ -80,11 +93,14 @@ def main(argv: list[str] | None = None) -> int:
     use_aa = not args.no_autoattack
     grey_aa = use_aa and "autoattack" in ATTACKS
     adaptive = f"adaptive_{args.norm}"
-    common = ["--norm", args.norm, "--n", str(args.n), "--seed", str(args.seed), "--quiet",
+    data_args, title = DATA[args.dataset]
+    if args.data_dir:
+        data_args = [*data_args, "--data-dir", args.data_dir]
+    common = [*data_args, "--norm", args.norm, "--n", str(args.n), "--seed", str(args.seed), "--quiet",
               "--defense", "preempt", "--set", f"preempt.maxiter={args.maxiter}"]
     table, notes = [], []
     for label, model in models.items():
-        base = Path(args.out) / args.norm / model
+        base = Path(args.out) / args.dataset / args.norm / model
         attacks = ["--attack", "pgd"] + (["--attack", "autoattack"] if grey_aa else []) + ["--attack", adaptive]
         rows = run(["run", "--model", model, "--defense", "none", *common, *attacks,
                     "--set", f"{adaptive}.use_autoattack=false", "--out", str(base / "pgd")])
@@ -100,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     eps = rows[0]["eps"]
     n = rows[0]["n"]
     head = ["Model", "Preempt.", "Clean", "Grey-box PGD", "Grey-box AA", "White-box PGD", "White-box AA"]
-    lines = [f"Digits (sklearn, first {n} test images) classification accuracy (%) under grey-box and white-box "
+    lines = [f"{title.format(n=n)} classification accuracy (%) under grey-box and white-box "
              f"adversaries, {args.norm} eps = delta = {eps}, MAXITER = {args.maxiter}, seed {args.seed}.", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(r) + " |" for r in table]
@@ -112,8 +128,9 @@ def main(argv: list[str] | None = None) -> int:
         lines.append("- grey-box AA: the `autoattack` attack is not registered in this checkout")
     text = "\n".join(lines)
     print(text)
-    (Path(args.out) / args.norm).mkdir(parents=True, exist_ok=True)
-    (Path(args.out) / args.norm / "table.md").write_text(text + "\n")
+    folder = Path(args.out) / args.dataset / args.norm
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "table.md").write_text(text + "\n")
     return 0
 
 

@@ -118,6 +118,36 @@ def test_zoo_training_ignores_the_callers_rng_and_threads(tmp_path, monkeypatch)
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
 
 
+def test_zoo_entry_on_data_that_is_not_embedded(tmp_path, monkeypatch, shared_data):
+    """An MNIST zoo entry trains from --data-dir (its absence is a one-line DataError), then loads from the cache."""
+    from harness.cli import main
+    from harness.models import zoo
+    from harness.registry import ZOO
+
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
+    zoo.zoo_entry("mnist_tiny_test", "a tiny MNIST entry (this test only)", zoo.ZooSpec(
+        "mnist", "small_cnn", "standard", epochs=1, arch_kw={"image_size": 28, "width": 4}, split="test-holdout"))
+    monkeypatch.setitem(ZOO._entries, "mnist_tiny_test", ZOO._entries.pop("mnist_tiny_test"))  # removed afterwards
+    with pytest.raises(DataError, match="no data directory"):
+        zoo.load_zoo("mnist_tiny_test", quiet=True)
+    model = zoo.load_zoo("mnist_tiny_test", quiet=True, data_dir=str(shared_data))
+    assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+    assert len(list((tmp_path / "cache").glob("mnist_tiny_test-*.pt"))) == 1
+    out = tmp_path / "run"
+    assert main(["run", "--dataset", "mnist", "--split", "test-holdout", "--data-dir", str(shared_data), "--model",
+                 "mnist_tiny_test", "--attack", "fgsm", "--eps", "0.1", "--n", "8", "--out", str(out), "--quiet"]) == 0
+    assert (out / "results.csv").is_file()
+
+
+def test_eps_ramp_warms_the_budget_up_linearly():
+    from harness.models.recipes import eps_ramp
+
+    ramp = eps_ramp(0.3, 3)
+    assert [round(ramp(), 6) for _ in range(5)] == [0.1, 0.2, 0.3, 0.3, 0.3]
+    flat = eps_ramp(0.3, 0)
+    assert [flat() for _ in range(3)] == [0.3] * 3
+
+
 def test_third_party_plugin_through_entry_points(tmp_path, monkeypatch):
     """A package that declares ``[harness.attacks] name = module:Class`` is found without touching the harness."""
     (tmp_path / "thirdparty_attack.py").write_text(

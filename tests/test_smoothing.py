@@ -370,6 +370,23 @@ def test_preempt_smooth_robustifies_against_the_soft_smoothed_classifier(ridge_m
     assert isinstance(surface, SoftSmoothed) and (surface.sigma, surface.m) == (0.25, 8)
 
 
+def test_majority_vote_without_abstention(digits_test):
+    """abstain=False: the plain majority vote of n draws (preemptive paper, appendix C.2), never -1."""
+    x = torch.zeros(40, 1, 8, 8)
+    strict, vote = Smoothing(sigma=0.5, n=50), Smoothing(sigma=0.5, n=50, abstain=False)
+    torch.manual_seed(0)
+    assert (strict.classify(CoinFlip(), x) == ABSTAIN).float().mean() > 0.8  # a coin flip: PREDICT abstains
+    torch.manual_seed(0)
+    counts = vote._sample_noise(CoinFlip(), x, 50)
+    torch.manual_seed(0)
+    ours = vote.classify(CoinFlip(), x)
+    assert torch.equal(ours, counts.argmax(1)) and set(ours.tolist()) <= {0, 1}
+    d = DEFENSES.create("preempt_smooth", sigma=0.5, n=50, abstain=False)
+    torch.manual_seed(0)
+    assert torch.equal(d.classify(CoinFlip(), x), ours)
+    assert vote.classify(CoinFlip(), x[:0]).shape == (0,)
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Certified tables
 # ----------------------------------------------------------------------------------------------------------
@@ -419,6 +436,31 @@ def test_certify_command_writes_tables(tmp_path, ridge_model, digits_test, monke
     assert main(argv) == 0
     assert (out / "certified.csv").read_bytes() == first  # reproducible
     assert main(argv + ["--N", "0"]) == 2
+
+
+def test_certify_preempt_smooth_certifies_the_robustified_images(tmp_path, ridge_model, digits_test, monkeypatch):
+    """``certify --defense preempt_smooth``: CERTIFY of x_r = Algorithm 1 on the soft smoothed classifier (Table 7)."""
+    from harness.certify import robustify_dataset
+    from harness.cli import main
+
+    monkeypatch.setattr("harness.cli.load_model", lambda *a, **k: (ridge_model, "ridge"))
+    out = tmp_path / "cert"
+    argv = ["certify", "--model", "ridge", "--defense", "preempt_smooth", "--n", "6", "--N0", "50", "--N", "300",
+            "--batch-size", "3", "--eps", "0.5", "--set", "maxiter=2", "--set", "steps=2", "--out", str(out), "--quiet"]
+    assert main(argv) == 0
+    with open(out / "certified_samples.csv", newline="") as fh:
+        samples = list(csv.DictReader(fh))
+    d = DEFENSES.create("preempt_smooth", sigma=0.25, n0=50, n_certify=300, maxiter=2, steps=2)
+    x, y = digits_test.x[:6], digits_test.y[:6]
+    x_r = robustify_dataset(d, ridge_model, x, y, batch_size=3, seed=0)
+    assert not torch.equal(x_r, x) and float((x_r - x).flatten(1).norm(dim=1).max()) <= 0.5 * (1 + 1e-5)
+    cert = certify_dataset(d, ridge_model, x_r, y, batch_size=3, seed=0)
+    assert [int(s["predict"]) for s in samples] == cert.predict.tolist()
+    assert [s["radius"] for s in samples] == [f"{float(r):.4f}" for r in cert.radius]
+    with open(out / "certified.csv", newline="") as fh:
+        assert next(csv.DictReader(fh))["defense"] == "preempt_smooth"
+    assert main(argv + ["--set", "sigma=0.5"]) == 2  # certify's own option, not a --set
+    assert main(argv + ["--set", "nonsense=1"]) == 2
 
 
 # ----------------------------------------------------------------------------------------------------------

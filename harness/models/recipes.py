@@ -56,10 +56,29 @@ def standard() -> BatchFn:
     return lambda model, x, y: x
 
 
+def eps_ramp(eps: float, ramp: int) -> Callable[[], float]:
+    """The budget of each successive training batch: eps * min(1, (b + 1) / ramp) for batch b = 0, 1, ...
+
+    ``ramp`` = 0 is the constant eps.  A linear warm-up of the budget is the usual remedy when adversarial
+    training at a large budget stays at chance from a random initialisation (MNIST at Linf 0.3 with a small CNN:
+    Gowal et al. 2018, IBP; Wong et al. 2020, "Fast is better than free", both ramp eps).
+    """
+    count = iter(range(1 << 62))
+    return lambda: eps * min(1.0, (next(count) + 1) / ramp) if ramp > 0 else eps
+
+
 @RECIPES.register("pgd", "PGD adversarial training (Madry et al. 2018; the ADV model of the papers)")
-def pgd_at(norm: Literal["linf", "l2"] = "linf", eps: float = 0.1, steps: int = 10, alpha: float | None = None) -> BatchFn:
-    """Train on K-step PGD examples (random start, step eps/4 by default, as in appendix C.1)."""
+def pgd_at(norm: Literal["linf", "l2"] = "linf", eps: float = 0.1, steps: int = 10, alpha: float | None = None,
+           ramp: int = 0) -> BatchFn:
+    """Train on K-step PGD examples (random start, step eps/4 by default, as in appendix C.1); ``ramp``: batches
+    over which the budget warms up linearly from 0 (``eps_ramp``)."""
     from attacks.pgd import PGD
 
-    attack = PGD(norm=norm, eps=eps, steps=steps, alpha=alpha, early_stop=False)
-    return lambda model, x, y: attack._run(model, x, y, None, check=False)[0]
+    budget = eps_ramp(eps, ramp)
+
+    def make_batch(model, x, y):
+        e = budget()
+        return PGD(norm=norm, eps=e, steps=steps, alpha=None if alpha is None else alpha * e / eps,
+                   early_stop=False)._run(model, x, y, None, check=False)[0]
+
+    return make_batch
