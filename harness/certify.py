@@ -200,7 +200,10 @@ def cmd_certify(args, argv: list[str]) -> int:
     clash = sorted(set(extra) & set(smooth_kw))
     if clash:
         raise UsageError(f"--set {clash[0]}: certify takes it as its own option (--sigma, --N0, --N, --alpha, --batch)")
-    defense = DEFENSES.create(args.defense, **smooth_kw, **extra)
+    budget = {}
+    if args.defense == "preempt_smooth" and args.eps is not None:  # the attack budget x_r is prepared for
+        budget = {"norm": args.norm, "eps": parse_eps(args.eps)}
+    defense = DEFENSES.create(args.defense, **smooth_kw, **{**budget, **extra})
     data = load(args.dataset, args.split or "test", args.data_dir)
     idx = torch.arange(0, len(data), args.skip)
     if args.n is not None:

@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     ce.add_argument("--batch", type=int, default=1000, help="noisy inputs per forward pass")
     ce.add_argument("--n", type=int, default=None, help="certify the first N images (after --skip)")
     ce.add_argument("--skip", type=int, default=1, help="take every K-th image (Cohen's --skip)")
-    ce.add_argument("--eps", default=None, help="attack budget to add to the radii, e.g. 0.5 or 8/255")
+    ce.add_argument("--eps", default=None, help="attack budget to add to the radii, e.g. 0.5 or 8/255 (and, with preempt_smooth, its eps = delta)")
     ce.add_argument("--norm", default="l2", choices=("l2", "linf"))
     ce.add_argument("--radii", default="0,0.25,0.5,0.75,1")
     ce.add_argument("--step", type=float, default=0.01, help="radius step of certified_curve.csv")

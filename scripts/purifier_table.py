@@ -58,7 +58,8 @@ def parse_sets(pairs: list[str]) -> dict[str, dict]:
     return out
 
 
-def table(model_name: str, rows, attacks, n: int | None, batch_size: int, seed: int, quiet: bool, sets: dict):
+def table(model_name: str, rows, attacks, n: int | None, batch_size: int, seed: int, quiet: bool, sets: dict,
+          passes: int = 1):
     from harness.data import load
     from harness.evaluate import evaluate
     from harness.models.zoo import load_zoo
@@ -73,7 +74,7 @@ def table(model_name: str, rows, attacks, n: int | None, batch_size: int, seed: 
             print(f"[{label}: ready in {time.perf_counter() - t0:.1f}s]", file=sys.stderr)
     t0 = time.perf_counter()
     results = evaluate(model, data, defenses, attacks, batch_size=batch_size, seed=seed,
-                       device=torch.device("cpu"), quiet=quiet)
+                       device=torch.device("cpu"), passes=passes, quiet=quiet)
     seconds = time.perf_counter() - t0
     out = {}
     for res in results:
@@ -136,6 +137,8 @@ def main(argv=None) -> int:
     p.add_argument("--set", action="append", default=[], metavar="DEFENSE.PARAM=VALUE",
                    help="purifier setting, e.g. nrp.train_epochs=24 (a different setting trains and caches anew)")
     p.add_argument("--no-obl-row", action="store_true", help="skip the JATP-obl and HGD-full rows (saves two trainings)")
+    p.add_argument("--dynamic-passes", type=int, default=5,
+                   help="add the dynamic-NRP table (PGD vs EOT-PGD), judged over this many passes (0: skip)")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (1 is fastest on a busy machine)")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
@@ -172,6 +175,23 @@ def main(argv=None) -> int:
         print(f"\n### Cross-model: the same purifiers (trained against {args.model}) in front of {args.cross_model}\n")
         print(markdown(cres, [c for c in cols if not c.startswith("AA")]))
         print("\n" + "\n".join(checks(cres)))
+    if args.dynamic_passes:
+        from attacks.eot import EOT
+        from attacks.pgd import PGD
+
+        dyn_attacks = [("PGD", PGD(norm="linf", eps=args.eps, steps=args.steps, alpha=args.eps / 4, threat="white-box",
+                                   early_stop=False)),
+                       ("EOT-PGD", EOT(inner="pgd", samples=10, norm="linf", eps=args.eps, steps=args.steps, alpha=args.eps / 4))]
+        dyn_rows = [("NRP", "nrp", {}), ("NRP dynamic", "nrp", {"dynamic": True})]
+        dres, dn, dsec = table(args.model, dyn_rows, dyn_attacks, args.n, args.batch_size, args.seed, args.quiet, sets,
+                               passes=args.dynamic_passes)
+        sec += dsec
+        print(f"\n### Random preprocessor: NRP's dynamic inference (x + N(0, 0.05^2) within Linf 16/255 before P), "
+              f"white-box, target {args.model}, n = {dn}; a random defense is judged over {args.dynamic_passes} "
+              f"classifications of each image (the worst case)\n")
+        print(markdown(dres, ["Natural", "PGD", "EOT-PGD"]))
+        print("\nPGD follows one random draw per step; EOT-PGD the mean probability over 10 draws per step "
+              "(Athalye et al. 2018).")
     for note in notes:
         print(f"\nNote: {note}")
     print(f"\n(evaluation {sec:.0f}s, total {time.perf_counter() - t0:.0f}s; seed {args.seed}; "

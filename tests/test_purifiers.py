@@ -430,3 +430,18 @@ def test_networks_match_the_official_layouts():
     with torch.no_grad():
         unet.head.weight.zero_()
         assert torch.equal(unet(x), x)  # output = x + residual
+
+
+def test_eot_averages_fresh_draws_of_a_random_preprocessor(test_data):
+    """EOT against dynamic NRP: each of the K draws is a separate call of the surface, with its own noise."""
+    from attacks.eot import EOTModel
+
+    defense = PurifierDefense("nrp", nn.Identity(), {}, dynamic=True)
+    surface = defense.surface(ToyLinear(), "white-box")
+    x = test_data.x[:6]
+    torch.manual_seed(3)
+    ours = EOTModel(surface, 4)(x)
+    torch.manual_seed(3)
+    probs = torch.stack([F.softmax(surface(x), 1) for _ in range(4)])
+    torch.testing.assert_close(ours, probs.mean(0).log())
+    assert not torch.allclose(probs[0], probs[1])  # the draws differ
