@@ -64,7 +64,7 @@ class DetectorPGD(PGD):
             for step in range(self.steps + 1):
                 xa = xa.detach().requires_grad_(True)
                 logits = model(xa)
-                s = defense.surrogate_score(model, xa)
+                s = defense.surrogate_score(classifier if classifier is not None else model, xa)
                 with torch.no_grad():  # keep, per sample, the passing iterate with the highest score so far
                     better = (logits.argmax(1) != y0) & (s >= tau) & (s > best[todo])
                     x_out[todo[better]] = xa[better].detach()

@@ -354,6 +354,10 @@ def train_defense(args) -> int:
     data = load(args.dataset, args.split or "train", args.data_dir)
     device = pick_device(args.device)
     settings = parse_settings(args.defense, parse_sets(args.set))
+    if "epochs" in settings:  # --set epochs=N is --epochs N
+        if args.epochs is not None and args.epochs != settings["epochs"]:
+            raise UsageError(f"--epochs {args.epochs} and --set epochs={settings['epochs']} disagree; give one")
+        args.epochs = settings.pop("epochs")
     target, target_name = load_model(args.target_model, args.arch, data, Overrides([]), device, args.quiet, args.data_dir)
     out = Path(args.out)
     _check_writable(out.parent if out.parent != Path("") else Path("."))

@@ -150,8 +150,8 @@ def to_markdown(rows: list[dict], meta: dict) -> str:
     if det:  # detectors: both readings of a rejection, and the detection numbers
         cols = ["defense", "attack", "clean_acc", "robust_acc", "robust_acc_reject_defended", "rejected", "attacked", "det_auroc"]
         lines += ["## Detectors", "",
-                  "A detector rejects an input (prediction -1) whose score is below its threshold (95% TPR on its clean "
-                  "calibration split). robust_acc counts a rejected adversarial image as NOT defended; "
+                  "A detector rejects an input (prediction -1) whose score is below its threshold, set on clean calibration "
+                  "images (see the defense's parameters in run.json). robust_acc counts a rejected adversarial image as NOT defended; "
                   "robust_acc_reject_defended counts it as defended. A rejected clean image is an error in both. "
                   "det_auroc: AUROC (%) of the score, clean inputs (positive) vs their adversarial images.", "",
                   tabulate([[r.get(c, "") for c in cols] for r in det], headers=cols, tablefmt="github", disable_numparse=True), ""]

@@ -408,6 +408,16 @@ def test_train_to_file_then_load_as_checkpoint(target, tmp_path):
     assert d.describe()["weights"] == meta["weights"] and (tmp_path / "p.pt.json").exists()
 
 
+def test_train_command_takes_epochs_from_set_or_flag(tmp_path, monkeypatch):
+    """`--set epochs=N` is `--epochs N`; the two disagreeing is a one-line usage error (exit 2)."""
+    seen = {}
+    monkeypatch.setattr(training, "train_to_file", lambda name, target, data, out, epochs=None, **kw: seen.update(epochs=epochs, **kw))
+    base = ["train", "--defense", "hgd", "--target-model", "digits_cnn_adv", "--out", str(tmp_path / "p.pt"), "--quiet"]
+    assert cli_main(base + ["--set", "epochs=1", "--set", "lr=0.01"]) == 0
+    assert (seen["epochs"], seen["lr"]) == (1, 0.01)  # epochs reached train_to_file once, as its own argument
+    assert cli_main(base + ["--set", "epochs=1", "--epochs", "2"]) == 2
+
+
 def test_features_tap_and_bad_layer():
     T = ToyLinear()
     x = torch.rand(2, 1, 8, 8)
