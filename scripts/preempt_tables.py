@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import sys
 from pathlib import Path
 
@@ -43,8 +44,10 @@ DATA = {"digits": (["--dataset", "digits"], "Digits (sklearn, first {n} test ima
 PREEMPT = {"none": "None", "preempt": "Ours"}
 
 
-def run(argv: list[str]) -> list[dict]:
+def run(argv: list[str], reuse: bool = False) -> list[dict]:
     out = Path(argv[argv.index("--out") + 1])
+    if reuse and (out / "run.json").is_file() and json.loads((out / "run.json").read_text())["argv"][1:] == argv:
+        return list(csv.DictReader(open(out / "results.csv")))
     code = harness_main(argv)
     if code != 0:
         raise SystemExit(f"harness run failed with exit code {code}: {' '.join(argv)}")
@@ -83,9 +86,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="runs/preempt_tables")
     p.add_argument("--adv", default=None, help="zoo name of the ADV model (default: the 30-epoch PGD-AT entry)")
     p.add_argument("--ours", default=None, help="zoo name of the preemptively robust model")
+    p.add_argument("--rows", default="ADV,Ours", help="which models to run (ADV, Ours or both)")
+    p.add_argument("--reuse", action="store_true",
+                   help="keep a harness run already in --out with the same command line (delete its folder to redo it)")
     args = p.parse_args(argv)
     default = MODELS[(args.dataset, args.norm)]
     models = {"ADV": args.adv or default["ADV"], "Ours": args.ours or default["Ours"]}
+    models = {k: v for k, v in models.items() if k in args.rows.split(",")}
 
     from harness.registry import ATTACKS, load_builtins
 
@@ -103,9 +110,9 @@ def main(argv: list[str] | None = None) -> int:
         base = Path(args.out) / args.dataset / args.norm / model
         attacks = ["--attack", "pgd"] + (["--attack", "autoattack"] if grey_aa else []) + ["--attack", adaptive]
         rows = run(["run", "--model", model, "--defense", "none", *common, *attacks,
-                    "--set", f"{adaptive}.use_autoattack=false", "--out", str(base / "pgd")])
+                    "--set", f"{adaptive}.use_autoattack=false", "--out", str(base / "pgd")], args.reuse)
         rows_aa = run(["run", "--model", model, *common, "--attack", adaptive, "--set", f"{adaptive}.use_pgd=false",
-                       "--out", str(base / "aa")]) if use_aa else []
+                       "--out", str(base / "aa")], args.reuse) if use_aa else []
         for defense, name in PREEMPT.items():
             wb_aa = cell(rows_aa, defense, adaptive) if defense == "preempt" else cell(rows, defense, "autoattack") + "*"
             table.append([label, name, cell(rows, defense, "pgd", "clean_acc"), cell(rows, defense, "pgd"),
@@ -121,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(r) + " |" for r in table]
     lines += [""] + [f"- {t}" for t in notes]
-    lines.append(f"- models: ADV = {models['ADV']}, Ours = {models['Ours']}")
+    lines.append("- models: " + ", ".join(f"{k} = {v}" for k, v in models.items()))
     if use_aa:
         lines.append("- *: Preempt = None modifies nothing, so white-box AA = grey-box AA (the paper's footnote 2)")
     if use_aa and not grey_aa:
