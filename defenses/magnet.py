@@ -74,7 +74,7 @@ from harness.registry import DEFENSES
 
 from .base import ABSTAIN
 from .ood import ThresholdDetector
-from .purifiers.training import (Context, Method, _atomic_save, register_method, train_purifier,
+from .purifiers.training import (Context, Method, _atomic_save, frozen_eval, register_method, train_purifier,
                                  weights_digest)
 
 BATCH = 500
@@ -213,10 +213,7 @@ def load_or_train_autoencoder(cfg: dict | None = None, *, dataset: str = "digits
                 net = train_autoencoder(data, quiet=quiet, **cfg)
                 _atomic_save(net.state_dict(), path)
             source = str(path)
-    net.eval()
-    for p in net.parameters():
-        p.requires_grad_(False)
-    return net, source
+    return frozen_eval(net), source
 
 
 # --------------------------------------------------------------------------------------------------------------

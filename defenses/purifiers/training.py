@@ -385,10 +385,15 @@ def _load_or_train(name: str, cfg: dict, *, target: str, dataset: str, checkpoin
             train_purifier(name, target_model, data, net=net, feature_model=feat, quiet=quiet, **cfg)
             _atomic_save(net.state_dict(), path)
         source = str(path)
+    return frozen_eval(net), source
+
+
+def frozen_eval(net: nn.Module) -> nn.Module:
+    """``net`` in eval mode with no parameter gradients: a trained preprocessor as the defenses use it."""
     net.eval()
     for p in net.parameters():
         p.requires_grad_(False)
-    return net, source
+    return net
 
 
 def _in_channels(dataset: str) -> int:
