@@ -43,18 +43,19 @@ def adv_model():
     return load_zoo("digits_cnn_adv", quiet=True)
 
 
-@pytest.fixture(scope="module")
-def models():
-    """The adversarially trained digits models by norm, frozen: Linf (eps 0.1) and L2 (eps 0.5)."""
+@pytest.fixture(scope="session")
+def frozen_zoo():
+    """``frozen_zoo(name)``: a fresh copy of the cached zoo model, in eval mode without parameter gradients."""
+    from defenses.purifiers.training import frozen_eval
     from harness.models.zoo import load_zoo
     from harness.registry import load_builtins
 
     load_builtins()
-    out = {}
-    for norm, name in (("linf", "digits_cnn_adv"), ("l2", "digits_cnn_adv_l2")):
-        m = load_zoo(name, quiet=True)
-        for p in m.parameters():
-            p.requires_grad_(False)
-        out[norm] = m
-    return out
+    return lambda name: frozen_eval(load_zoo(name, quiet=True))
+
+
+@pytest.fixture(scope="module")
+def models(frozen_zoo):
+    """The adversarially trained digits models by norm, frozen: Linf (eps 0.1) and L2 (eps 0.5)."""
+    return {"linf": frozen_zoo("digits_cnn_adv"), "l2": frozen_zoo("digits_cnn_adv_l2")}
 

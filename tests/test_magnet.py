@@ -181,13 +181,8 @@ def _success(defense, model, x, y, x_adv):
 
 
 @pytest.fixture(scope="module")
-def std():
-    from harness.models.zoo import load_zoo
-
-    m = load_zoo("digits_cnn", quiet=True)
-    for p in m.parameters():
-        p.requires_grad_(False)
-    return m
+def std(frozen_zoo):
+    return frozen_zoo("digits_cnn")
 
 
 @pytest.mark.parametrize("norm,eps,which", [("l2", 1.0, "adv"), ("linf", 0.1, "std")])

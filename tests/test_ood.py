@@ -21,7 +21,6 @@ from harness.data import load
 from harness.data.ood import area_resize, digits_setting
 from harness.evaluate import DefenseResult, CellResult, evaluate
 from harness.models.small import SmallCNN
-from harness.models.zoo import load_zoo
 from harness.ood_metrics import (auroc, average_precision, fpr_at_tpr, mean_std, ood_metrics, threshold_at_tpr)
 from harness.registry import ATTACKS, DEFENSES, load_builtins
 from harness.report import result_rows, to_markdown
@@ -34,11 +33,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def adv():
-    m = load_zoo("digits_cnn_adv", quiet=True)
-    for p in m.parameters():
-        p.requires_grad_(False)
-    return m
+def adv(frozen_zoo):
+    return frozen_zoo("digits_cnn_adv")
 
 
 # ------------------------------------------------------------------------------------------------ metrics

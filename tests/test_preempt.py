@@ -15,7 +15,6 @@ import torch.nn.functional as F
 from attacks.adaptive import AdaptiveReconstruction
 from attacks.base import Attack, flat_norm, random_in_ball
 from defenses.preempt import PreemptRobustify, Settings, update_gradient
-from harness.data import load
 from harness.evaluate import evaluate
 from harness.registry import ATTACKS, DEFENSES, RECIPES, load_builtins
 from harness.threat import run_cell
@@ -28,20 +27,15 @@ BUDGET = {"linf": ("digits_cnn_adv", 0.1), "l2": ("digits_cnn_adv_l2", 0.5)}
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture(scope="module")
-def digits():
-    return load("digits", "test")
-
-
 def within(x, center, norm, r):
     return bool((flat_norm(x - center, norm) <= r * (1 + 1e-4) + 1e-6).all())
 
 
 @pytest.mark.parametrize("norm", ["linf", "l2"])
 @pytest.mark.parametrize("init", ["random", "clean"])
-def test_robustified_images_stay_in_delta_ball_and_unit_box(models, digits, norm, init):
+def test_robustified_images_stay_in_delta_ball_and_unit_box(models, digits_test, norm, init):
     _, eps = BUDGET[norm]
-    x = digits.x[:32]
+    x = digits_test.x[:32]
     torch.manual_seed(0)
     d = PreemptRobustify(norm=norm, eps=eps, maxiter=8, steps=5, init=init)
     x_r = d.robustify(models[norm], x)
@@ -50,10 +44,10 @@ def test_robustified_images_stay_in_delta_ball_and_unit_box(models, digits, norm
     assert (x_r - x).abs().max() > 0  # it moved
 
 
-def test_grey_box_pgd_robust_accuracy_rises_by_a_wide_margin(models, digits):
+def test_grey_box_pgd_robust_accuracy_rises_by_a_wide_margin(models, digits_test):
     """Table 1's direction at small scale: on the adversarially trained model, grey-box PGD-20 robust accuracy
     with preempt exceeds the bare model's by >= 15 points (76 -> 93 here, MAXITER 50; clean accuracy ~97 caps it)."""
-    model, data = models["linf"], digits.take(128)
+    model, data = models["linf"], digits_test.take(128)
     defs = [("none", DEFENSES.create("none")), ("preempt", DEFENSES.create("preempt", norm="linf", eps=0.1, maxiter=50))]
     res = evaluate(model, data, defs, [("pgd", ATTACKS.create("pgd_linf", eps=0.1))], batch_size=500, seed=0,
                    device=torch.device("cpu"), quiet=True)
@@ -85,10 +79,10 @@ def _peak_saved_bytes(model, x, y, s: Settings) -> int:
 
 
 @pytest.mark.parametrize("norm", ["linf", "l2"])
-def test_first_order_update_keeps_no_graph_over_the_inner_steps(models, digits, norm):
+def test_first_order_update_keeps_no_graph_over_the_inner_steps(models, digits_test, norm):
     """Section 3.4: peak memory of saved activations is the same for T = 5 and T = 40; exact=True grows with T."""
     model, (_, eps) = models[norm], BUDGET[norm]
-    x = digits.x[:16]
+    x = digits_test.x[:16]
     y = model(x).argmax(1)
     first = [_peak_saved_bytes(model, x, y, Settings(norm, eps, eps, steps=t)) for t in (5, 40)]
     exact = [_peak_saved_bytes(model, x, y, Settings(norm, eps, eps, steps=t, exact=True)) for t in (5, 40)]
@@ -119,9 +113,9 @@ def _official_style_gradient(model, x_r, y, norm, eps, steps, seed):
 
 
 @pytest.mark.parametrize("norm", ["linf", "l2"])
-def test_first_order_gradient_matches_autograd_through_the_official_composition(models, digits, norm):
+def test_first_order_gradient_matches_autograd_through_the_official_composition(models, digits_test, norm):
     model, (_, eps) = models[norm], BUDGET[norm]
-    x = digits.x[:24]
+    x = digits_test.x[:24]
     y = model(x).argmax(1)
     ref, _ = _official_style_gradient(model, x, y, norm, eps, 10, seed=3)
     torch.manual_seed(3)
@@ -206,9 +200,9 @@ def test_candidates_take_the_per_sample_worst_case():
     assert torch.allclose(v.dist, torch.tensor([0.09, 0.35, 0.05, 0.07]), atol=1e-6)  # reported images
 
 
-def test_adaptive_attack_sweep_worst_case_and_reconstruction_distances(models, digits):
+def test_adaptive_attack_sweep_worst_case_and_reconstruction_distances(models, digits_test):
     model, eps = models["l2"], 0.5
-    x_o, y = digits.x[:24], digits.y[:24]
+    x_o, y = digits_test.x[:24], digits_test.y[:24]
     defense = PreemptRobustify(norm="l2", eps=eps, maxiter=6, steps=5)
     torch.manual_seed(0)
     x_r = defense.robustify(model, x_o)
@@ -231,15 +225,15 @@ def test_adaptive_attack_sweep_worst_case_and_reconstruction_distances(models, d
     assert (flat_norm(attack.last_points["rec"] - x_r[idx], "l2") > 1e-3).any()
 
 
-def test_adaptive_attack_without_a_preemptive_defense_is_a_plain_sweep(models, digits):
+def test_adaptive_attack_without_a_preemptive_defense_is_a_plain_sweep(models, digits_test):
     model = models["linf"]
-    x, y = digits.x[:16], digits.y[:16]
+    x, y = digits_test.x[:16], digits_test.y[:16]
     attack = ATTACKS.create("adaptive_linf", eps=0.1, use_autoattack=False, sweep=(0.5, 1.0))
     out = attack.perturb(model, x, y, defense=DEFENSES.create("none"), classifier=model)
     assert torch.equal(attack.last_points["rec"], x) and within(out, x, "linf", 0.1)
 
 
-def test_label_true_reaches_robustify(models, digits, monkeypatch):
+def test_label_true_reaches_robustify(models, digits_test, monkeypatch):
     seen = {}
 
     def spy(model, x, y=None):
@@ -248,17 +242,17 @@ def test_label_true_reaches_robustify(models, digits, monkeypatch):
 
     d = PreemptRobustify(norm="linf", eps=0.1, maxiter=0, label="true")
     monkeypatch.setattr(d, "robustify", spy)
-    d.prepare(models["linf"], digits.x[:4], digits.y[:4])
-    assert torch.equal(seen["y"], digits.y[:4])
+    d.prepare(models["linf"], digits_test.x[:4], digits_test.y[:4])
+    assert torch.equal(seen["y"], digits_test.y[:4])
     d.label = "pred"
     seen.clear()
-    d.prepare(models["linf"], digits.x[:4], digits.y[:4])
+    d.prepare(models["linf"], digits_test.x[:4], digits_test.y[:4])
     assert seen["y"] is None
 
 
-def test_preempt_robust_recipe_descends_then_attacks(models, digits):
+def test_preempt_robust_recipe_descends_then_attacks(models, digits_test):
     """Algorithm 2: stage 1 goes DOWN the loss within B_delta(x_o) (the paper; the official code ascends)."""
-    model, x, y = models["linf"], digits.x[:64], digits.y[:64]
+    model, x, y = models["linf"], digits_test.x[:64], digits_test.y[:64]
     torch.manual_seed(0)
     x_r = RECIPES.create("preempt-robust", norm="linf", eps=1e-6, delta=0.1, steps=0)(model, x, y)
     assert within(x_r, x, "linf", 0.1 + 1e-6)

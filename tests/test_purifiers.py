@@ -23,7 +23,6 @@ from defenses.purifiers.training import Features, PurifierDefense, build_net, tr
 from harness.cli import main as cli_main
 from harness.data import load
 from harness.errors import UsageError
-from harness.models.zoo import load_zoo
 from harness.registry import ATTACKS, DEFENSES, load_builtins
 from harness.threat import run_cell
 
@@ -35,19 +34,13 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def target():
-    model = load_zoo("digits_cnn_adv", quiet=True)
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model
+def target(frozen_zoo):
+    return frozen_zoo("digits_cnn_adv")
 
 
 @pytest.fixture(scope="module")
-def plain_target():
-    model = load_zoo("digits_cnn", quiet=True)
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model
+def plain_target(frozen_zoo):
+    return frozen_zoo("digits_cnn")
 
 
 @pytest.fixture(scope="module")

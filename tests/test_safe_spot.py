@@ -14,7 +14,6 @@ from attacks.pgd import PGD
 from defenses.preempt import PreemptRobustify
 from defenses.safe_spot import SafeSpot, safe_spot_adversarial, targeted_search
 from harness.cli import main as harness_main
-from harness.data import load
 from harness.evaluate import evaluate
 from harness.registry import ATTACKS, DEFENSES, RECIPES, ZOO, load_builtins
 
@@ -23,11 +22,6 @@ BUDGET = {"linf": ("digits_cnn_adv", 0.1), "l2": ("digits_cnn_adv_l2", 0.5)}
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load("digits", "test")
 
 
 def within(x, center, norm, r):
@@ -41,9 +35,9 @@ def ce(model, x, y):
 
 @pytest.mark.parametrize("norm", ["linf", "l2"])
 @pytest.mark.parametrize("method", ["fgsm", "pgd", "full"])
-def test_safe_spots_stay_in_delta_ball_and_unit_box(models, digits, norm, method):
+def test_safe_spots_stay_in_delta_ball_and_unit_box(models, digits_test, norm, method):
     _, eps = BUDGET[norm]
-    model, x = models[norm], digits.x[:32]
+    model, x = models[norm], digits_test.x[:32]
     torch.manual_seed(0)
     d = SafeSpot(method=method, norm=norm, eps=eps, maxiter=3, inner_steps=5)
     x_s = d.robustify(model, x)
@@ -55,8 +49,8 @@ def test_safe_spots_stay_in_delta_ball_and_unit_box(models, digits, norm, method
     assert within(x_s, x, norm, eps / 2) and x_s.min() >= 0 and x_s.max() <= 1
 
 
-def test_s_fgsm_is_one_targeted_fgsm_step_towards_the_prediction(models, digits):
-    model, x, delta = models["linf"], digits.x[:40], 0.1
+def test_s_fgsm_is_one_targeted_fgsm_step_towards_the_prediction(models, digits_test):
+    model, x, delta = models["linf"], digits_test.x[:40], 0.1
     with torch.no_grad():
         c = model(x).argmax(1)
     xg = x.clone().requires_grad_(True)
@@ -67,9 +61,9 @@ def test_s_fgsm_is_one_targeted_fgsm_step_towards_the_prediction(models, digits)
 
 
 @pytest.mark.parametrize("norm", ["linf", "l2"])
-def test_s_pgd_descends_the_loss_of_the_predicted_class(models, digits, norm):
+def test_s_pgd_descends_the_loss_of_the_predicted_class(models, digits_test, norm):
     _, eps = BUDGET[norm]
-    model, x = models[norm], digits.x[:64]
+    model, x = models[norm], digits_test.x[:64]
     with torch.no_grad():
         c = model(x).argmax(1)
     torch.manual_seed(0)
@@ -80,9 +74,9 @@ def test_s_pgd_descends_the_loss_of_the_predicted_class(models, digits, norm):
     assert (model(x_s).argmax(1) == c).all()
 
 
-def test_s_pgd_uses_the_harness_pgd_targeted_without_early_stop(models, digits):
+def test_s_pgd_uses_the_harness_pgd_targeted_without_early_stop(models, digits_test):
     """targeted_search = PGD(targeted, early_stop=False) run from x_o towards the target, step delta/4."""
-    model, x = models["linf"], digits.x[:16]
+    model, x = models["linf"], digits_test.x[:16]
     t = torch.full((16,), 3)
     torch.manual_seed(1)
     a = targeted_search(model, x, t, "linf", 0.1, steps=20, random_start=False)
@@ -92,8 +86,8 @@ def test_s_pgd_uses_the_harness_pgd_targeted_without_early_stop(models, digits):
     assert ce(model, a, t).mean() < ce(model, x, t).mean()
 
 
-def test_s_full_is_algorithm_1_of_defenses_preempt_started_at_x_o(models, digits):
-    model, x = models["linf"], digits.x[:16]
+def test_s_full_is_algorithm_1_of_defenses_preempt_started_at_x_o(models, digits_test):
+    model, x = models["linf"], digits_test.x[:16]
     torch.manual_seed(3)
     a = SafeSpot(method="full", eps=0.1, maxiter=4, inner_steps=5).robustify(model, x)
     torch.manual_seed(3)
@@ -101,10 +95,10 @@ def test_s_full_is_algorithm_1_of_defenses_preempt_started_at_x_o(models, digits
     assert torch.equal(a, b)
 
 
-def test_s_pgd_raises_grey_box_robust_accuracy_over_none(models, digits):
+def test_s_pgd_raises_grey_box_robust_accuracy_over_none(models, digits_test):
     """Table 1's direction at small scale: on ADV (digits_cnn_adv), grey-box PGD-20 (step eps/4) robust accuracy
     with S-PGD safe spots exceeds the original images' by >= 5 points (observed 76 -> 90 on the first 100)."""
-    model, data = models["linf"], digits.take(96)
+    model, data = models["linf"], digits_test.take(96)
     defs = [("none", DEFENSES.create("none")), ("s-pgd", DEFENSES.create("safe_spot", method="pgd", eps=0.1))]
     res = evaluate(model, data, defs, [("pgd", ATTACKS.create("pgd_linf", eps=0.1))], batch_size=500, seed=0,
                    device=torch.device("cpu"), quiet=True)
@@ -126,9 +120,9 @@ def test_cli_runs_safe_spot_methods(tmp_path, models):
 
 
 @pytest.mark.parametrize("recipe", ["s-fgsm+adv", "s-pgd+adv"])
-def test_safe_spot_aware_training_batch(models, digits, recipe):
+def test_safe_spot_aware_training_batch(models, digits_test, recipe):
     """Section 3.5: x_s* in B_delta(x_o) towards the GROUND TRUTH, x_a* in B_eps(x_s*), both in [0, 1]."""
-    model, x, y = models["linf"], digits.x[:48], digits.y[:48]
+    model, x, y = models["linf"], digits_test.x[:48], digits_test.y[:48]
     method = "fgsm" if recipe == "s-fgsm+adv" else "pgd"
     attack = PGD(norm="linf", eps=0.1, steps=5, early_stop=False)
     torch.manual_seed(0)

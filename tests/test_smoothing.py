@@ -100,13 +100,8 @@ def ridge_model():
 
 
 @pytest.fixture(scope="module")
-def gauss_model():
-    from harness.models.zoo import load_zoo
-
-    model = load_zoo("digits_cnn_gauss", quiet=True)
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model
+def gauss_model(frozen_zoo):
+    return frozen_zoo("digits_cnn_gauss")
 
 
 class Constant(nn.Module):

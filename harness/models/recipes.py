@@ -6,6 +6,7 @@ A recipe turns a clean batch into the batch the model is trained on; ``fit`` is 
 """
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Callable, Literal
 
@@ -63,8 +64,8 @@ def eps_ramp(eps: float, ramp: int) -> Callable[[], float]:
     training at a large budget stays at chance from a random initialisation (MNIST at Linf 0.3 with a small CNN:
     Gowal et al. 2018, IBP; Wong et al. 2020, "Fast is better than free", both ramp eps).
     """
-    count = iter(range(1 << 62))
-    return lambda: eps * min(1.0, (next(count) + 1) / ramp) if ramp > 0 else eps
+    batches = itertools.count(1)
+    return lambda: eps * min(1.0, next(batches) / ramp) if ramp > 0 else eps
 
 
 @RECIPES.register("pgd", "PGD adversarial training (Madry et al. 2018; the ADV model of the papers)")
