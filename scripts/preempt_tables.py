@@ -24,14 +24,9 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from harness.cli import main as harness_main  # noqa: E402
+from tables import cell, harness_rows
 
 # ADV and Ours trained alike (digits: 30 epochs, Algorithm 2 needs them there; MNIST: see the zoo).
 MODELS = {("digits", "linf"): {"ADV": "digits_cnn_adv_e30", "Ours": "digits_cnn_preempt"},
@@ -43,22 +38,6 @@ DATA = {"digits": (["--dataset", "digits"], "Digits (sklearn, first {n} test ima
                   "MNIST (models trained on test images 0-7,999; evaluated on the first {n} of images 8,000-9,999)")}
 PREEMPT = {"none": "None", "preempt": "Ours"}
 
-
-def run(argv: list[str], reuse: bool = False) -> list[dict]:
-    out = Path(argv[argv.index("--out") + 1])
-    if reuse and (out / "run.json").is_file() and json.loads((out / "run.json").read_text())["argv"][1:] == argv:
-        return list(csv.DictReader(open(out / "results.csv")))
-    code = harness_main(argv)
-    if code != 0:
-        raise SystemExit(f"harness run failed with exit code {code}: {' '.join(argv)}")
-    return list(csv.DictReader(open(out / "results.csv")))
-
-
-def cell(rows: list[dict], defense: str, attack: str, key: str = "robust_acc") -> str:
-    for r in rows:
-        if r["defense"] == defense and r["attack"] == attack:
-            return r[key]
-    return "n/a"
 
 
 def figure3(folder: Path, attack: str) -> str:
@@ -109,10 +88,10 @@ def main(argv: list[str] | None = None) -> int:
     for label, model in models.items():
         base = Path(args.out) / args.dataset / args.norm / model
         attacks = ["--attack", "pgd"] + (["--attack", "autoattack"] if grey_aa else []) + ["--attack", adaptive]
-        rows = run(["run", "--model", model, "--defense", "none", *common, *attacks,
-                    "--set", f"{adaptive}.use_autoattack=false", "--out", str(base / "pgd")], args.reuse)
-        rows_aa = run(["run", "--model", model, *common, "--attack", adaptive, "--set", f"{adaptive}.use_pgd=false",
-                       "--out", str(base / "aa")], args.reuse) if use_aa else []
+        rows = harness_rows(["run", "--model", model, "--defense", "none", *common, *attacks,
+                    "--set", f"{adaptive}.use_autoattack=false", "--out", str(base / "pgd")], reuse=args.reuse)
+        rows_aa = harness_rows(["run", "--model", model, *common, "--attack", adaptive, "--set", f"{adaptive}.use_pgd=false",
+                       "--out", str(base / "aa")], reuse=args.reuse) if use_aa else []
         for defense, name in PREEMPT.items():
             wb_aa = cell(rows_aa, defense, adaptive) if defense == "preempt" else cell(rows, defense, "autoattack") + "*"
             table.append([label, name, cell(rows, defense, "pgd", "clean_acc"), cell(rows, defense, "pgd"),

@@ -20,28 +20,14 @@ Their results.csv files are kept under --out.
 from __future__ import annotations
 
 import argparse
-import csv
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from harness.cli import main as harness_main  # noqa: E402
+from tables import harness_rows
 
 MODELS = {"Natural": "digits_cnn", "ADV": "digits_cnn_adv", "S-FGSM+ADV": "digits_cnn_sfgsm_adv",
           "S-PGD+ADV": "digits_cnn_spgd_adv"}
 METHODS = {"fgsm": "S-FGSM", "pgd": "S-PGD", "full": "S-Full"}
-
-
-def run(argv: list[str]) -> list[dict]:
-    out = Path(argv[argv.index("--out") + 1])
-    code = harness_main(argv)
-    if code != 0:
-        raise SystemExit(f"harness run failed with exit code {code}: {' '.join(argv)}")
-    with open(out / "results.csv", newline="") as fh:
-        return list(csv.DictReader(fh))
 
 
 def cell(rows: list[dict], defense: str) -> str:
@@ -69,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         for method in METHODS:
             defenses = (["--defense", "none"] if method == "fgsm" else []) + ["--defense", "safe_spot"]
             sets = ["--set", f"safe_spot.method={method}"] + (["--set", f"safe_spot.maxiter={args.maxiter}"] if method == "full" else [])
-            rows = run(["run", "--model", model, *defenses, *sets, *common, "--out", str(base / method)])
+            rows = harness_rows(["run", "--model", model, *defenses, *sets, *common, "--out", str(base / method)])
             if method == "fgsm":
                 rows_none = rows
                 row.append(cell(rows, "none"))

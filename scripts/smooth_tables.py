@@ -22,29 +22,13 @@ OMP_NUM_THREADS=1.
 from __future__ import annotations
 
 import argparse
-import csv
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from harness.cli import main as harness_main  # noqa: E402
+from tables import cell, harness_rows
 
 EMPIRICAL_MODEL, CERTIFIED_MODEL = "digits_cnn_gauss01", "digits_cnn_gauss"
 
 
-def harness(argv: list[str], table: str) -> list[dict]:
-    out = Path(argv[argv.index("--out") + 1])
-    code = harness_main(argv)
-    if code != 0:
-        raise SystemExit(f"harness failed with exit code {code}: {' '.join(argv)}")
-    with open(out / table, newline="") as fh:
-        return list(csv.DictReader(fh))
-
-
-def cell(rows: list[dict], defense: str, attack: str, key: str = "robust_acc") -> str:
-    return next((r[key] for r in rows if r["defense"] == defense and r["attack"] == attack), "n/a")
 
 
 def empirical(args, restarts: int) -> list[dict]:
@@ -56,7 +40,7 @@ def empirical(args, restarts: int) -> list[dict]:
             "--attack", "pgd_smooth", "--attack", "adaptive_l2", "--out", str(Path(args.out) / f"empirical_r{restarts}")]
     for s in sets:
         argv += ["--set", s]
-    return harness(argv, "results.csv")
+    return harness_rows(argv)
 
 
 def certified(args, defense: str) -> dict:
@@ -64,7 +48,7 @@ def certified(args, defense: str) -> dict:
             "--n", str(args.n), "--eps", "0.5", "--seed", str(args.seed), "--quiet", "--out", str(Path(args.out) / f"certified_{defense}")]
     if defense == "preempt_smooth":
         argv += ["--set", f"maxiter={args.maxiter}"]
-    rows = harness(argv, "certified.csv")
+    rows = harness_rows(argv, "certified.csv")
     return {"clean": rows[0]["certified_acc"], "cert": next(r["certified_acc"] for r in rows if r["radius_label"].startswith("eps"))}
 
 
