@@ -232,3 +232,24 @@ def test_cli_run_writes_results(tmp_path):
     cell = next(r for r in rows if r["defense"] == "magnet" and r["attack"] == "pgd_detector")
     assert cell["threat"] == "white-box" and cell["det_auroc"] != "" and cell["rejected"] != ""
     assert float(cell["robust_acc"]) <= float(cell["robust_acc_reject_defended"]) <= float(cell["clean_acc"])
+
+
+def test_magnet_cw_without_a_detector_is_carlini_wagner_l2_as_foolbox_runs_it(adv, digits_test):
+    """Peer reference: with no defense, magnet_cw is C&W's L2 attack (same objective, Adam on tanh variables, the
+    same search on c).  Foolbox's L2CarliniWagnerAttack with the same settings finds the same successes at the
+    same distortions (the budget is the whole image box, so it never binds)."""
+    import foolbox as fb
+
+    x, y = digits_test.x[:32], digits_test.y[:32]
+    torch.manual_seed(0)
+    ours = MagNetCW(norm="l2", eps=8.0, steps=100, lr=0.05, c=1.0, search_steps=5, early_stop=False).perturb(adv, x, y)
+    attack = fb.attacks.L2CarliniWagnerAttack(binary_search_steps=5, steps=100, stepsize=0.05, confidence=0,
+                                              initial_const=1.0, abort_early=False)
+    peer, _, _ = attack(fb.PyTorchModel(adv, bounds=(0, 1), device="cpu"), x, y, epsilons=None)
+    with torch.no_grad():
+        ok_ours, ok_peer = adv(ours).argmax(1) != y, adv(peer).argmax(1) != y
+    assert abs(int(ok_ours.sum()) - int(ok_peer.sum())) <= 1
+    both = ok_ours & ok_peer
+    d_ours, d_peer = flat_norm(ours - x, "l2")[both], flat_norm(peer - x, "l2")[both]
+    assert both.sum() >= 0.9 * ok_peer.sum()
+    assert float(d_ours.median()) == pytest.approx(float(d_peer.median()), rel=0.01)  # equal to 1e-6 here
