@@ -51,7 +51,13 @@ class DetectorPGD(PGD):
     def perturb(self, model, x: torch.Tensor, y: torch.Tensor, defense=None, classifier=None, **kw) -> torch.Tensor:
         if defense is None or not hasattr(defense, "surrogate_score"):  # no detector: plain PGD on the classifier
             return PGD.perturb(self, model, x, y)
-        tau = defense.tau if defense.tau is not None else defense.calibrate(model)
+        clf = classifier if classifier is not None else model
+        tau = defense.tau if defense.tau is not None else defense.calibrate(clf)
+        joint = getattr(defense, "attack_parts", None)  # (logits, score) in one pass (MagNet: ae(x) once)
+
+        def forward(xa):
+            return joint(clf, xa) if joint is not None else (model(xa), defense.surrogate_score(clf, xa))
+
         x = x.detach()
         x_out = x.clone()
         best = torch.full((len(x),), float("-inf"), device=x.device)  # surrogate score of the kept passing iterate
@@ -63,8 +69,7 @@ class DetectorPGD(PGD):
             xa = (x0 + random_in_ball(x0, self.norm, self.eps)).clamp(0, 1) if self.random_start else x0.clone()
             for step in range(self.steps + 1):
                 xa = xa.detach().requires_grad_(True)
-                logits = model(xa)
-                s = defense.surrogate_score(classifier if classifier is not None else model, xa)
+                logits, s = forward(xa)
                 with torch.no_grad():  # keep, per sample, the passing iterate with the highest score so far
                     better = (logits.argmax(1) != y0) & (s >= tau) & (s > best[todo])
                     x_out[todo[better]] = xa[better].detach()
