@@ -200,6 +200,18 @@ def build_plugins(registry, names, overrides, budget_kw):
     return built
 
 
+def defense_context(args, data) -> dict:
+    """What a defense that trains on first use learns from the run unless --set says otherwise: the dataset,
+    where its files lie, --quiet, and (for purifiers) the zoo model it will stand in front of as ``target``."""
+    from .registry import ZOO
+
+    ctx = {"dataset": args.dataset, "data_dir": args.data_dir, "quiet": args.quiet}
+    name = args.model or data.default_model
+    if args.arch is None and name in ZOO:
+        ctx["target"] = name
+    return ctx
+
+
 def cmd_run(args, argv) -> int:
     import torch
 
@@ -230,7 +242,7 @@ def cmd_run(args, argv) -> int:
     device = pick_device(args.device)
     torch.manual_seed(args.seed)
     budget = {"norm": norm, "eps": eps, "delta": eps}
-    defenses = build_plugins(DEFENSES, defense_names, overrides, budget)
+    defenses = build_plugins(DEFENSES, defense_names, overrides, {**budget, **defense_context(args, data)})
     attacks = build_plugins(ATTACKS, attack_names, overrides, budget)
     for name, attack in attacks:
         if args.norm is not None and attack.norm != norm:
@@ -342,16 +354,20 @@ def cmd_train(args) -> int:
 
 def train_defense(args) -> int:
     """``harness train --defense NAME --target-model M``: train a purifier for M, save it for ``--set checkpoint=``."""
-    from defenses.purifiers.training import METHODS, parse_settings, train_to_file
+    from defenses.purifiers.training import METHODS, parse_settings, standard_model, train_to_file, training_data
 
     from .config import Overrides, parse_sets
     from .data import load
+    from .models.zoo import load_zoo
+    from .registry import ZOO
 
     if args.defense not in METHODS:
         raise UsageError(f"--defense {args.defense}: trainable defenses are {', '.join(sorted(METHODS))}")
     if args.epochs is not None and args.epochs <= 0:
         raise UsageError("--epochs must be positive")
-    data = load(args.dataset, args.split or "train", args.data_dir)
+    zoo_target = args.arch is None and args.target_model in ZOO
+    split = args.split or (training_data(args.target_model, args.dataset)[1] if zoo_target else "train")
+    data = load(args.dataset, split, args.data_dir)
     device = pick_device(args.device)
     settings = parse_settings(args.defense, parse_sets(args.set))
     if "epochs" in settings:  # --set epochs=N is --epochs N
@@ -361,7 +377,10 @@ def train_defense(args) -> int:
     target, target_name = load_model(args.target_model, args.arch, data, Overrides([]), device, args.quiet, args.data_dir)
     out = Path(args.out)
     _check_writable(out.parent if out.parent != Path("") else Path("."))
-    train_to_file(args.defense, target, data, out, epochs=args.epochs, quiet=args.quiet, **settings)
+    feature = standard_model(args.dataset) if args.defense == "nrp" else None  # as the nrp defense's default
+    feature_model = load_zoo(feature, device, args.quiet, args.data_dir) if feature else None
+    train_to_file(args.defense, target, data, out, epochs=args.epochs, feature_model=feature_model, quiet=args.quiet,
+                  **settings)
     if not args.quiet:
         print(f"wrote {out} (use: run --model {target_name} --defense {args.defense} --set {args.defense}.checkpoint={out})")
     return 0

@@ -12,8 +12,12 @@ table ends with the checks of the paper's claims (the direction of the effect), 
 
     python scripts/purifier_table.py --threads 1 --aa-n 60          # ~20 min on a busy 2-core CPU (AA dominates)
     python scripts/purifier_table.py --threads 1 --no-aa            # ~6 min: all but the AA column
+    python scripts/purifier_table.py --dataset mnist --data-dir ../shared/data --threads 1 --n 200 --no-aa \
+        --no-obl-row --dynamic-passes 0                             # MNIST 28x28, Linf 0.3 (see PRESETS)
 
-The purifiers train on first use (10 s to 2 min each on the CPU) and are cached (see defenses/purifiers).
+The purifiers train on first use (10 s to 2 min each on the CPU for digits; about 15 min (NRP, HGD) and
+50 min (JATP) for MNIST) and are cached (see defenses/purifiers).  On MNIST the target and the purifiers
+train on ``test-train`` (test images 0-7,999) and the table uses the first N of ``test-holdout``.
 """
 from __future__ import annotations
 
@@ -32,6 +36,15 @@ from harness.registry import ATTACKS, DEFENSES, load_builtins  # noqa: E402
 ROWS = [("None", "none", {}), ("HGD", "hgd", {}), ("NRP", "nrp", {}), ("JATP", "jatp", {}),
         ("JATP-obl", "jatp", {"mode": "obl"}), ("HGD-full", "hgd", {"mode": "full"})]
 EXTRA_ROWS = ("JATP-obl", "HGD-full")  # Fig. 1(c) / 2(a): oblivious vs full training examples
+
+# Per dataset: evaluation split, target, cross-model target, Linf budget, and the purifiers' settings.  MNIST:
+# the purifiers train at the target's budget (0.3); JATP for 4 epochs (5 on digits) to fit an hour of one core.
+PRESETS = {
+    "digits": {"split": "test", "model": "digits_cnn_adv", "cross": "digits_cnn_adv_l2", "eps": 0.1, "sets": {}},
+    "mnist": {"split": "test-holdout", "model": "mnist_cnn_adv", "cross": "mnist_cnn_adv_l2", "eps": 0.3,
+              "sets": {"hgd": {"train_eps": 0.3}, "nrp": {"train_eps": 0.3},
+                       "jatp": {"train_eps": 0.3, "train_epochs": 4}}},
+}
 
 
 def build_attacks(eps: float, steps: int) -> list:
@@ -59,17 +72,21 @@ def parse_sets(pairs: list[str]) -> dict[str, dict]:
 
 
 def table(model_name: str, rows, attacks, n: int | None, batch_size: int, seed: int, quiet: bool, sets: dict,
-          passes: int = 1):
+          passes: int = 1, *, dataset: str = "digits", split: str = "test", data_dir: str | None = None,
+          purifier_target: str | None = None):
+    """Evaluate ``rows`` in front of ``model_name``; the purifiers are trained against ``purifier_target``."""
     from harness.data import load
     from harness.evaluate import evaluate
     from harness.models.zoo import load_zoo
 
-    data = load("digits", "test").take(n)
-    model = load_zoo(model_name, "cpu", quiet=quiet)
+    data = load(dataset, split, data_dir).take(n)
+    model = load_zoo(model_name, "cpu", quiet=quiet, data_dir=data_dir)
+    context = {"target": purifier_target or model_name, "dataset": dataset, "data_dir": data_dir, "quiet": quiet}
     defenses = []
     for label, name, kw in rows:
         t0 = time.perf_counter()
-        defenses.append((label, DEFENSES.create(name, **{**sets.get(name, {}), **kw})))
+        ctx = {k: v for k, v in context.items() if k in DEFENSES.get(name).params}
+        defenses.append((label, DEFENSES.create(name, **{**ctx, **sets.get(name, {}), **kw})))
         if not quiet:
             print(f"[{label}: ready in {time.perf_counter() - t0:.1f}s]", file=sys.stderr)
     t0 = time.perf_counter()
@@ -98,6 +115,8 @@ def markdown(results: dict, columns: list[str]) -> str:
 def checks(res: dict) -> list[str]:
     """The paper's claims, checked on this table (PGD and the white-box worst case)."""
     lines = []
+    if "None" not in res:
+        return lines
     none = res["None"]
     for col in ("PGD", "Worst (white-box)"):
         for d in ("HGD", "NRP", "JATP", "JATP-obl"):
@@ -124,9 +143,12 @@ def checks(res: dict) -> list[str]:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--model", default="digits_cnn_adv", help="target the purifiers are trained against")
-    p.add_argument("--cross-model", default="digits_cnn_adv_l2", help="another target ('' to skip)")
-    p.add_argument("--eps", type=float, default=0.1)
+    p.add_argument("--dataset", choices=sorted(PRESETS), default="digits")
+    p.add_argument("--data-dir", default=None, help="folder with the MNIST idx files (--dataset mnist)")
+    p.add_argument("--model", default=None, help="target the purifiers are trained against (default: the preset's)")
+    p.add_argument("--cross-model", default=None, help="another target ('' to skip; default: the preset's)")
+    p.add_argument("--eps", type=float, default=None, help="Linf budget (default: the preset's)")
+    p.add_argument("--rows", default=None, help="comma-separated row labels to keep (default: all)")
     p.add_argument("--steps", type=int, default=40)
     p.add_argument("--n", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=120)
@@ -145,16 +167,30 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     load_builtins()
+    preset = PRESETS[args.dataset]
+    args.model = args.model or preset["model"]
+    args.cross_model = preset["cross"] if args.cross_model is None else args.cross_model
+    args.eps = args.eps if args.eps is not None else preset["eps"]
     rows = [r for r in ROWS if not (args.no_obl_row and r[0] in EXTRA_ROWS)]
-    sets = parse_sets(args.set)
+    if args.rows:
+        keep = args.rows.split(",")
+        unknown = [r for r in keep if r not in {label for label, _, _ in ROWS}]
+        if unknown:
+            raise SystemExit(f"--rows: unknown row {unknown[0]!r}; rows: {', '.join(r[0] for r in ROWS)}")
+        rows = [r for r in rows if r[0] in keep]
+    sets = preset["sets"] | {}
+    for name, kw in parse_sets(args.set).items():
+        sets[name] = {**sets.get(name, {}), **kw}
+    where = {"dataset": args.dataset, "split": preset["split"], "data_dir": args.data_dir}
     attacks, notes = build_attacks(args.eps, args.steps), []
     cols = ["Natural", "PGD", "DLR", "BPDA", "BPDA-raw", "Worst (white-box)", "Obl. PGD"]
     t0 = time.perf_counter()
-    res, n, sec = table(args.model, rows, attacks, args.n, args.batch_size, args.seed, args.quiet, sets)
+    res, n, sec = table(args.model, rows, attacks, args.n, args.batch_size, args.seed, args.quiet, sets, **where)
     if not args.no_aa and "autoattack" in ATTACKS:
         aa_rows = [r for r in rows if r[0] not in EXTRA_ROWS]
         aa = [("AA", ATTACKS.create("autoattack", norm="linf", eps=args.eps))]
-        aa_res, aa_n, aa_sec = table(args.model, aa_rows, aa, args.aa_n, args.batch_size, args.seed, args.quiet, sets)
+        aa_res, aa_n, aa_sec = table(args.model, aa_rows, aa, args.aa_n, args.batch_size, args.seed, args.quiet, sets,
+                                     **where)
         sec += aa_sec
         col = f"AA (first {aa_n})"
         cols.insert(3, col)
@@ -164,13 +200,15 @@ def main(argv=None) -> int:
                      f"on the CPU); the worst case is over PGD, DLR and BPDA on all {n} images.")
     elif not args.no_aa:
         notes.append("AA: not run - no `autoattack` attack is registered (attacks/autoattack.py absent).")
-    print(f"### White-box robustness (%) of preprocessing defenses, target {args.model} (digits, Linf eps "
+    print(f"### White-box robustness (%) of preprocessing defenses, target {args.model} ({args.dataset} "
+          f"{preset['split']}, Linf eps "
           f"{args.eps:g}, n = {n}, PGD/DLR/BPDA: {args.steps} steps of eps/4)\n")
     print(markdown(res, cols))
     print("\n" + "\n".join(checks(res)))
     if args.cross_model:
         cross_rows = [r for r in rows if r[0] not in EXTRA_ROWS]
-        cres, _, csec = table(args.cross_model, cross_rows, attacks, args.n, args.batch_size, args.seed, args.quiet, sets)
+        cres, _, csec = table(args.cross_model, cross_rows, attacks, args.n, args.batch_size, args.seed, args.quiet, sets,
+                              purifier_target=args.model, **where)
         sec += csec
         print(f"\n### Cross-model: the same purifiers (trained against {args.model}) in front of {args.cross_model}\n")
         print(markdown(cres, [c for c in cols if not c.startswith("AA")]))
@@ -184,7 +222,7 @@ def main(argv=None) -> int:
                        ("EOT-PGD", EOT(inner="pgd", samples=10, norm="linf", eps=args.eps, steps=args.steps, alpha=args.eps / 4))]
         dyn_rows = [("NRP", "nrp", {}), ("NRP dynamic", "nrp", {"dynamic": True})]
         dres, dn, dsec = table(args.model, dyn_rows, dyn_attacks, args.n, args.batch_size, args.seed, args.quiet, sets,
-                               passes=args.dynamic_passes)
+                               passes=args.dynamic_passes, **where)
         sec += dsec
         print(f"\n### Random preprocessor: NRP's dynamic inference (x + N(0, 0.05^2) within Linf 16/255 before P), "
               f"white-box, target {args.model}, n = {dn}; a random defense is judged over {args.dynamic_passes} "

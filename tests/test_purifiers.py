@@ -448,3 +448,40 @@ def test_eot_averages_fresh_draws_of_a_random_preprocessor(test_data):
     probs = torch.stack([F.softmax(surface(x), 1) for _ in range(4)])
     torch.testing.assert_close(ours, probs.mean(0).log())
     assert not torch.allclose(probs[0], probs[1])  # the draws differ
+
+
+def test_a_purifier_trains_on_its_targets_own_data_by_default(monkeypatch):
+    """MNIST zoo targets train on test-train: a purifier for them must not see the held-out test images."""
+    seen = {}
+
+    def fake(name, cfg, **kw):
+        seen[name] = kw
+        return build_net(name, 1, cfg), "fake"
+
+    for mod in ("hgd", "nrp", "jatp"):
+        monkeypatch.setattr(f"defenses.purifiers.{mod}.load_or_train", fake)
+    for name in ("hgd", "nrp", "jatp"):
+        d = DEFENSES.create(name, target="mnist_cnn_adv", data_dir="/nowhere")
+        assert (seen[name]["dataset"], seen[name]["split"], seen[name]["data_dir"]) == ("mnist", "test-train", "/nowhere")
+        assert d.describe()["train_split"] == "test-train" and "data_dir" not in d.describe()
+    assert seen["nrp"]["feature_model"] == "mnist_cnn"          # the standard model of the target's dataset
+    DEFENSES.create("jatp", target="digits_cnn_adv")
+    assert (seen["jatp"]["dataset"], seen["jatp"]["split"]) == ("digits", "train")
+    DEFENSES.create("jatp", target="mnist_cnn_adv", dataset="digits")
+    assert (seen["jatp"]["dataset"], seen["jatp"]["split"]) == ("digits", "train")
+    assert training.standard_model("digits") == "digits_cnn" and training.standard_model("cifar10") is None
+
+
+def test_run_puts_a_purifier_in_front_of_the_run_model():
+    """``harness run --model M --defense jatp`` trains JATP against M, not against the default target."""
+    from argparse import Namespace
+
+    from harness.cli import defense_context
+
+    data = load("digits", "test")
+    args = Namespace(model="digits_cnn", arch=None, dataset="digits", data_dir=None, quiet=True)
+    assert defense_context(args, data) == {"dataset": "digits", "data_dir": None, "quiet": True, "target": "digits_cnn"}
+    args.model = None
+    assert defense_context(args, data)["target"] == data.default_model
+    args.model, args.arch = "weights.pt", "small_cnn"
+    assert "target" not in defense_context(args, data)

@@ -27,7 +27,7 @@ import torch
 from harness.registry import DEFENSES
 
 from .networks import HGD_PAPER, UNetDenoiser
-from .training import Context, Features, Method, PurifierDefense, load_or_train, register_method
+from .training import Context, Features, Method, PurifierDefense, load_or_train, register_method, training_data
 
 DEFAULTS = {
     "enc_channels": (16, 32, 64), "enc_blocks": (2, 2, 2), "dec_channels": (32, 16), "dec_blocks": (2, 2),
@@ -120,18 +120,23 @@ METHOD = register_method(Method(
 
 
 @DEFENSES.register("hgd", "HGD denoiser (Liao et al. 2018): U-Net, x + D(x), trained with the L1 loss on the target's features")
-def hgd(checkpoint: str | None = None, target: str = "digits_cnn_adv", dataset: str = "digits",
-        guide: str = DEFAULTS["guide"], mode: Literal["obl", "full"] = "obl", train_epochs: int = DEFAULTS["epochs"], train_eps: float = DEFAULTS["train_eps"],
-        train_seed: int = 0) -> PurifierDefense:
+def hgd(checkpoint: str | None = None, target: str = "digits_cnn_adv", dataset: str | None = None,
+        train_split: str | None = None, guide: str = DEFAULTS["guide"], mode: Literal["obl", "full"] = "obl",
+        train_epochs: int = DEFAULTS["epochs"], train_eps: float = DEFAULTS["train_eps"], train_seed: int = 0,
+        data_dir: str | None = None, quiet: bool = True) -> PurifierDefense:
     """HGD denoiser (Liao et al. 2018): U-Net, x + D(x), trained with the L1 loss on the target's features.
 
     ``guide``: "features" (FGD, the target's top conv feature map), "logits" (LGD), or a module path.
     ``mode``: "obl" (the paper's offline oblivious pool) or "full" (PGD against T∘P, JATP paper eq. 3).
     ``checkpoint``: the U-Net's state dict (weights_only); None trains on first use against the zoo
-    model ``target`` (oblivious adversarial pool from ``dataset``'s training split) and caches it.
+    model ``target`` (oblivious adversarial pool from ``train_split`` of ``dataset``, by default the
+    target's own training data; ``data_dir`` for MNIST) and caches it.
     """
     cfg = {"guide": guide, "mode": mode, "epochs": train_epochs, "train_eps": train_eps, "seed": train_seed}
-    net, source = load_or_train("hgd", cfg, target=target, dataset=dataset, checkpoint=checkpoint)
-    params = {"checkpoint": checkpoint, "target": None if checkpoint else target, "dataset": dataset, **cfg}
+    dataset, split = training_data(target, dataset, train_split)
+    net, source = load_or_train("hgd", cfg, target=target, dataset=dataset, checkpoint=checkpoint, split=split,
+                                data_dir=data_dir, quiet=quiet)
+    params = {"checkpoint": checkpoint, "target": None if checkpoint else target, "dataset": dataset,
+              "train_split": split, **cfg}
     return PurifierDefense("hgd", net, params, source)
 

@@ -34,7 +34,8 @@ import torch.nn.functional as F
 from harness.registry import DEFENSES
 
 from .networks import JATP_PAPER, RRDBNet
-from .training import Context, Features, Method, PurifierDefense, feature_attack, load_or_train, per_sample_mse, register_method
+from .training import (Context, Features, Method, PurifierDefense, feature_attack, load_or_train, per_sample_mse,
+                       register_method, training_data)
 
 DEFAULTS = {
     # network: NRP's RRDB with nb = 3 basic blocks (paper: nf 64, gc 32), scaled for the CPU
@@ -113,22 +114,26 @@ METHOD = register_method(Method(
 
 
 @DEFENSES.register("jatp", "JATP purifier (Zhou et al. 2021): RRDB P jointly trained on full adversarial examples (eqs. 5-10)")
-def jatp(checkpoint: str | None = None, target: str = "digits_cnn_adv", dataset: str = "digits",
-         mode: Literal["full", "obl"] = "full", train_epochs: int = DEFAULTS["epochs"],
+def jatp(checkpoint: str | None = None, target: str = "digits_cnn_adv", dataset: str | None = None,
+         train_split: str | None = None, mode: Literal["full", "obl"] = "full", train_epochs: int = DEFAULTS["epochs"],
          train_eps: float = DEFAULTS["train_eps"], train_steps: int = DEFAULTS["train_steps"],
          fsm_weight: float = DEFAULTS["alpha"], pix_weight: float = DEFAULTS["beta"],
          feature_layer: str = DEFAULTS["feature_layer"], nf: int = DEFAULTS["nf"], nb: int = DEFAULTS["nb"],
-         gc: int = DEFAULTS["gc"], train_seed: int = 0) -> PurifierDefense:
+         gc: int = DEFAULTS["gc"], train_seed: int = 0, data_dir: str | None = None, quiet: bool = True) -> PurifierDefense:
     """JATP purifier (Zhou et al. 2021): RRDB P jointly trained on full adversarial examples (eqs. 5-10).
 
     ``checkpoint``: a state dict of the RRDB network (loaded with weights_only); None trains on first use
-    against the zoo model ``target`` on ``dataset``'s training split and caches the weights.
+    against the zoo model ``target`` on ``train_split`` of ``dataset`` (default: the target's own training
+    data; ``data_dir`` for MNIST) and caches the weights.
     ``mode``: "full" (eq. 5 against T∘P) or "obl" (against T only).  ``fsm_weight`` is alpha and
     ``pix_weight`` beta of eqs. 9-10 (named so that ``--set alpha=`` for an attack never retrains P).
     """
     cfg = {"mode": mode, "epochs": train_epochs, "train_eps": train_eps, "train_steps": train_steps,
            "train_step_size": train_eps / 4, "alpha": fsm_weight, "beta": pix_weight,
            "feature_layer": feature_layer, "nf": nf, "nb": nb, "gc": gc, "seed": train_seed}
-    net, source = load_or_train("jatp", cfg, target=target, dataset=dataset, checkpoint=checkpoint)
-    params = {"checkpoint": checkpoint, "target": None if checkpoint else target, "dataset": dataset, **cfg}
+    dataset, split = training_data(target, dataset, train_split)
+    net, source = load_or_train("jatp", cfg, target=target, dataset=dataset, checkpoint=checkpoint, split=split,
+                                data_dir=data_dir, quiet=quiet)
+    params = {"checkpoint": checkpoint, "target": None if checkpoint else target, "dataset": dataset,
+              "train_split": split, **cfg}
     return PurifierDefense("jatp", net, params, source)

@@ -23,10 +23,12 @@ from __future__ import annotations
 
 import torch
 
+from harness.errors import UsageError
 from harness.registry import DEFENSES
 
 from .networks import NRP_PAPER, RRDBNet
-from .training import Context, Features, Method, PurifierDefense, feature_attack, load_or_train, per_sample_mse, register_method
+from .training import (Context, Features, Method, PurifierDefense, feature_attack, load_or_train, per_sample_mse,
+                       register_method, standard_model, training_data)
 
 DEFAULTS = {
     "nf": 16, "nb": 3, "gc": 8,
@@ -74,20 +76,28 @@ METHOD = register_method(Method(
 
 
 @DEFENSES.register("nrp", "NRP purifier (Naseer et al. 2020): RRDB P trained self-supervised on SSP feature-distortion examples")
-def nrp(checkpoint: str | None = None, target: str = "digits_cnn_adv", feature_model: str | None = "digits_cnn",
-        dataset: str = "digits", train_epochs: int = DEFAULTS["epochs"], train_eps: float = DEFAULTS["train_eps"],
+def nrp(checkpoint: str | None = None, target: str = "digits_cnn_adv", feature_model: str | None = "standard",
+        dataset: str | None = None, train_split: str | None = None, train_epochs: int = DEFAULTS["epochs"], train_eps: float = DEFAULTS["train_eps"],
         feature_layer: str = DEFAULTS["feature_layer"], nf: int = DEFAULTS["nf"], nb: int = DEFAULTS["nb"],
-        gc: int = DEFAULTS["gc"], train_seed: int = 0, dynamic: bool = False) -> PurifierDefense:
+        gc: int = DEFAULTS["gc"], train_seed: int = 0, dynamic: bool = False, data_dir: str | None = None,
+        quiet: bool = True) -> PurifierDefense:
     """NRP purifier (Naseer et al. 2020): RRDB P trained self-supervised on SSP feature-distortion examples.
 
-    ``feature_model``: the zoo model whose ``feature_layer`` plays VGG's role (None: the target).  NRP's
+    ``feature_model``: the zoo model whose ``feature_layer`` plays VGG's role ("standard": the zoo's
+    standard-trained CNN of the training dataset, ``digits_cnn`` or ``mnist_cnn``; None: the target).  NRP's
     training never looks at the target's labels or outputs; ``target`` is kept for the cache key and
     for ``feature_model=None``.  ``dynamic``: NRP's random dynamic inference (``randomized``).
     """
     cfg = {"epochs": train_epochs, "train_eps": train_eps, "train_step_size": train_eps / 4,
            "feature_layer": feature_layer, "nf": nf, "nb": nb, "gc": gc, "seed": train_seed}
+    dataset, split = training_data(target, dataset, train_split)
+    if feature_model == "standard":
+        feature_model = standard_model(dataset)
+        if feature_model is None:
+            raise UsageError(f"nrp: the zoo has no standard-trained model of {dataset}; set feature_model to a zoo "
+                             f"name (or empty for the target)")
     net, source = load_or_train("nrp", cfg, target=target, dataset=dataset, checkpoint=checkpoint,
-                                feature_model=feature_model)
+                                feature_model=feature_model, split=split, data_dir=data_dir, quiet=quiet)
     params = {"checkpoint": checkpoint, "target": None if checkpoint else target,
-              "feature_model": None if checkpoint else feature_model, "dataset": dataset, **cfg}
+              "feature_model": None if checkpoint else feature_model, "dataset": dataset, "train_split": split, **cfg}
     return PurifierDefense("nrp", net, params, source, dynamic=dynamic)

@@ -329,29 +329,55 @@ def cache_key(name: str, cfg: dict, target: str, dataset: str, extra: dict | Non
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def _load_target(target: str) -> nn.Module:
+def training_data(target: str, dataset: str | None = None, split: str | None = None) -> tuple[str, str]:
+    """(dataset, split) a purifier for the zoo model ``target`` trains on: by default the target's own.
+
+    The MNIST zoo models train on ``test-train``; a purifier trained on MNIST's full ``test`` split would
+    have seen the ``test-holdout`` images it is evaluated on.  A dataset other than the target's uses its
+    ``train`` split unless ``split`` says otherwise.
+    """
+    from harness.registry import ZOO
+
+    if target not in ZOO:
+        ZOO.get(target)  # unknown: fails with the closest names
+    spec = ZOO.create(target)
+    dataset = dataset or spec.dataset
+    return dataset, split or (spec.split if dataset == spec.dataset else "train")
+
+
+def standard_model(dataset: str) -> str | None:
+    """The zoo's standard-trained (non-robust) CNN of ``dataset`` (NRP's fixed feature network), if any."""
+    from harness.registry import ZOO
+
+    name = f"{dataset}_cnn"
+    return name if name in ZOO and ZOO.create(name).recipe == "standard" else None
+
+
+def _load_target(target: str, data_dir: str | None = None) -> nn.Module:
     from harness.models.zoo import load_zoo
     from harness.registry import ZOO
 
     if target not in ZOO:
         ZOO.get(target)  # unknown: fails with the closest names
-    return load_zoo(target, "cpu", quiet=True)
+    return load_zoo(target, "cpu", quiet=True, data_dir=data_dir)
 
 
 def load_or_train(name: str, cfg: dict, *, target: str, dataset: str, checkpoint: str | None,
-                  feature_model: str | None = None, quiet: bool = True) -> tuple[nn.Module, str]:
+                  feature_model: str | None = None, split: str = "train", data_dir: str | None = None,
+                  quiet: bool = True) -> tuple[nn.Module, str]:
     """The purifier network: from ``checkpoint`` (weights_only), else from the cache, else trained now.
 
-    Returns (network in eval mode without parameter gradients, where the weights came from).  The global
-    RNG is left as it was (building and loading models draws initial weights from it).
+    Training uses ``split`` of ``dataset`` (read from ``data_dir`` when it is not embedded).  Returns
+    (network in eval mode without parameter gradients, where the weights came from).  The global RNG is
+    left as it was (building and loading models draws initial weights from it).
     """
     with torch.random.fork_rng(devices=[]):
         return _load_or_train(name, cfg, target=target, dataset=dataset, checkpoint=checkpoint,
-                              feature_model=feature_model, quiet=quiet)
+                              feature_model=feature_model, split=split, data_dir=data_dir, quiet=quiet)
 
 
 def _load_or_train(name: str, cfg: dict, *, target: str, dataset: str, checkpoint: str | None,
-                   feature_model: str | None, quiet: bool) -> tuple[nn.Module, str]:
+                   feature_model: str | None, split: str, data_dir: str | None, quiet: bool) -> tuple[nn.Module, str]:
     method = get_method(name)
     cfg = {**method.defaults, **cfg}
     from harness.data import load
@@ -359,7 +385,7 @@ def _load_or_train(name: str, cfg: dict, *, target: str, dataset: str, checkpoin
     if checkpoint is not None:
         from harness.models.checkpoint import load_checkpoint
 
-        net = build_net(name, _in_channels(dataset), cfg)
+        net = build_net(name, load(dataset, "test", data_dir).x.shape[1], cfg)
         net = load_checkpoint(net, checkpoint, f"{name} purifier ({_arch_text(name, cfg)})")
         source = str(checkpoint)
     else:
@@ -367,9 +393,11 @@ def _load_or_train(name: str, cfg: dict, *, target: str, dataset: str, checkpoin
 
         feature_key = ZOO.create(feature_model).key() if feature_model and feature_model in ZOO else None
         extra = {"feature_model": feature_model, **({"feature_key": feature_key} if feature_key else {})}
+        if split != "train":  # absent for "train", so the keys of caches made before splits existed still hold
+            extra["split"] = split
         key = cache_key(name, cfg, target, dataset, extra)
         path = cache_dir() / f"purifier-{name}-{target}-{key}.pt"
-        data = load(dataset, "train")
+        data = load(dataset, split, data_dir)
         net = build_net(name, data.x.shape[1], cfg)
         cached = None
         if path.exists():
@@ -380,8 +408,8 @@ def _load_or_train(name: str, cfg: dict, *, target: str, dataset: str, checkpoin
                 cached = None
                 net = build_net(name, data.x.shape[1], cfg)
         if cached is None:
-            target_model = _load_target(target)
-            feat = _load_target(feature_model) if feature_model else None
+            target_model = _load_target(target, data_dir)
+            feat = _load_target(feature_model, data_dir) if feature_model else None
             train_purifier(name, target_model, data, net=net, feature_model=feat, quiet=quiet, **cfg)
             _atomic_save(net.state_dict(), path)
         source = str(path)
@@ -394,12 +422,6 @@ def frozen_eval(net: nn.Module) -> nn.Module:
     for p in net.parameters():
         p.requires_grad_(False)
     return net
-
-
-def _in_channels(dataset: str) -> int:
-    from harness.data import load
-
-    return load(dataset, "test").x.shape[1]
 
 
 def _arch_text(name: str, cfg: dict) -> str:
