@@ -458,8 +458,7 @@ def test_a_purifier_trains_on_its_targets_own_data_by_default(monkeypatch):
         seen[name] = kw
         return build_net(name, 1, cfg), "fake"
 
-    for mod in ("hgd", "nrp", "jatp"):
-        monkeypatch.setattr(f"defenses.purifiers.{mod}.load_or_train", fake)
+    monkeypatch.setattr(training, "load_or_train", fake)
     for name in ("hgd", "nrp", "jatp"):
         d = DEFENSES.create(name, target="mnist_cnn_adv", data_dir="/nowhere")
         assert (seen[name]["dataset"], seen[name]["split"], seen[name]["data_dir"]) == ("mnist", "test-train", "/nowhere")

@@ -27,7 +27,7 @@ import torch
 from harness.registry import DEFENSES
 
 from .networks import HGD_PAPER, UNetDenoiser
-from .training import Context, Features, Method, PurifierDefense, load_or_train, register_method, training_data
+from .training import Context, Features, Method, PurifierDefense, build_purifier, register_method
 
 DEFAULTS = {
     "enc_channels": (16, 32, 64), "enc_blocks": (2, 2, 2), "dec_channels": (32, 16), "dec_blocks": (2, 2),
@@ -133,10 +133,6 @@ def hgd(checkpoint: str | None = None, target: str = "digits_cnn_adv", dataset: 
     target's own training data; ``data_dir`` for MNIST) and caches it.
     """
     cfg = {"guide": guide, "mode": mode, "epochs": train_epochs, "train_eps": train_eps, "seed": train_seed}
-    dataset, split = training_data(target, dataset, train_split)
-    net, source = load_or_train("hgd", cfg, target=target, dataset=dataset, checkpoint=checkpoint, split=split,
-                                data_dir=data_dir, quiet=quiet)
-    params = {"checkpoint": checkpoint, "target": None if checkpoint else target, "dataset": dataset,
-              "train_split": split, **cfg}
-    return PurifierDefense("hgd", net, params, source)
+    return build_purifier("hgd", cfg, target=target, dataset=dataset, train_split=train_split, checkpoint=checkpoint,
+                          data_dir=data_dir, quiet=quiet)
 

@@ -34,8 +34,8 @@ import torch.nn.functional as F
 from harness.registry import DEFENSES
 
 from .networks import JATP_PAPER, RRDBNet
-from .training import (Context, Features, Method, PurifierDefense, feature_attack, load_or_train, per_sample_mse,
-                       register_method, training_data)
+from .training import (Context, Features, Method, PurifierDefense, build_purifier, feature_attack, per_sample_mse,
+                       register_method)
 
 DEFAULTS = {
     # network: NRP's RRDB with nb = 3 basic blocks (paper: nf 64, gc 32), scaled for the CPU
@@ -131,9 +131,5 @@ def jatp(checkpoint: str | None = None, target: str = "digits_cnn_adv", dataset:
     cfg = {"mode": mode, "epochs": train_epochs, "train_eps": train_eps, "train_steps": train_steps,
            "train_step_size": train_eps / 4, "alpha": fsm_weight, "beta": pix_weight,
            "feature_layer": feature_layer, "nf": nf, "nb": nb, "gc": gc, "seed": train_seed}
-    dataset, split = training_data(target, dataset, train_split)
-    net, source = load_or_train("jatp", cfg, target=target, dataset=dataset, checkpoint=checkpoint, split=split,
-                                data_dir=data_dir, quiet=quiet)
-    params = {"checkpoint": checkpoint, "target": None if checkpoint else target, "dataset": dataset,
-              "train_split": split, **cfg}
-    return PurifierDefense("jatp", net, params, source)
+    return build_purifier("jatp", cfg, target=target, dataset=dataset, train_split=train_split, checkpoint=checkpoint,
+                          data_dir=data_dir, quiet=quiet)

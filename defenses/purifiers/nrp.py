@@ -23,12 +23,11 @@ from __future__ import annotations
 
 import torch
 
-from harness.errors import UsageError
 from harness.registry import DEFENSES
 
 from .networks import NRP_PAPER, RRDBNet
-from .training import (Context, Features, Method, PurifierDefense, feature_attack, load_or_train, per_sample_mse,
-                       register_method, standard_model, training_data)
+from .training import (Context, Features, Method, PurifierDefense, build_purifier, feature_attack, per_sample_mse,
+                       register_method)
 
 DEFAULTS = {
     "nf": 16, "nb": 3, "gc": 8,
@@ -90,14 +89,5 @@ def nrp(checkpoint: str | None = None, target: str = "digits_cnn_adv", feature_m
     """
     cfg = {"epochs": train_epochs, "train_eps": train_eps, "train_step_size": train_eps / 4,
            "feature_layer": feature_layer, "nf": nf, "nb": nb, "gc": gc, "seed": train_seed}
-    dataset, split = training_data(target, dataset, train_split)
-    if feature_model == "standard":
-        feature_model = standard_model(dataset)
-        if feature_model is None:
-            raise UsageError(f"nrp: the zoo has no standard-trained model of {dataset}; set feature_model to a zoo "
-                             f"name (or empty for the target)")
-    net, source = load_or_train("nrp", cfg, target=target, dataset=dataset, checkpoint=checkpoint,
-                                feature_model=feature_model, split=split, data_dir=data_dir, quiet=quiet)
-    params = {"checkpoint": checkpoint, "target": None if checkpoint else target,
-              "feature_model": None if checkpoint else feature_model, "dataset": dataset, "train_split": split, **cfg}
-    return PurifierDefense("nrp", net, params, source, dynamic=dynamic)
+    return build_purifier("nrp", cfg, target=target, dataset=dataset, train_split=train_split, checkpoint=checkpoint,
+                          data_dir=data_dir, quiet=quiet, feature_model=feature_model, dynamic=dynamic)

@@ -416,6 +416,28 @@ def _load_or_train(name: str, cfg: dict, *, target: str, dataset: str, checkpoin
     return frozen_eval(net), source
 
 
+def build_purifier(name: str, cfg: dict, *, target: str, dataset: str | None, train_split: str | None,
+                   checkpoint: str | None, data_dir: str | None, quiet: bool, feature_model: str | None = None,
+                   dynamic: bool = False) -> "PurifierDefense":
+    """The registered purifier defenses' common body: resolve the training data, load or train P, describe it.
+
+    ``feature_model="standard"`` (NRP) is the zoo's standard-trained CNN of the training dataset.
+    ``data_dir`` is left out of the description (it names a folder, not a setting).
+    """
+    dataset, split = training_data(target, dataset, train_split)
+    if feature_model == "standard":
+        feature_model = standard_model(dataset)
+        if feature_model is None:
+            raise UsageError(f"{name}: the zoo has no standard-trained model of {dataset}; set feature_model to a "
+                             f"zoo name (or empty for the target)")
+    net, source = load_or_train(name, cfg, target=target, dataset=dataset, checkpoint=checkpoint,
+                                feature_model=feature_model, split=split, data_dir=data_dir, quiet=quiet)
+    params = {"checkpoint": checkpoint, "target": None if checkpoint else target,
+              **({"feature_model": None if checkpoint else feature_model} if name == "nrp" else {}),
+              "dataset": dataset, "train_split": split, **cfg}
+    return PurifierDefense(name, net, params, source, dynamic=dynamic)
+
+
 def frozen_eval(net: nn.Module) -> nn.Module:
     """``net`` in eval mode with no parameter gradients: a trained preprocessor as the defenses use it."""
     net.eval()
