@@ -370,6 +370,10 @@ def train_defense(args) -> int:
     data = load(args.dataset, split, args.data_dir)
     device = pick_device(args.device)
     settings = parse_settings(args.defense, parse_sets(args.set))
+    if "train_eps" not in settings:  # as the defenses: the dataset's Linf budget, steps of a quarter of it
+        settings["train_eps"] = float(data.default_eps["linf"])
+        if "train_step_size" in METHODS[args.defense].defaults:
+            settings.setdefault("train_step_size", settings["train_eps"] / 4)
     if "epochs" in settings:  # --set epochs=N is --epochs N
         if args.epochs is not None and args.epochs != settings["epochs"]:
             raise UsageError(f"--epochs {args.epochs} and --set epochs={settings['epochs']} disagree; give one")

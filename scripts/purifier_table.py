@@ -37,13 +37,12 @@ ROWS = [("None", "none", {}), ("HGD", "hgd", {}), ("NRP", "nrp", {}), ("JATP", "
         ("JATP-obl", "jatp", {"mode": "obl"}), ("HGD-full", "hgd", {"mode": "full"})]
 EXTRA_ROWS = ("JATP-obl", "HGD-full")  # Fig. 1(c) / 2(a): oblivious vs full training examples
 
-# Per dataset: evaluation split, target, cross-model target, Linf budget, and the purifiers' settings.  MNIST:
-# the purifiers train at the target's budget (0.3); JATP for 4 epochs (5 on digits) to fit an hour of one core.
+# Per dataset: evaluation split, target, cross-model target, Linf budget, and the purifiers' settings (they train
+# at the dataset's budget by default).  MNIST: JATP for 4 epochs (5 on digits) to fit an hour of one core.
 PRESETS = {
     "digits": {"split": "test", "model": "digits_cnn_adv", "cross": "digits_cnn_adv_l2", "eps": 0.1, "sets": {}},
     "mnist": {"split": "test-holdout", "model": "mnist_cnn_adv", "cross": "mnist_cnn_adv_l2", "eps": 0.3,
-              "sets": {"hgd": {"train_eps": 0.3}, "nrp": {"train_eps": 0.3},
-                       "jatp": {"train_eps": 0.3, "train_epochs": 4}}},
+              "sets": {"jatp": {"train_epochs": 4}}},
 }
 
 

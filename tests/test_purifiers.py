@@ -460,7 +460,7 @@ def test_a_purifier_trains_on_its_targets_own_data_by_default(monkeypatch):
 
     monkeypatch.setattr(training, "load_or_train", fake)
     for name in ("hgd", "nrp", "jatp"):
-        d = DEFENSES.create(name, target="mnist_cnn_adv", data_dir="/nowhere")
+        d = DEFENSES.create(name, target="mnist_cnn_adv", data_dir="/nowhere", train_eps=0.3)
         assert (seen[name]["dataset"], seen[name]["split"], seen[name]["data_dir"]) == ("mnist", "test-train", "/nowhere")
         assert d.describe()["train_split"] == "test-train" and "data_dir" not in d.describe()
     assert seen["nrp"]["feature_model"] == "mnist_cnn"          # the standard model of the target's dataset
@@ -484,3 +484,16 @@ def test_run_puts_a_purifier_in_front_of_the_run_model():
     assert defense_context(args, data)["target"] == data.default_model
     args.model, args.arch = "weights.pt", "small_cnn"
     assert "target" not in defense_context(args, data)
+
+
+def test_purifiers_train_at_the_datasets_budget_by_default(shared_data, tmp_path, monkeypatch):
+    """digits 0.1, MNIST 0.3 (SSP / eq. 5 steps of a quarter of it), for the defenses and ``harness train``."""
+    assert training.default_train_eps("digits_cnn_adv") == 0.1
+    assert training.default_train_eps("mnist_cnn_adv", data_dir=str(shared_data)) == 0.3
+    seen = {}
+    monkeypatch.setattr(training, "train_to_file", lambda name, target, data, out, epochs=None, **kw: seen.update(kw))
+    monkeypatch.setattr("harness.cli.load_model", lambda *a, **k: (None, "mnist_cnn_adv"))
+    monkeypatch.setattr("harness.models.zoo.load_zoo", lambda *a, **k: None)
+    assert cli_main(["train", "--defense", "nrp", "--target-model", "mnist_cnn_adv", "--dataset", "mnist",
+                     "--data-dir", str(shared_data), "--out", str(tmp_path / "p.pt"), "--quiet"]) == 0
+    assert (seen["train_eps"], seen["train_step_size"]) == (0.3, 0.075)

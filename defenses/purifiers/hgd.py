@@ -27,7 +27,7 @@ import torch
 from harness.registry import DEFENSES
 
 from .networks import HGD_PAPER, UNetDenoiser
-from .training import Context, Features, Method, PurifierDefense, build_purifier, register_method
+from .training import Context, Features, Method, PurifierDefense, build_purifier, default_train_eps, register_method
 
 DEFAULTS = {
     "enc_channels": (16, 32, 64), "enc_blocks": (2, 2, 2), "dec_channels": (32, 16), "dec_blocks": (2, 2),
@@ -122,16 +122,18 @@ METHOD = register_method(Method(
 @DEFENSES.register("hgd", "HGD denoiser (Liao et al. 2018): U-Net, x + D(x), trained with the L1 loss on the target's features")
 def hgd(checkpoint: str | None = None, target: str = "digits_cnn_adv", dataset: str | None = None,
         train_split: str | None = None, guide: str = DEFAULTS["guide"], mode: Literal["obl", "full"] = "obl",
-        train_epochs: int = DEFAULTS["epochs"], train_eps: float = DEFAULTS["train_eps"], train_seed: int = 0,
+        train_epochs: int = DEFAULTS["epochs"], train_eps: float | None = None, train_seed: int = 0,
         data_dir: str | None = None, quiet: bool = True) -> PurifierDefense:
     """HGD denoiser (Liao et al. 2018): U-Net, x + D(x), trained with the L1 loss on the target's features.
 
     ``guide``: "features" (FGD, the target's top conv feature map), "logits" (LGD), or a module path.
     ``mode``: "obl" (the paper's offline oblivious pool) or "full" (PGD against T∘P, JATP paper eq. 3).
+    ``train_eps``: the training examples' Linf budget (default: the dataset's).
     ``checkpoint``: the U-Net's state dict (weights_only); None trains on first use against the zoo
     model ``target`` (oblivious adversarial pool from ``train_split`` of ``dataset``, by default the
     target's own training data; ``data_dir`` for MNIST) and caches it.
     """
+    train_eps = train_eps if train_eps is not None else default_train_eps(target, dataset, data_dir)
     cfg = {"guide": guide, "mode": mode, "epochs": train_epochs, "train_eps": train_eps, "seed": train_seed}
     return build_purifier("hgd", cfg, target=target, dataset=dataset, train_split=train_split, checkpoint=checkpoint,
                           data_dir=data_dir, quiet=quiet)

@@ -34,8 +34,8 @@ import torch.nn.functional as F
 from harness.registry import DEFENSES
 
 from .networks import JATP_PAPER, RRDBNet
-from .training import (Context, Features, Method, PurifierDefense, build_purifier, feature_attack, per_sample_mse,
-                       register_method)
+from .training import (Context, Features, Method, PurifierDefense, build_purifier, default_train_eps, feature_attack,
+                       per_sample_mse, register_method)
 
 DEFAULTS = {
     # network: NRP's RRDB with nb = 3 basic blocks (paper: nf 64, gc 32), scaled for the CPU
@@ -116,7 +116,7 @@ METHOD = register_method(Method(
 @DEFENSES.register("jatp", "JATP purifier (Zhou et al. 2021): RRDB P jointly trained on full adversarial examples (eqs. 5-10)")
 def jatp(checkpoint: str | None = None, target: str = "digits_cnn_adv", dataset: str | None = None,
          train_split: str | None = None, mode: Literal["full", "obl"] = "full", train_epochs: int = DEFAULTS["epochs"],
-         train_eps: float = DEFAULTS["train_eps"], train_steps: int = DEFAULTS["train_steps"],
+         train_eps: float | None = None, train_steps: int = DEFAULTS["train_steps"],
          fsm_weight: float = DEFAULTS["alpha"], pix_weight: float = DEFAULTS["beta"],
          feature_layer: str = DEFAULTS["feature_layer"], nf: int = DEFAULTS["nf"], nb: int = DEFAULTS["nb"],
          gc: int = DEFAULTS["gc"], train_seed: int = 0, data_dir: str | None = None, quiet: bool = True) -> PurifierDefense:
@@ -125,9 +125,11 @@ def jatp(checkpoint: str | None = None, target: str = "digits_cnn_adv", dataset:
     ``checkpoint``: a state dict of the RRDB network (loaded with weights_only); None trains on first use
     against the zoo model ``target`` on ``train_split`` of ``dataset`` (default: the target's own training
     data; ``data_dir`` for MNIST) and caches the weights.
-    ``mode``: "full" (eq. 5 against T∘P) or "obl" (against T only).  ``fsm_weight`` is alpha and
+    ``mode``: "full" (eq. 5 against T∘P) or "obl" (against T only); ``train_eps``: eq. 5's budget (default:
+    the dataset's Linf budget).  ``fsm_weight`` is alpha and
     ``pix_weight`` beta of eqs. 9-10 (named so that ``--set alpha=`` for an attack never retrains P).
     """
+    train_eps = train_eps if train_eps is not None else default_train_eps(target, dataset, data_dir)
     cfg = {"mode": mode, "epochs": train_epochs, "train_eps": train_eps, "train_steps": train_steps,
            "train_step_size": train_eps / 4, "alpha": fsm_weight, "beta": pix_weight,
            "feature_layer": feature_layer, "nf": nf, "nb": nb, "gc": gc, "seed": train_seed}

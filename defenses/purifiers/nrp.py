@@ -26,8 +26,8 @@ import torch
 from harness.registry import DEFENSES
 
 from .networks import NRP_PAPER, RRDBNet
-from .training import (Context, Features, Method, PurifierDefense, build_purifier, feature_attack, per_sample_mse,
-                       register_method)
+from .training import (Context, Features, Method, PurifierDefense, build_purifier, default_train_eps, feature_attack,
+                       per_sample_mse, register_method)
 
 DEFAULTS = {
     "nf": 16, "nb": 3, "gc": 8,
@@ -76,7 +76,8 @@ METHOD = register_method(Method(
 
 @DEFENSES.register("nrp", "NRP purifier (Naseer et al. 2020): RRDB P trained self-supervised on SSP feature-distortion examples")
 def nrp(checkpoint: str | None = None, target: str = "digits_cnn_adv", feature_model: str | None = "standard",
-        dataset: str | None = None, train_split: str | None = None, train_epochs: int = DEFAULTS["epochs"], train_eps: float = DEFAULTS["train_eps"],
+        dataset: str | None = None, train_split: str | None = None, train_epochs: int = DEFAULTS["epochs"],
+        train_eps: float | None = None,
         feature_layer: str = DEFAULTS["feature_layer"], nf: int = DEFAULTS["nf"], nb: int = DEFAULTS["nb"],
         gc: int = DEFAULTS["gc"], train_seed: int = 0, dynamic: bool = False, data_dir: str | None = None,
         quiet: bool = True) -> PurifierDefense:
@@ -85,8 +86,10 @@ def nrp(checkpoint: str | None = None, target: str = "digits_cnn_adv", feature_m
     ``feature_model``: the zoo model whose ``feature_layer`` plays VGG's role ("standard": the zoo's
     standard-trained CNN of the training dataset, ``digits_cnn`` or ``mnist_cnn``; None: the target).  NRP's
     training never looks at the target's labels or outputs; ``target`` is kept for the cache key and
-    for ``feature_model=None``.  ``dynamic``: NRP's random dynamic inference (``randomized``).
+    for ``feature_model=None``.  ``train_eps``: SSP's budget (default: the dataset's Linf budget).
+    ``dynamic``: NRP's random dynamic inference (``randomized``).
     """
+    train_eps = train_eps if train_eps is not None else default_train_eps(target, dataset, data_dir)
     cfg = {"epochs": train_epochs, "train_eps": train_eps, "train_step_size": train_eps / 4,
            "feature_layer": feature_layer, "nf": nf, "nb": nb, "gc": gc, "seed": train_seed}
     return build_purifier("nrp", cfg, target=target, dataset=dataset, train_split=train_split, checkpoint=checkpoint,

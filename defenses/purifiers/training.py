@@ -345,6 +345,14 @@ def training_data(target: str, dataset: str | None = None, split: str | None = N
     return dataset, split or (spec.split if dataset == spec.dataset else "train")
 
 
+def default_train_eps(target: str, dataset: str | None = None, data_dir: str | None = None) -> float:
+    """A purifier's training budget when none is given: the Linf budget of its training data (digits 0.1,
+    MNIST 0.3), so that it learns to remove perturbations of the size it will face."""
+    from harness.data import load
+
+    return float(load(training_data(target, dataset)[0], "test", data_dir).default_eps["linf"])
+
+
 def standard_model(dataset: str) -> str | None:
     """The zoo's standard-trained (non-robust) CNN of ``dataset`` (NRP's fixed feature network), if any."""
     from harness.registry import ZOO
