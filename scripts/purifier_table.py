@@ -12,7 +12,7 @@ table ends with the checks of the paper's claims (the direction of the effect), 
 
     python scripts/purifier_table.py --threads 1 --aa-n 60          # ~20 min on a busy 2-core CPU (AA dominates)
     python scripts/purifier_table.py --threads 1 --no-aa            # ~6 min: all but the AA column
-    python scripts/purifier_table.py --dataset mnist --data-dir ../shared/data --threads 1 --n 200 --no-aa \
+    python scripts/purifier_table.py --dataset mnist --data-dir ../shared/data --threads 1 --n 300 --no-aa \
         --no-obl-row --dynamic-passes 0                             # MNIST 28x28, Linf 0.3 (see PRESETS)
 
 The purifiers train on first use (10 s to 2 min each on the CPU for digits; about 15 min (NRP, HGD) and

@@ -141,10 +141,6 @@ zoo_entry("digits_cnn_spgd_adv", "small CNN, safe-spot-aware adversarial trainin
 # training to minutes.  Algorithm 2 (``preempt-robust``) trains on PGD examples of x_r, up to eps + delta = 2 eps
 # from x_o (0.6 Linf, 4.0 L2 here): with the ADV schedule (8 epochs, 3-epoch ramp) it reached only 94.9% clean /
 # 39.8% PGD-20 (Linf) and stayed at chance (L2) on 1,000 holdout images, so it ramps over 10 of 15 epochs.
-zoo_entry("mnist_cnn", "small CNN (width 16), standard training (non-robust), MNIST test-train split: NRP's feature "
-                       "extractor on MNIST",
-          ZooSpec("mnist", "small_cnn", "standard", epochs=8, arch_kw={"image_size": 28, "width": 16},
-                  split="test-train", lr=0.05))
 for _norm, _eps in (("linf", 0.3), ("l2", 2.0)):
     _sfx = "" if _norm == "linf" else "_l2"
     _kw = {"norm": _norm, "eps": _eps, "steps": 10, "ramp": 190}
@@ -156,4 +152,7 @@ for _norm, _eps in (("linf", 0.3), ("l2", 2.0)):
                                           f"eps=delta={_eps}, ramped over 10 epochs, 15 epochs), MNIST test-train split",
               ZooSpec("mnist", "small_cnn", "preempt-robust", epochs=15, arch_kw={"image_size": 28, "width": 16},
                       recipe_kw={**_kw, "ramp": 630}, split="test-train", lr=0.05))
-
+zoo_entry("mnist_cnn", "small CNN (width 16), standard training (non-robust), MNIST test-train split: NRP's feature "
+                       "extractor on MNIST",
+          ZooSpec("mnist", "small_cnn", "standard", epochs=8, arch_kw={"image_size": 28, "width": 16},
+                  split="test-train", lr=0.05))
