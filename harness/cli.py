@@ -381,7 +381,7 @@ def train_defense(args) -> int:
     target, target_name = load_model(args.target_model, args.arch, data, Overrides([]), device, args.quiet, args.data_dir)
     out = Path(args.out)
     _check_writable(out.parent if out.parent != Path("") else Path("."))
-    feature = standard_model(args.dataset) if args.defense == "nrp" else None  # as the nrp defense's default
+    feature = standard_model(args.dataset) if METHODS[args.defense].feature_net else None  # as the defense's default
     feature_model = load_zoo(feature, device, args.quiet, args.data_dir) if feature else None
     train_to_file(args.defense, target, data, out, epochs=args.epochs, feature_model=feature_model, quiet=args.quiet,
                   **settings)

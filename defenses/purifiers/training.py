@@ -121,6 +121,7 @@ class Method:
     craft: Callable[[Context, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]   # (ctx, x_in, x, y)
     loss: Callable[[Context, torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, dict]]
     pool: Callable[[Context, torch.Tensor, torch.Tensor], tuple] | None = None  # offline inputs (HGD)
+    feature_net: bool = False  # trains against a fixed feature network (NRP's VGG role), by default ``standard_model``
 
 
 METHODS: dict[str, Method] = {}
@@ -441,7 +442,7 @@ def build_purifier(name: str, cfg: dict, *, target: str, dataset: str | None, tr
     net, source = load_or_train(name, cfg, target=target, dataset=dataset, checkpoint=checkpoint,
                                 feature_model=feature_model, split=split, data_dir=data_dir, quiet=quiet)
     params = {"checkpoint": checkpoint, "target": None if checkpoint else target,
-              **({"feature_model": None if checkpoint else feature_model} if name == "nrp" else {}),
+              **({"feature_model": None if checkpoint else feature_model} if get_method(name).feature_net else {}),
               "dataset": dataset, "train_split": split, **cfg}
     return PurifierDefense(name, net, params, source, dynamic=dynamic)
 
