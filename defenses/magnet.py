@@ -58,8 +58,6 @@ regulariser (L2, 1e-9) is left out (negligible).
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import re
 
@@ -68,13 +66,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from harness.errors import UsageError
-from harness.models.zoo import TRAIN_THREADS, cache_dir
+from harness.artifacts import TRAIN_THREADS, cache_key as artifact_key, load_or_train as load_artifact
 from harness.ood_metrics import threshold_at_tpr
 from harness.registry import DEFENSES
 
 from .base import ABSTAIN
 from .ood import ThresholdDetector
-from .purifiers.training import (Context, Method, _atomic_save, frozen_eval, register_method, train_purifier,
+from .purifiers.training import (Context, Method, frozen_eval, register_method, train_purifier,
                                  weights_digest)
 
 BATCH = 500
@@ -180,16 +178,19 @@ def train_autoencoder(data, epochs: int | None = None, *, quiet: bool = True, lo
     return train_purifier("magnet", _NoTarget(device), data, epochs, quiet=quiet, log=log, **settings)
 
 
+# The sha256 of each shipped autoencoder (artifact name -> digest; ``harness/weights/<name>.pt``).
+SHIPPED: dict[str, str] = {
+}
+
+
 def cache_key(cfg: dict, dataset: str) -> str:
-    text = json.dumps({"method": "magnet", "cfg": cfg, "dataset": dataset, "torch": torch.__version__.split("+")[0],
-                       "threads": TRAIN_THREADS}, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
+    return artifact_key({"method": "magnet", "cfg": cfg, "dataset": dataset, "threads": TRAIN_THREADS})
 
 
 def load_or_train_autoencoder(cfg: dict | None = None, *, dataset: str = "digits", checkpoint: str | None = None,
                               data_dir: str | None = None, quiet: bool = True) -> tuple[nn.Module, str]:
     """The autoencoder: from ``checkpoint`` (a state dict, ``weights_only``), else from the cache
-    (``harness.models.zoo.cache_dir()``, keyed by the settings, the dataset and the torch version), else trained
+    (``$HARNESS_CACHE``, keyed by the settings, the dataset and the torch version) or shipped (``SHIPPED``), else trained
     now on the training split of ``dataset`` and cached (atomic write).  Returns (network in eval mode without
     parameter gradients, where its weights came from).  The global RNG is left as it was."""
     from harness.data import load
@@ -204,15 +205,12 @@ def load_or_train_autoencoder(cfg: dict | None = None, *, dataset: str = "digits
                                   f"magnet autoencoder (structure={cfg['structure']})")
             source = str(checkpoint)
         else:
-            path = cache_dir() / f"magnet-ae-{dataset}-{cache_key(cfg, dataset)}.pt"
+            artifact = f"magnet-ae-{dataset}-{cache_key(cfg, dataset)}"
             data = load(dataset, "train", data_dir)
             net = MagNetAutoencoder(data.x.shape[1], cfg["structure"], cfg["activation"])
-            try:
-                net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-            except Exception:  # noqa: BLE001 - absent or damaged: train (again) and replace
-                net = train_autoencoder(data, quiet=quiet, **cfg)
-                _atomic_save(net.state_dict(), path)
-            source = str(path)
+            state, source = load_artifact(artifact, lambda: train_autoencoder(data, quiet=quiet, **cfg).state_dict(),
+                                          sha256=SHIPPED.get(artifact))
+            net.load_state_dict(state)
     return frozen_eval(net), source
 
 

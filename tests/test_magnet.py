@@ -75,7 +75,7 @@ def test_training_is_deterministic_cached_and_loaded_weights_only(tmp_path, monk
     for (k, va), vb, vc in zip(a.state_dict().items(), b.state_dict().values(), c.state_dict().values()):
         assert torch.equal(va, vb), k
     assert any(not torch.equal(va, vc) for va, vc in zip(a.state_dict().values(), c.state_dict().values()))
-    monkeypatch.setattr(magnet_mod, "cache_dir", lambda: tmp_path)
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path))
     net, source = load_or_train_autoencoder({"epochs": 2, "seed": 3})
     assert source.startswith(str(tmp_path)) and len(list(tmp_path.glob("magnet-ae-digits-*.pt"))) == 1
     assert all(torch.equal(u, v) for u, v in zip(net.state_dict().values(), a.state_dict().values()))

@@ -50,7 +50,7 @@ def test_data():
 
 @pytest.fixture()
 def tmp_cache(tmp_path, monkeypatch):
-    monkeypatch.setattr(training, "cache_dir", lambda: tmp_path)
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path))
     return tmp_path
 
 

@@ -8,15 +8,14 @@ paper's settings as a preset (documented, not run).
 
 A defense built with ``checkpoint=None`` trains on first use, deterministically for its settings, on the
 training split of ``dataset`` against the zoo model ``target``, and caches the weights under
-``harness.models.zoo.cache_dir()`` keyed by a hash of the method, its settings, the target's zoo key and
-the torch version (as the zoo does); weights are only ever read with ``torch.load(weights_only=True)``.
+``$HARNESS_CACHE`` keyed by a hash of the method, its settings, the target's zoo key and the torch version, or
+takes the shipped weights recorded in ``SHIPPED`` (``harness.artifacts.load_or_train``, as the zoo does); weights
+are only ever read with ``torch.load(weights_only=True)``.
 """
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -26,13 +25,12 @@ from torch import nn
 from tqdm import tqdm
 
 from defenses.base import Preprocessor
+from harness.artifacts import TRAIN_THREADS, atomic_save, cache_key as artifact_key, load_or_train as load_artifact
 from harness.errors import UsageError
-from harness.models.zoo import cache_dir
 
-# CPU training runs on one thread: the networks are tiny (one thread is as fast, and much faster on a
-# shared machine), and a fixed thread count keeps the float reductions - hence the cached weights - the
-# same on every machine.
-TRAIN_THREADS = 1
+# The sha256 of each shipped purifier (artifact name -> digest; ``harness/weights/<name>.pt``).
+SHIPPED: dict[str, str] = {
+}
 
 # --------------------------------------------------------------------------------------------- features
 
@@ -286,7 +284,7 @@ def train_to_file(name: str, target_model: nn.Module, data, out: str | Path, epo
     """
     net = train_purifier(name, target_model, data, epochs, feature_model=feature_model, quiet=quiet, **settings)
     out = Path(out)
-    _atomic_save(net.state_dict(), out)
+    atomic_save(net.state_dict(), out)
     cfg = {**get_method(name).defaults, **settings, **({"epochs": int(epochs)} if epochs is not None else {})}
     meta = {"defense": name, "settings": cfg, "weights": weights_digest(net)}
     Path(str(out) + ".json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
@@ -294,20 +292,6 @@ def train_to_file(name: str, target_model: nn.Module, data, out: str | Path, epo
 
 
 # --------------------------------------------------------------------------------------------- caching
-
-
-def _atomic_save(state: dict, path: Path) -> None:
-    """Write then rename (as ``harness.models.zoo.load_zoo`` does), so a crash never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def weights_digest(net: nn.Module) -> str:
@@ -325,9 +309,8 @@ def cache_key(name: str, cfg: dict, target: str, dataset: str, extra: dict | Non
     from harness.registry import ZOO
 
     spec: ZooSpec = ZOO.create(target)
-    text = json.dumps({"method": name, "cfg": cfg, "target": target, "target_key": spec.key(), "dataset": dataset,
-                       "extra": extra or {}, "torch": torch.__version__.split("+")[0]}, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
+    return artifact_key({"method": name, "cfg": cfg, "target": target, "target_key": spec.key(), "dataset": dataset,
+                         "extra": extra or {}})
 
 
 def training_data(target: str, dataset: str | None = None, split: str | None = None) -> tuple[str, str]:
@@ -404,24 +387,18 @@ def _load_or_train(name: str, cfg: dict, *, target: str, dataset: str, checkpoin
         extra = {"feature_model": feature_model, **({"feature_key": feature_key} if feature_key else {})}
         if split != "train":  # absent for "train", so the keys of caches made before splits existed still hold
             extra["split"] = split
-        key = cache_key(name, cfg, target, dataset, extra)
-        path = cache_dir() / f"purifier-{name}-{target}-{key}.pt"
+        artifact = f"purifier-{name}-{target}-{cache_key(name, cfg, target, dataset, extra)}"
         data = load(dataset, split, data_dir)
         net = build_net(name, data.x.shape[1], cfg)
-        cached = None
-        if path.exists():
-            try:
-                cached = torch.load(path, map_location="cpu", weights_only=True)
-                net.load_state_dict(cached)
-            except Exception:  # noqa: BLE001 - a damaged cache file is retrained and replaced
-                cached = None
-                net = build_net(name, data.x.shape[1], cfg)
-        if cached is None:
+
+        def train() -> dict:
             target_model = _load_target(target, data_dir)
             feat = _load_target(feature_model, data_dir) if feature_model else None
             train_purifier(name, target_model, data, net=net, feature_model=feat, quiet=quiet, **cfg)
-            _atomic_save(net.state_dict(), path)
-        source = str(path)
+            return net.state_dict()
+
+        state, source = load_artifact(artifact, train, sha256=SHIPPED.get(artifact))
+        net.load_state_dict(state)
     return frozen_eval(net), source
 
 

@@ -1,21 +1,19 @@
-"""The zoo: named, trained models.  Small ones are trained on first use (deterministic) and cached.
+"""The zoo: named, trained models.
 
-A zoo entry is a recipe, not a download: dataset, architecture, training recipe and its settings.  The
-trained weights are cached under ``$HARNESS_CACHE`` (default ``~/.cache/harness``), keyed by a hash of the
-entry and the torch version, and loaded with ``weights_only=True``.
+A zoo entry is a recipe (dataset, architecture, training recipe and its settings) and, for the entries the README,
+the CI baseline and the default run rest on, the sha256 of its shipped weights (``harness/weights/``, package
+data).  ``load_zoo`` takes the shipped weights where an entry has them, else weights trained earlier on this
+machine (``$HARNESS_CACHE``), else trains now on one thread with the entry's seed (deterministic on one machine,
+not across CPUs: see ``harness.artifacts``) and caches them.  Weights are loaded with ``weights_only=True``.
+``scripts/ship_weights.py NAME ...`` trains entries and writes their shipped weights.
 """
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import tempfile
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import torch
 
+from ..artifacts import TRAIN_THREADS, cache_key, load_or_train, torch_threads  # noqa: F401 - re-exported
 from ..registry import MODELS, RECIPES, ZOO
 
 
@@ -31,71 +29,80 @@ class ZooSpec:
     lr: float = 0.1
     batch_size: int = 128
     seed: int = 0
+    sha256: str | None = field(default=None, compare=False)  # of the shipped weights; None: trained on first use
 
     def key(self) -> str:
-        text = json.dumps({**asdict(self), "torch": torch.__version__.split("+")[0], "threads": TRAIN_THREADS}, sort_keys=True)
-        return hashlib.sha256(text.encode()).hexdigest()[:12]
+        """What defines the trained weights (the recipe, not where they are stored)."""
+        spec = {k: v for k, v in asdict(self).items() if k != "sha256"}
+        return cache_key({**spec, "threads": TRAIN_THREADS})
+
+    @property
+    def shipped(self) -> bool:
+        return self.sha256 is not None
 
 
-# Cached weights must not depend on who trained them first: CPU kernels sum in a thread-dependent order, so
-# a model trained on 2 threads differs in its last bits from one trained on 1.  Zoo training runs on one.
-TRAIN_THREADS = 1
-
-
-@contextmanager
-def torch_threads(n: int):
-    """Run the block with ``n`` torch CPU threads, restoring the caller's setting afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("HARNESS_CACHE", Path.home() / ".cache" / "harness"))
+# The sha256 of each shipped weights file, ``harness/weights/<name>-<key>.pt`` (written by
+# ``scripts/ship_weights.py``, trained with torch 2.13.0 on one CPU thread).  The MNIST entries are not shipped.
+SHIPPED = {
+    "digits_cnn": "3a21c97fade0dd7df751ad97e2faaef2b4f415c1fbc5e5951b14979077dda68f",
+    "digits_cnn_adv": "9739d04c1a3d5a62d895f04e169a5c1de9f7bd611a516164ede4f8fee9595485",
+    "digits_cnn_adv_l2": "be3cbf8951cdbc34ae314ce6004b3b7a9c025ce73a4a068dc13cc7334a5975eb",
+    "digits_cnn_gauss": "a38394de772283833c100b2ebd72e8743e9465a06e7ce8adbefcd862029d8248",
+    "digits_cnn_gauss01": "24ab7e23d282e8f50370598b4ef635076c61e118448920e3882311cc550b87df",
+    "digits_cnn_preempt": "1b4102d396a47d640d46b8156720f4418390eb9ab7ee6ec0af77bf0d2a37f8d9",
+    "digits_cnn_preempt_l2": "5c5607ae8a0bcef253cbe0b3ee55a6de3b45cff22b7df3f74615c65e6f963764",
+    "digits_cnn_adv_e30": "4602694b659529b96e69a7e132fb3973ebd696e5be79c5f3c857dc2ffe7daf26",
+    "digits_cnn_adv_l2_e30": "88e62ad40328e88d2a874a83c30595c2e88e9be5368fa6963be962461f03a258",
+    "digits_cnn_sfgsm_adv": "f71a1dc5e558e3cdf6152d281b3fd7ba46cec1b2316a6acecbff5e827b054866",
+    "digits_cnn_spgd_adv": "6aa4ceb4abc38b5171dc5417a63307bde6d041cff9d2ef9c1e76402d12f60107",
+}
 
 
 def zoo_entry(name: str, description: str, spec: ZooSpec) -> None:
-    ZOO.register(name, description)(lambda: spec)
+    spec = ZooSpec(**{**asdict(spec), "sha256": SHIPPED.get(name)})
+    suffix = "shipped" if spec.shipped else "trained on first use"
+    ZOO.register(name, f"{description} [{suffix}]")(lambda: spec)
+
+
+def artifact_name(name: str, spec: ZooSpec) -> str:
+    """The weights' file stem: entry name and recipe key."""
+    return f"{name}-{spec.key()}"
 
 
 def build(spec: ZooSpec, num_classes: int) -> torch.nn.Module:
     return MODELS.create(spec.arch, num_classes=num_classes, **spec.arch_kw)
 
 
-def load_zoo(name: str, device: torch.device | str = "cpu", quiet: bool = False,
-             data_dir: str | None = None) -> torch.nn.Module:
-    """The trained model ``name``: from the cache, or trained now (and cached atomically).
-
-    ``data_dir`` is where the entry's training data lies, for datasets that are not embedded (MNIST); the files
-    are checked against their published MD5, so the folder is not part of the cache key.
-    """
-    from ..data import load
-
-    spec: ZooSpec = ZOO.create(name)
-    path = cache_dir() / f"{name}-{spec.key()}.pt"
-    data = load(spec.dataset, spec.split, data_dir)
-    if path.exists():
-        model = build(spec, data.num_classes).to(device)
-        model.load_state_dict(torch.load(path, map_location=device, weights_only=True))
-        return model.eval()
+def train_entry(name: str, spec: ZooSpec, data, device: torch.device | str = "cpu", quiet: bool = False) -> dict:
+    """Train the entry from its seed (the caller's generator is left as it was); returns the state dict."""
     from .recipes import fit
 
     make_batch = RECIPES.create(spec.recipe, **spec.recipe_kw)
-    # The initial weights come from the entry's own seed, not from the caller's generator, which is left as it was.
     with torch.random.fork_rng(devices=[]), torch_threads(TRAIN_THREADS):
         torch.manual_seed(spec.seed)
         model = build(spec, data.num_classes).to(device)
         fit(model, data.x, data.y, make_batch, epochs=spec.epochs, lr=spec.lr, batch_size=spec.batch_size,
             seed=spec.seed, quiet=quiet, desc=f"training {name} (first use, cached)")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    torch.save(model.state_dict(), tmp)
-    os.replace(tmp, path)
-    return model.eval()
+    return {k: v.cpu() for k, v in model.state_dict().items()}
+
+
+def load_zoo(name: str, device: torch.device | str = "cpu", quiet: bool = False,
+             data_dir: str | None = None) -> torch.nn.Module:
+    """The trained model ``name``: shipped, cached, or trained now (and cached atomically).
+
+    ``data_dir`` is where the entry's training data lies, for datasets that are not embedded (MNIST); the files
+    are checked against their published MD5, so the folder is not part of the key.
+    """
+    from ..data import load
+
+    spec: ZooSpec = ZOO.create(name)
+    data = load(spec.dataset, spec.split, data_dir)
+    state, _ = load_or_train(artifact_name(name, spec), lambda: train_entry(name, spec, data, device, quiet),
+                             sha256=spec.sha256)
+    with torch.random.fork_rng(devices=[]):  # building draws initial weights; the caller's generator is kept
+        model = build(spec, data.num_classes)
+    model.load_state_dict(state)
+    return model.to(device).eval()
 
 
 zoo_entry("digits_cnn", "small CNN, standard training on digits (non-robust)",
