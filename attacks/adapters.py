@@ -380,10 +380,18 @@ COMMON = ("ta.PGD", "ta.PGDL2", "ta.FGSM", "ta.CW", "ta.APGD", "ta.APGDT", "ta.D
           "ta.MIFGSM", "ta.EOTPGD", "fb.LinfPGD", "fb.L2PGD", "fb.FGSM", "fb.FGM", "fb.L2CarliniWagnerAttack",
           "fb.LinfDeepFoolAttack", "fb.L2DeepFoolAttack", "fb.DDNAttack", "fb.BoundaryAttack")
 
+def register_common() -> None:
+    """Register the COMMON names, so that ``harness list attacks`` shows them with their parameters.  Run when the
+    registry is listed, not on import: introspecting them imports torchattacks and Foolbox (seconds)."""
+    for name in COMMON:
+        if name in ATTACKS:
+            continue
+        try:
+            ATTACKS.register(name)(make_factory(name[:3], name[3:]))
+        except UsageError:  # the library is not installed: the name fails with its message when used
+            pass
+
+
 for _prefix in PREFIXES:
     ATTACKS.resolvers[_prefix] = _resolver(_prefix)
-for _name in COMMON:  # registered now, so that ``harness list attacks`` shows them with their parameters
-    try:
-        ATTACKS.register(_name)(make_factory(_name[:3], _name[3:]))
-    except UsageError:  # the library is not installed: the name fails with its message when used
-        pass
+ATTACKS.listers.append(register_common)

@@ -30,7 +30,6 @@ from typing import Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy.stats import beta, binomtest, norm
 from torch import nn
 
 from harness.errors import UsageError
@@ -86,15 +85,26 @@ def lower_confidence_bound(n_a, n: int, alpha: float) -> np.ndarray:
     = Beta(alpha; n_a, n - n_a + 1) quantile, i.e. Cohen et al.'s
     ``proportion_confint(n_a, n, alpha=2 * alpha, method="beta")[0]``; 0 when n_a = 0 (as statsmodels).
     """
+    from scipy.stats import beta  # scipy.stats takes seconds to import: only where it is used
+
     n_a = np.asarray(n_a, dtype=np.float64)
     with np.errstate(invalid="ignore"):
         lo = beta.ppf(alpha, n_a, n - n_a + 1)
     return np.where(n_a > 0, lo, 0.0)
 
 
+def normal_ppf(p: np.ndarray) -> np.ndarray:
+    """Phi^{-1}(p), the standard normal quantile (the certified radius sigma * Phi^{-1}(p_A), Cohen et al. Thm. 1)."""
+    from scipy.stats import norm
+
+    return norm.ppf(p)
+
+
 @lru_cache(maxsize=65536)
 def binom_pvalue(c1: int, c2: int) -> float:
     """Two-sided binomial test p-value of c1 successes in c1 + c2 trials at p = 1/2 (Cohen's PREDICT)."""
+    from scipy.stats import binomtest
+
     return float(binomtest(c1, c1 + c2, 0.5).pvalue)
 
 
@@ -186,7 +196,7 @@ class Smoothing(Wrapper):
         n_a = counts.gather(1, c_a[:, None])[:, 0].cpu().numpy()
         p_a = lower_confidence_bound(n_a, n, alpha)
         ok = p_a > 0.5
-        radius = np.where(ok, self.sigma * norm.ppf(np.where(ok, p_a, 0.75)), 0.0)
+        radius = np.where(ok, self.sigma * normal_ppf(np.where(ok, p_a, 0.75)), 0.0)
         pred = torch.where(torch.from_numpy(ok), c_a.cpu(), torch.full_like(c_a.cpu(), ABSTAIN))
         return pred, torch.from_numpy(radius)
 

@@ -86,6 +86,9 @@ class Registry:
         # "ta." torchattacks and "fb." Foolbox adapters): ``get`` registers a resolved name on first use.
         # A resolver raises UsageError for a name it does not know.
         self.resolvers: dict[str, Callable[[str], Any]] = {}
+        # Called by ``list`` before it lists: they register the names of such a family worth showing (their
+        # introspection would slow every start if it ran on import).
+        self.listers: list[Callable[[], None]] = []
 
     def register(self, name: str, description: str | None = None):
         """Decorator: register ``factory`` under ``name``; the description defaults to its docstring's first line."""
@@ -136,6 +139,9 @@ class Registry:
 
     def list(self, pattern: str = "*") -> list[str]:
         self._load_plugins()
+        listers, self.listers = self.listers, []
+        for register_family in listers:
+            register_family()
         return sorted(n for n in self._entries if fnmatch.fnmatch(n, pattern))
 
     def __contains__(self, name: str) -> bool:
