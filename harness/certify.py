@@ -184,8 +184,7 @@ def cmd_certify(args, argv: list[str]) -> int:
     from .registry import DEFENSES
     from .report import environment, write_atomic
 
-    if min(args.N0, args.N, args.batch, args.skip, (args.batch_size or 100)) < 1 or (args.n is not None and args.n < 1):
-        raise UsageError("--N0, --N, --batch, --skip, --batch-size and --n must be >= 1")
+    cli.require_positive(N0=args.N0, N=args.N, batch=args.batch, skip=args.skip, batch_size=args.batch_size, n=args.n)
     if not args.step > 0:
         raise UsageError("--step must be > 0")
     try:

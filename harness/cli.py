@@ -10,10 +10,19 @@ import datetime as dt
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 from .errors import UsageError
+
+
+EPILOG = """examples:
+  harness run --defense none --attack pgd_linf                 # the embedded default: digits, digits_cnn_adv
+  harness run --defense preempt --attack adaptive_l2           # preemptive robustification vs its adaptive attack
+  harness list attacks                                         # names, parameters, defaults
+  harness check --baseline reports/baselines/digits_default.csv runs/<hash>/results.csv
+
+exit codes: 0 success, 1 internal error, 2 bad input or usage (one line on stderr, nothing written),
+3 'check' found a regression"""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -22,25 +31,32 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="harness", description="Adversarial attack-defense evaluation harness")
+    p = _Parser(prog="harness", description="Adversarial attack-defense evaluation harness",
+                epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     def common(sp):
-        sp.add_argument("--dataset", default="digits")
-        sp.add_argument("--data-dir", default=None)
+        sp.add_argument("--dataset", default="digits",
+                        help="dataset name (default digits, embedded; see 'harness list datasets')")
+        sp.add_argument("--data-dir", default=None,
+                        help="folder holding the files of a dataset that is not embedded (mnist, cifar10, ...)")
         sp.add_argument("--split", default=None, help="dataset split (default: test for run, train for train)")
-        sp.add_argument("--arch", default=None, help="architecture of a --model checkpoint path")
-        sp.add_argument("--batch-size", type=int, default=None)
-        sp.add_argument("--seed", type=int, default=0)
+        sp.add_argument("--arch", default=None, help="architecture of a --model checkpoint path ('harness list models')")
+        sp.add_argument("--batch-size", type=int, default=None, help="images per batch (default 500; train: 128)")
+        sp.add_argument("--seed", type=int, default=0, help="seed of every random draw (default 0): same seed, same CSV")
         sp.add_argument("--device", default="auto", help="auto|cpu|cuda[:i]")
         sp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a plugin parameter (name.key=value for one plugin)")
-        sp.add_argument("--quiet", action="store_true")
+                        help="override a plugin parameter (name.key=value for one plugin; 'harness list attacks' "
+                             "shows them)")
+        sp.add_argument("--quiet", action="store_true", help="no progress bars and no table on stdout")
         sp.add_argument("--debug", action="store_true", help="show tracebacks")
 
-    r = sub.add_parser("run", help="evaluate defenses against attacks and write the report")
-    r.add_argument("--defense", action="append", default=None, help="defense name (repeatable; default none)")
-    r.add_argument("--attack", action="append", default=None, help="attack name (repeatable; default pgd_linf)")
+    r = sub.add_parser("run", help="evaluate defenses against attacks and write the report",
+                       epilog="names: 'harness list defenses', 'harness list attacks', 'harness list zoo'")
+    r.add_argument("--defense", action="append", default=None,
+                   help="defense name (repeatable; default none; 'harness list defenses')")
+    r.add_argument("--attack", action="append", default=None,
+                   help="attack name (repeatable; default pgd_linf; 'harness list attacks')")
     r.add_argument("--model", default=None, help="zoo name or checkpoint path (default: the dataset's model)")
     r.add_argument("--norm", default=None, choices=None, help="linf|l2 (default: the attacks' own norm)")
     r.add_argument("--eps", default=None, help="budget, e.g. 0.1 or 8/255 (default: the dataset's)")
@@ -130,6 +146,13 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
+def require_positive(**flags) -> None:
+    """A UsageError naming the first flag (``batch_size`` is ``--batch-size``) that is set and not >= 1."""
+    for key, value in flags.items():
+        if value is not None and value < 1:
+            raise UsageError(f"--{key.replace('_', '-')} must be a positive integer, got {value}")
+
+
 def pick_device(name: str):
     import torch
 
@@ -148,21 +171,35 @@ def load_model(model: str | None, arch: str | None, data, overrides, device, qui
     """A zoo name, or a checkpoint path with --arch; returns (module, display name)."""
     from .models.checkpoint import load_checkpoint
     from .models.zoo import load_zoo
-    from .registry import MODELS, ZOO
+    from .registry import ZOO
 
     name = model or data.default_model
     if name is None:
         raise UsageError(f"{data.name} has no default model; pass --model NAME (see 'harness list zoo') or --model PATH --arch ARCH")
+    check_model(name, arch)
     if name in ZOO and arch is None:
         return load_zoo(name, device, quiet, data_dir), name
-    if name in MODELS and not os.path.exists(name):
-        raise UsageError(f"{name} is an architecture, not a trained model; pass --model PATH --arch {name}")
-    if arch is None:
-        if not os.path.exists(name):
-            ZOO.get(name)  # unknown name: fails with the closest zoo names
-        raise UsageError(f"--model {name} is a checkpoint path: pass --arch (one of {', '.join(MODELS.list())})")
     net = load_checkpoint(build_arch(arch, data, overrides)[0], name, arch)
     return net.to(device).eval(), Path(name).stem
+
+
+def check_model(name: str, arch: str | None) -> None:
+    """--model is a zoo name, or an existing checkpoint file with --arch: a UsageError saying which is wrong."""
+    from .registry import MODELS, ZOO
+
+    if name in ZOO and arch is None:
+        return
+    if name in MODELS and not os.path.exists(name):
+        raise UsageError(f"{name} is an architecture, not a trained model; pass --model PATH --arch {name}")
+    if not os.path.exists(name):
+        if arch is not None:
+            raise UsageError(f"checkpoint {name} not found")
+        if os.sep in name or Path(name).suffix in (".pt", ".pth", ".ckpt", ".bin"):
+            raise UsageError(f"--model {name}: no such file (and not a zoo name; see 'harness list zoo')")
+        ZOO.get(name)  # unknown name: fails with the closest zoo names
+    if arch is None:
+        raise UsageError(f"--model {name} is a checkpoint path: pass --arch (one of {', '.join(MODELS.list())})")
+    MODELS.get(arch)
 
 
 def build_arch(arch: str, data, overrides):
@@ -228,12 +265,9 @@ def cmd_run(args, argv) -> int:
     attack_entries = [ATTACKS.get(a) for a in attack_names]
     for d in defense_names:
         DEFENSES.get(d)
-    if args.n is not None and args.n <= 0:
-        raise UsageError(f"--n must be positive, got {args.n}")
-    if args.batch_size is not None and args.batch_size <= 0:
-        raise UsageError(f"--batch-size must be positive, got {args.batch_size}")
-    if args.passes <= 0:
-        raise UsageError(f"--passes must be positive, got {args.passes}")
+    if args.model is not None:
+        check_model(args.model, args.arch)
+    require_positive(n=args.n, batch_size=args.batch_size, passes=args.passes)
     norm = resolve_norm(args, attack_entries)
     data_kw = overrides.for_plugin(DATASETS, args.dataset)
     data = load(args.dataset, args.split or "test", args.data_dir, **data_kw) if data_kw else load(args.dataset, args.split or "test", args.data_dir)
@@ -267,12 +301,14 @@ def cmd_run(args, argv) -> int:
     run_info = {"config": cfg.as_dict(), "config_hash": config_hash, "seed": args.seed, "argv": ["harness", *argv],
                 "device": _device_name(device), "data_note": data.note, "started": started,
                 "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), **environment()}
+    replaced = (out / "results.csv").exists()
     rows = write_report(out, results, data.y, meta, run_info, samples=not args.no_samples)
     if not args.quiet:
         from .report import to_markdown
 
         print(to_markdown(rows, meta).split("## All cells")[0].rstrip())
-        print(f"\nwrote {out}/results.csv, results.md, timings.csv, run.json")
+        files = "results.csv, results.md, timings.csv, run.json" + ("" if args.no_samples else ", samples.csv")
+        print(f"\nwrote {out}/{files}" + (" (replacing the earlier run's files there)" if replaced else ""))
     return 0
 
 
@@ -313,8 +349,7 @@ def cmd_list(args) -> int:
 
 
 def cmd_train(args) -> int:
-    import torch
-
+    from .artifacts import atomic_save
     from .config import Overrides
     from .data import load
     from .models.checkpoint import load_checkpoint
@@ -339,11 +374,7 @@ def cmd_train(args) -> int:
     _check_writable(out.parent if out.parent != Path("") else Path("."))
     model = fit(model.to(device), data.x, data.y, make_batch, epochs=args.epochs, lr=args.lr,
                 batch_size=args.batch_size or 128, seed=args.seed, quiet=args.quiet, desc=f"train {arch} ({args.recipe})")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, suffix=".tmp")
-    os.close(fd)
-    torch.save(model.state_dict(), tmp)
-    os.replace(tmp, out)
+    atomic_save(model.state_dict(), out)
     meta = {"arch": arch, "arch_kw": kw, "recipe": args.recipe, "set": args.set, "dataset": args.dataset,
             "split": args.split or "train", "epochs": args.epochs, "lr": args.lr, "seed": args.seed}
     Path(str(out) + ".json").write_text(json.dumps(meta, indent=2) + "\n")

@@ -50,6 +50,11 @@ def _read(path: str):
     p = Path(path)
     if not p.is_file():
         raise UsageError(f"checkpoint {path} not found" + (" (it is a directory)" if p.is_dir() else ""))
+    with open(p, "rb") as f:
+        head = f.read(4)
+    if head != b"PK\x03\x04" and head[:1] != b"\x80":  # torch.save writes a zip archive (or, before 1.6, a pickle)
+        raise UsageError(f"{path} is not a PyTorch checkpoint (neither a zip archive nor a pickle; "
+                         f"it starts with bytes {head.hex() or 'none: the file is empty'})")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
