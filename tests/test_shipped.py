@@ -1,0 +1,93 @@
+"""The shipped weights: present, checked against their sha256, never retrained, and giving the recorded numbers.
+
+The README's zoo table and the CI baseline rest on them; a second CPU kernel dispatch (``ATEN_CPU_CAPABILITY``,
+which emulates another CPU on this one) must pass the regression gate with them.
+"""
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from harness import artifacts
+from harness.models.zoo import artifact_name, load_zoo
+from harness.registry import ZOO, load_builtins
+
+ROOT = Path(__file__).resolve().parents[1]
+load_builtins()
+SHIPPED = [n for n in ZOO.list() if ZOO.create(n).shipped]
+
+
+@pytest.fixture()
+def empty_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path))
+    return tmp_path
+
+
+def test_the_readme_and_ci_models_are_shipped():
+    assert {"digits_cnn", "digits_cnn_adv", "digits_cnn_adv_l2", "digits_cnn_gauss", "digits_cnn_preempt"} <= set(SHIPPED)
+    shipped_files = {p.name for p in artifacts.SHIPPED_DIR.glob("*.pt")}
+    assert shipped_files == {f"{artifact_name(n, ZOO.create(n))}.pt" for n in SHIPPED}  # no stray or missing file
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_weights_match_their_sha256_and_load_without_training(name, empty_cache):
+    spec = ZOO.create(name)
+    path = artifacts.shipped_file(artifact_name(name, spec), spec.sha256)
+    assert artifacts.sha256_file(path) == spec.sha256
+    model = load_zoo(name, quiet=True)
+    assert list(empty_cache.iterdir()) == []  # loaded, not trained and cached
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+
+
+def test_a_damaged_shipped_file_is_an_error_not_a_silent_retrain(tmp_path, monkeypatch, empty_cache):
+    name = "digits_cnn"
+    spec = ZOO.create(name)
+    src = artifacts.SHIPPED_DIR / f"{artifact_name(name, spec)}.pt"
+    shutil.copy(src, tmp_path / src.name)
+    with open(tmp_path / src.name, "r+b") as f:
+        f.seek(-8, os.SEEK_END)
+        f.write(b"\0" * 8)
+    monkeypatch.setattr(artifacts, "SHIPPED_DIR", tmp_path)
+    with pytest.raises(artifacts.ArtifactError, match="sha256"):
+        load_zoo(name, quiet=True)
+    (tmp_path / src.name).unlink()
+    with pytest.raises(artifacts.ArtifactError, match="missing"):
+        load_zoo(name, quiet=True)
+
+
+def test_zoo_table_numbers_rerun_exactly():
+    """Every row of reports/baselines/zoo_digits.csv (the README's zoo table) recomputed from the shipped weights."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import zoo_table
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
+    recorded = {r["model"]: r for r in csv.DictReader(open(zoo_table.CSV))}
+    assert set(recorded) == set(SHIPPED)
+    for name in SHIPPED:
+        assert zoo_table.evaluate(name) == recorded[name], name
+
+
+@pytest.mark.parametrize("capability", ["default", "avx2"])
+def test_default_job_passes_the_gate_under_another_cpu_dispatch(capability, tmp_path):
+    """A fresh machine with another CPU: empty cache, another kernel dispatch; the CI gate must pass."""
+    env = {**os.environ, "ATEN_CPU_CAPABILITY": capability, "HARNESS_CACHE": str(tmp_path / "cache"),
+           "OMP_NUM_THREADS": "1"}
+    out = tmp_path / "run"
+    run = [sys.executable, "-m", "harness", "run", "--defense", "none", "--attack", "fgsm", "--attack", "pgd_linf",
+           "--out", str(out), "--quiet"]
+    subprocess.run(run, env=env, cwd=ROOT, check=True)
+    baseline = ROOT / "reports" / "baselines" / "digits_default.csv"
+    check = subprocess.run([sys.executable, "-m", "harness", "check", "--baseline", str(baseline),
+                            str(out / "results.csv"), "--tolerance", "1.0"], env=env, cwd=ROOT, capture_output=True,
+                           text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())
