@@ -19,6 +19,7 @@ from typing import Literal
 import torch
 
 from harness.errors import UsageError
+from harness.progress import bar
 from harness.registry import ATTACKS
 
 from .autoattack import AutoAttack
@@ -78,29 +79,53 @@ class AdaptiveReconstruction(Attack):
         self.last_candidates: list[torch.Tensor] = []
         self.last_points: dict[str, torch.Tensor] = {}
 
-    def perturb(self, model, x: torch.Tensor, y: torch.Tensor, defense=None, classifier=None, **kw) -> torch.Tensor:
+    def perturb(self, model, x: torch.Tensor, y: torch.Tensor, defense=None, classifier=None, referee=None,
+                **kw) -> torch.Tensor:
+        """``referee`` (``harness.threat.Referee``, from the evaluator): AutoAttack at eps' skips the samples an
+        earlier candidate already settled (valid and misclassified: their verdict is final).  PGD always runs on
+        the whole batch, so its candidates, and every random draw after them, do not depend on the referee."""
         x_hat = reconstruct(classifier if classifier is not None else model, x.detach(), defense, self.norm, self.eps)
         cands = []
         randomized = bool(getattr(defense, "randomized", False))
+        open_ = torch.ones(len(x_hat), dtype=torch.bool, device=x_hat.device)  # verdict not final yet
+        stages = bar(len(self.sweep) * (self.use_pgd + self.use_autoattack), f"{type(self).__name__}: eps' sweep")
         for frac in sorted(self.sweep):
             eps_p = frac * self.eps
             if self.use_pgd:
+                stages.set_postfix_str(f"PGD-{self.steps} at eps'={eps_p:.4g}")
                 pgd = PGD(norm=self.norm, eps=eps_p, steps=self.steps, restarts=self.restarts, early_stop=not randomized)
                 cands.append(pgd.perturb(model, x_hat, y))
+                if referee is not None:
+                    open_ &= ~referee.settled(cands[-1])
+                stages.update()
             if self.use_autoattack:
+                todo = open_.nonzero().flatten()
+                stages.set_postfix_str(f"AutoAttack at eps'={eps_p:.4g} on {todo.numel()} images")
                 aa = AutoAttack(version=self.aa_version, norm=self.norm, eps=eps_p, batch_size=max(len(x_hat), 1))
-                cands.append(aa.perturb(model, x_hat, y))
+                if referee is None:
+                    cands.append(aa.perturb(model, x_hat, y))
+                else:  # settled samples keep the unperturbed reconstruction (any image: their verdict is final)
+                    cand = x_hat.clone()
+                    cand[todo] = aa.perturb(model, x_hat[todo], y[todo])
+                    cands.append(cand)
+                    open_ &= ~referee.settled(cand)
+                stages.update()
+        stages.close()
         self.last_candidates = cands
         x_adv = cands[-2] if self.use_pgd and self.use_autoattack else cands[-1]  # eps' = max: PGD, else AA
         self.last_points = {"rec": x_hat, "adv": x_adv}
         return x_adv
 
 
-@ATTACKS.register("adaptive_linf", "adaptive white-box attack on preempt (Moon et al. 2022, Alg. 3-4), Linf: reconstruct x_o, PGD/AA sweep")
+@ATTACKS.register("adaptive_linf", "adaptive white-box attack on preempt (Moon et al. 2022, Alg. 3-4), Linf: reconstruct x_o, PGD/AA sweep",
+                  paper={"sweep": "0.25,0.5,0.75,1.0 (appendix C)", "steps": "20", "use_pgd": "true (White-box PGD column)",
+                         "use_autoattack": "true (White-box AA column)", "restarts": "1 (10 for PGD-10)"})
 class AdaptiveLinf(AdaptiveReconstruction):
     norms = ("linf",)
 
 
-@ATTACKS.register("adaptive_l2", "adaptive white-box attack on preempt (Moon et al. 2022, Alg. 3-4), L2: reconstruct x_o, PGD/AA sweep")
+@ATTACKS.register("adaptive_l2", "adaptive white-box attack on preempt (Moon et al. 2022, Alg. 3-4), L2: reconstruct x_o, PGD/AA sweep",
+                  paper={"sweep": "0.25,0.5,0.75,1.0 (appendix C)", "steps": "20", "use_pgd": "true (White-box PGD column)",
+                         "use_autoattack": "true (White-box AA column)", "restarts": "1 (10 for PGD-10)"})
 class AdaptiveL2(AdaptiveReconstruction):
     norms = ("l2",)

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from .errors import UsageError
+from .progress import set_quiet
 
 
 EPILOG = """examples:
@@ -112,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in argv
     try:
         args = build_parser().parse_args(argv)
+        set_quiet(getattr(args, "quiet", False))
         if args.command == "check":
             from .check import run_check
 
@@ -345,6 +347,8 @@ def cmd_list(args) -> int:
             print(f"  {name:24s} {entry.description}")
             if params and kind != "zoo":
                 print(f"  {'':24s}   params: {params}")
+            if entry.paper:
+                print(f"  {'':24s}   paper:  {', '.join(f'{k}={v}' for k, v in entry.paper.items())}")
     return 0
 
 

@@ -73,6 +73,7 @@ class Entry:
     factory: Callable[..., Any]
     description: str
     params: dict[str, Param] = field(default_factory=dict)
+    paper: dict[str, str] = field(default_factory=dict)  # parameter -> the paper's value, where a default differs or is tuned
 
 
 class Registry:
@@ -90,14 +91,15 @@ class Registry:
         # introspection would slow every start if it ran on import).
         self.listers: list[Callable[[], None]] = []
 
-    def register(self, name: str, description: str | None = None):
-        """Decorator: register ``factory`` under ``name``; the description defaults to its docstring's first line."""
+    def register(self, name: str, description: str | None = None, paper: dict[str, str] | None = None):
+        """Decorator: register ``factory`` under ``name``; the description defaults to its docstring's first line.
+        ``paper``: the paper's setting of parameters (``harness list`` shows them beside the defaults)."""
 
         def deco(factory):
             if name in self._entries and self._entries[name].factory is not factory:
                 raise ValueError(f"{self.kind} {name!r} is registered twice")
             doc = description or (inspect.getdoc(factory) or "").split("\n")[0]
-            self._entries[name] = Entry(name, factory, doc, _signature_params(factory))
+            self._entries[name] = Entry(name, factory, doc, _signature_params(factory), dict(paper or {}))
             return factory
 
         return deco

@@ -18,6 +18,11 @@ Two optional attack attributes, read after each ``perturb`` (an attack that uses
 - ``last_points``: {name: image batch}; the distance of each image to x_o (in the attack's norm) lands in
   ``Verdict.extra[name + "_dist"]`` (e.g. the reconstruction x_hat_o of the adaptive attack, Figure 3).
 
+An adaptive attack is also handed a ``Referee`` (``referee=``) where the defense is deterministic and not a
+detector: ``referee.settled(images)`` says which samples that batch of candidates has already decided for good
+(a valid, misclassifying image: no later candidate can change the sample's robust, valid or dist).  The attack may
+use it only to stop working on those samples (no work on samples already decided); it learns nothing else of x_o.
+
 Detectors (``defense.kind == "detector"``): ``classify`` returns -1 (ABSTAIN) for a rejected input, so ``robust``
 counts a rejected adversarial image as NOT defended (rejection = failure).  Four per-sample entries in ``extra``
 give the other reading and the detection numbers: ``robust_reject_defended`` (robust when a rejected adversarial
@@ -27,6 +32,7 @@ image counts as defended; the clean verdict is the same in both: a rejected clea
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -69,6 +75,18 @@ def resolve_threat(defense: Defense, attack: Attack) -> str:
     return threat
 
 
+@dataclass
+class Referee:
+    """The evaluator's final word on candidate images of the attacked samples (see the module docstring)."""
+
+    judge: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]
+
+    def settled(self, images: torch.Tensor) -> torch.Tensor:
+        """Per sample: ``images`` holds a valid (within the original's budget) misclassified image."""
+        ok, _, correct, _ = self.judge(images.detach())
+        return ok & ~correct.all(0)
+
+
 def within_budget(x_adv: torch.Tensor, center: torch.Tensor, norm: str, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
     d = flat_norm(x_adv - center, norm)
     return d <= eps * (1 + RTOL) + ATOL, d
@@ -96,8 +114,6 @@ def run_cell(defense: Defense, model, attack: Attack, threat: str, x_o: torch.Te
             extra[key] = torch.full((n,), float("nan"), device=y.device)
     idx = clean.nonzero().flatten()
     if threat != "none" and idx.numel():
-        kw = {"defense": defense, "classifier": model} if attack.adaptive else {}
-        x_adv = attack.perturb(defense.surface(model, threat), x_seen[idx], y[idx], **kw).detach()
         center = x_seen[idx] if threat == "grey-box" else x_o[idx]
 
         def judge(img):  # (within budget, distance, correct per pass, rejected per pass) of one batch of images
@@ -105,6 +121,12 @@ def run_cell(defense: Defense, model, attack: Attack, threat: str, x_o: torch.Te
             preds = torch.stack([defense.classify(model, img) for _ in range(passes if defense.randomized else 1)])
             return ok, d, preds == y[idx], preds == ABSTAIN
 
+        kw = {}
+        if attack.adaptive:
+            kw = {"defense": defense, "classifier": model}
+            if not (defense.randomized or detector):  # there "settled" would not fix the majority / rejection reading
+                kw["referee"] = Referee(judge)
+        x_adv = attack.perturb(defense.surface(model, threat), x_seen[idx], y[idx], **kw).detach()
         ok, d, correct, rejected = judge(x_adv)
         fooled = ~correct.all(0)
         robust[idx] = ~fooled | ~ok

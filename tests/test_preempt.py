@@ -275,3 +275,50 @@ def test_cli_preempt_with_adaptive_l2(tmp_path):
     assert pre and all(r["threat"] == "white-box" for r in pre) and pre[0]["norm"] == "l2"
     samples = list(csv.DictReader(open(out / "samples.csv")))
     assert "rec_dist" in samples[0] and "adv_dist" in samples[0]
+
+
+class _PerSampleAttack(Attack):
+    """A stand-in for AutoAttack whose image of a sample does not depend on the other samples of its batch (one
+    normalised gradient step of size eps): with it, skipping samples cannot change any other sample's image."""
+
+    calls: list = []
+
+    def __init__(self, version="standard", norm="l2", eps=0.0, batch_size=1):
+        self.norm, self.eps = norm, eps
+
+    def perturb(self, model, x, y, **kw):
+        _PerSampleAttack.calls.append(len(x))
+        if len(x) == 0:
+            return x.clone()
+        xa = x.clone().requires_grad_(True)
+        (g,) = torch.autograd.grad(F.cross_entropy(model(xa), y, reduction="sum"), xa)
+        step = g / g.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
+        return (x + self.eps * step).clamp(0, 1).detach()
+
+
+def test_referee_skips_settled_samples_without_changing_any_verdict(models, digits_test, monkeypatch):
+    """AutoAttack of the sweep runs only on the samples no earlier candidate settled (valid and misclassified);
+    with a per-sample attack in its place the verdicts are exactly those of the run that attacks every sample."""
+    import attacks.adaptive as adaptive_mod
+
+    monkeypatch.setattr(adaptive_mod, "AutoAttack", _PerSampleAttack)
+    model, eps = models["l2"], 1.0  # a large budget, so that some samples are settled early
+    x_o, y = digits_test.x[:40], digits_test.y[:40]
+    defense = PreemptRobustify(norm="l2", eps=eps, maxiter=3, steps=3)
+    torch.manual_seed(0)
+    x_r = defense.robustify(model, x_o)
+    clean = model(x_r).argmax(1) == y
+    verdicts, calls = {}, {}
+    for use_referee in (True, False):
+        if not use_referee:  # run_cell then hands the attack referee=None: every sample is attacked
+            monkeypatch.setattr("harness.threat.Referee", lambda judge: None)
+        _PerSampleAttack.calls = []
+        attack = AdaptiveReconstruction(norm="l2", eps=eps, steps=5)
+        torch.manual_seed(1)
+        verdicts[use_referee] = run_cell(defense, model, attack, "white-box", x_o, x_r, y, clean)
+        calls[use_referee] = list(_PerSampleAttack.calls)
+    with_ref, without = verdicts[True], verdicts[False]
+    assert torch.equal(with_ref.robust, without.robust) and torch.equal(with_ref.valid, without.valid)
+    assert torch.allclose(with_ref.dist, without.dist, equal_nan=True)
+    assert sum(calls[True]) < sum(calls[False]) == 4 * int(clean.sum())  # work was saved, and only that
+    assert not (~with_ref.robust[clean]).all() and (~with_ref.robust[clean]).any()  # away from 0% and 100%
