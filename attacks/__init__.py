@@ -1,5 +1,3 @@
-"""Attacks.  Each module registers its attacks in ``harness.ATTACKS`` on import."""
+"""Attacks.  Each module registers its attacks in ``harness.core.registry.ATTACKS`` on import; the contract they
+implement is ``harness.core.attack.Attack``."""
 from . import adapters, adaptive, autoattack, bpda, detector_pgd, eot, magnet_cw, pgd, smooth_pgd  # noqa: F401 - register
-from .base import Attack, flat_norm, project
-
-__all__ = ["Attack", "flat_norm", "project"]

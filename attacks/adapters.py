@@ -37,11 +37,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from harness.errors import UsageError
-from harness.registry import ATTACKS, parse_number
+from harness.core.attack import Attack
+from harness.core.errors import UsageError
+from harness.core.geometry import NORMS, flat_norm, project
+from harness.core.registry import ATTACKS, parse_number
 
 from .autoattack import AA_NORMS, draw_seed
-from .base import NORMS, Attack, flat_norm, project
 
 PREFIXES = {"ta.": "torchattacks", "fb.": "foolbox"}
 # torchattacks classes whose budget is in one norm (eps-budget attacks by their papers; CW/DeepFool: L2

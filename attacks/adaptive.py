@@ -2,14 +2,15 @@
 
 Algorithm 3 reconstructs an estimate x_hat_o of the discarded original from x_r with the defender's own
 hyper-parameters: start at x_r, ASCEND the loss of the PGD adversarial examples against c(x_r), within
-B_delta(x_r) ∩ [0,1] (``defenses.preempt.optimise(..., ascend=True)``: the very machinery of Algorithm 1).
+B_delta(x_r) ∩ [0,1].  The defense says how (``Defense.reconstruct``: ``defenses.preempt.reconstruct``, the very
+machinery of Algorithm 1); a defense that does not move images hands back x_r = x_o.
 Algorithm 4 then attacks x_hat_o with a standard attack at a budget eps' (PGD-20, step eps'/4, random start, and
 AutoAttack), eps' in ``sweep`` x eps (appendix C: {0.25, 0.5, 0.75, 1.0}).
 
 The paper reports, per sample, the worst case over the sweep, counting an adversarial image only if it lies in
 B_eps(x_o) (Definition 3).  The attack cannot check that (it never sees x_o), so it returns the eps' = max(sweep)
-image and exposes every candidate in ``last_candidates``; ``harness.threat.run_cell`` judges the sample
-non-robust iff ANY candidate is valid and misclassified.  ``last_points`` exposes x_hat_o and the returned image
+image and hands every candidate back in its ``AttackResult``; ``harness.threat.run_cell`` judges the sample
+non-robust iff ANY candidate is valid and misclassified.  Its ``points`` are x_hat_o and the returned image
 so that run_cell records ||x_hat_o - x_o|| and ||x_hat_o^a - x_o|| (``rec_dist``, ``adv_dist``; Figure 3).
 """
 from __future__ import annotations
@@ -18,35 +19,13 @@ from typing import Literal
 
 import torch
 
-from harness.errors import UsageError
-from harness.progress import bar
-from harness.registry import ATTACKS
+from harness.core.attack import Attack, AttackResult
+from harness.core.errors import UsageError
+from harness.core.progress import bar
+from harness.core.registry import ATTACKS
 
 from .autoattack import AutoAttack
-from .base import Attack
 from .pgd import PGD
-
-
-def reconstruct(model, x_r: torch.Tensor, defense, norm: str, eps: float) -> torch.Tensor:
-    """Algorithm 3: x_hat_o from x_r, with the defense's hyper-parameters (``PreemptRobustify.settings``) and
-    against the model it robustifies against (``robustify_model``: the soft smoothed classifier for
-    ``preempt_smooth``, whose argmax then gives c(x_r)).
-
-    A defense that does not modify images ("none") is returned unchanged (x_hat_o = x_r = x_o).  Another
-    preemptive defense is inverted with Algorithm 1's default settings at its own norm and delta.
-    """
-    from defenses.preempt import PreemptRobustify, Settings, optimise
-
-    if isinstance(defense, PreemptRobustify):
-        s = defense.settings()
-        model = defense.robustify_model(model)
-    elif defense is not None and defense.kind == "preemptive":
-        s = Settings(getattr(defense, "norm", norm), eps, float(getattr(defense, "delta", 0.0) or eps))
-    else:
-        return x_r.detach()
-    with torch.no_grad():
-        y_r = model(x_r).argmax(1)  # c(x_r)
-    return optimise(model, x_r, x_r, y_r, s, ascend=True)
 
 
 class AdaptiveReconstruction(Attack):
@@ -76,17 +55,20 @@ class AdaptiveReconstruction(Attack):
             raise UsageError("use_pgd and use_autoattack cannot both be false")
         self.sweep, self.steps = tuple(float(f) for f in sweep), int(steps)
         self.use_pgd, self.use_autoattack, self.aa_version = bool(use_pgd), bool(use_autoattack), aa_version
-        self.last_candidates: list[torch.Tensor] = []
-        self.last_points: dict[str, torch.Tensor] = {}
 
-    def perturb(self, model, x: torch.Tensor, y: torch.Tensor, defense=None, classifier=None, referee=None,
-                **kw) -> torch.Tensor:
-        """``referee`` (``harness.threat.Referee``, from the evaluator): AutoAttack at eps' skips the samples an
+    def perturb(self, model, x: torch.Tensor, y: torch.Tensor, **kw) -> torch.Tensor:
+        return self.run(model, x, y, **kw).images
+
+    def run(self, model, x: torch.Tensor, y: torch.Tensor, defense=None, classifier=None, referee=None,
+            **kw) -> AttackResult:
+        """The eps' = max(sweep) image, every candidate of the sweep, and the points x_hat_o ("rec") and the returned
+        image ("adv").  ``referee`` (``harness.threat.Referee``, from the evaluator): AutoAttack at eps' skips the samples an
         earlier candidate already settled (valid and misclassified: their verdict is final).  PGD always runs on
         the whole batch, so its candidates, and every random draw after them, do not depend on the referee."""
-        x_hat = reconstruct(classifier if classifier is not None else model, x.detach(), defense, self.norm, self.eps)
+        target = classifier if classifier is not None else model
+        x_hat = x.detach() if defense is None else defense.reconstruct(target, x.detach(), self.eps)
         cands = []
-        randomized = bool(getattr(defense, "randomized", False))
+        randomized = defense is not None and defense.randomized
         open_ = torch.ones(len(x_hat), dtype=torch.bool, device=x_hat.device)  # verdict not final yet
         stages = bar(len(self.sweep) * (self.use_pgd + self.use_autoattack), f"{type(self).__name__}: eps' sweep")
         for frac in sorted(self.sweep):
@@ -111,10 +93,8 @@ class AdaptiveReconstruction(Attack):
                     open_ &= ~referee.settled(cand)
                 stages.update()
         stages.close()
-        self.last_candidates = cands
         x_adv = cands[-2] if self.use_pgd and self.use_autoattack else cands[-1]  # eps' = max: PGD, else AA
-        self.last_points = {"rec": x_hat, "adv": x_adv}
-        return x_adv
+        return AttackResult(x_adv, cands, {"rec": x_hat, "adv": x_adv})
 
 
 @ATTACKS.register("adaptive_linf", "adaptive white-box attack on preempt (Moon et al. 2022, Alg. 3-4), Linf: reconstruct x_o, PGD/AA sweep",

@@ -23,10 +23,9 @@ from typing import ClassVar, Literal
 
 import torch
 
-from harness.errors import UsageError
-from harness.registry import ATTACKS
-
-from .base import Attack
+from harness.core.attack import Attack
+from harness.core.errors import UsageError
+from harness.core.registry import ATTACKS
 
 AA_NORMS = {"linf": "Linf", "l2": "L2"}
 VERSION_ATTACKS = {

@@ -21,10 +21,10 @@ from typing import Callable, Literal
 import torch
 from torch import nn
 
-from harness.errors import UsageError
-from harness.registry import ATTACKS
-
-from .base import Attack
+from harness.core.attack import Attack
+from harness.core.defense import Preprocessor
+from harness.core.errors import UsageError
+from harness.core.registry import ATTACKS
 
 
 class _BPDAFunction(torch.autograd.Function):
@@ -66,14 +66,14 @@ class BPDAWrapper(nn.Module):
 
 def bpda_surface(defense, classifier: nn.Module, backward: str = "identity") -> nn.Module:
     """classifier ∘ BPDA(P) for a preprocessor defense; the bare classifier for a defense without ``purify``."""
-    purify = getattr(defense, "purify", None)
-    if purify is None:
+    if not isinstance(defense, Preprocessor):
         return classifier
+    purify = defense.purify
     if backward == "identity":
         back = None
     elif backward == "approx":
-        back = getattr(defense, "approx", None)
-        if back is None:
+        back = defense.approx
+        if not defense.has_approx:
             raise UsageError(f"bpda backward=approx: the {getattr(defense, 'registry_name', type(defense).__name__)} "
                              "defense supplies no approx(x); use backward=identity")
     else:

@@ -26,10 +26,11 @@ from typing import Literal
 
 import torch
 
-from harness.errors import UsageError
-from harness.registry import ATTACKS
+from harness.core.defense import Detector
+from harness.core.errors import UsageError
+from harness.core.geometry import ascent_direction, project, random_in_ball
+from harness.core.registry import ATTACKS
 
-from .base import ascent_direction, project, random_in_ball
 from .losses import attack_loss
 from .pgd import PGD
 
@@ -49,14 +50,14 @@ class DetectorPGD(PGD):
         self.lam, self.margin = float(lam), float(margin)
 
     def perturb(self, model, x: torch.Tensor, y: torch.Tensor, defense=None, classifier=None, **kw) -> torch.Tensor:
-        if defense is None or not hasattr(defense, "surrogate_score"):  # no detector: plain PGD on the classifier
+        if not isinstance(defense, Detector):  # no detector: plain PGD on the classifier
             return PGD.perturb(self, model, x, y)
         clf = classifier if classifier is not None else model
         tau = defense.tau if defense.tau is not None else defense.calibrate(clf)
-        joint = getattr(defense, "attack_parts", None)  # (logits, score) in one pass (MagNet: ae(x) once)
 
-        def forward(xa):
-            return joint(clf, xa) if joint is not None else (model(xa), defense.surrogate_score(clf, xa))
+        def forward(xa):  # (logits, score), in one pass where the defense shares the work (MagNet: ae(x) once)
+            parts = defense.attack_parts(clf, xa)
+            return parts if parts is not None else (model(xa), defense.surrogate_score(clf, xa))
 
         x = x.detach()
         x_out = x.clone()

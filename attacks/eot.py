@@ -28,10 +28,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.errors import UsageError
-from harness.registry import ATTACKS
-
-from .base import NORMS, Attack
+from harness.core.attack import Attack
+from harness.core.errors import UsageError
+from harness.core.geometry import NORMS
+from harness.core.registry import ATTACKS
 
 
 class EOTModel(nn.Module):

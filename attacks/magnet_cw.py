@@ -39,10 +39,12 @@ from typing import Literal
 
 import torch
 
-from harness.errors import UsageError
-from harness.registry import ATTACKS
+from harness.core.attack import Attack
+from harness.core.defense import Detector
+from harness.core.errors import UsageError
+from harness.core.geometry import flat_norm
+from harness.core.registry import ATTACKS
 
-from .base import Attack, flat_norm
 from .losses import _other_max
 
 SHRINK = 1 - 1e-6  # C&W's 0.999999: atanh((2t - 1) * SHRINK) is finite at t = 0 and t = 1
@@ -90,15 +92,15 @@ class MagNetCW(Attack):
         x = x.detach()
         n = len(x)
         clf = classifier if classifier is not None else getattr(model, "classifier", model)
-        detector = defense is not None and hasattr(defense, "surrogate_score")
-        joint = defense is not None and hasattr(defense, "attack_parts")
+        detector = isinstance(defense, Detector)
         tau = None
         if detector:
             tau = defense.tau if defense.tau is not None else defense.calibrate(clf)
 
         def forward(xp):  # (logits the defense decides on, score or None)
-            if joint:
-                return defense.attack_parts(clf, xp)
+            parts = defense.attack_parts(clf, xp) if detector else None
+            if parts is not None:
+                return parts
             return model(xp), (defense.surrogate_score(clf, xp) if detector else None)
 
         inf = torch.full((n,), float("inf"), device=x.device)

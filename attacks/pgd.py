@@ -11,9 +11,10 @@ from typing import Literal
 
 import torch
 
-from harness.registry import ATTACKS
+from harness.core.attack import Attack
+from harness.core.geometry import ascent_direction, project, random_in_ball
+from harness.core.registry import ATTACKS
 
-from .base import Attack, ascent_direction, project, random_in_ball
 from .losses import attack_loss
 
 
@@ -62,6 +63,11 @@ class PGD(Attack):
             todo[idx[fooled]] = False
         return x_out
 
+    def iterate(self, model, x0: torch.Tensor, y: torch.Tensor, t: torch.Tensor | None = None) -> torch.Tensor:
+        """One run from a random start, the final iterates without a success check: the inner maximisation that
+        training recipes and defenses use (with ``early_stop=False``, every sample takes every step)."""
+        return self._run(model, x0, y, t, check=False)[0]
+
     def _fooled(self, logits, y, t):
         pred = logits.argmax(1)
         return pred == t if t is not None else pred != y
@@ -104,6 +110,15 @@ class PGD(Attack):
             if check and ia.numel():
                 fooled[ia] = self._fooled(model(x_adv[ia]), y[ia], None if t is None else t[ia])
         return x_adv.detach(), fooled
+
+
+def pgd(model, x: torch.Tensor, y: torch.Tensor, *, norm: str, eps: float, steps: int, alpha: float | None = None,
+        random_start: bool = True, loss: str = "ce", target: torch.Tensor | None = None) -> torch.Tensor:
+    """``steps`` PGD steps on every sample (no early stop), from a random start in B_eps(x) unless told otherwise;
+    towards ``target`` when given.  The function form of ``PGD.iterate``."""
+    attack = PGD(norm=norm, eps=eps, steps=steps, alpha=alpha, random_start=random_start, loss=loss,
+                 targeted=target is not None, early_stop=False)
+    return attack.iterate(model, x, y, target)
 
 
 @ATTACKS.register("pgd", "PGD in the norm of --norm (Madry et al. 2018): steps, alpha, restarts, loss ce|cw|dlr, targeted")

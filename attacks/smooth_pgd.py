@@ -25,10 +25,12 @@ from typing import Literal
 
 import torch
 
-from harness.errors import UsageError
-from harness.registry import ATTACKS
+from harness.core.attack import Attack
+from harness.core.defense import SoftSmoothed, soft_log_prob
+from harness.core.errors import UsageError
+from harness.core.geometry import ascent_direction, project, random_in_ball
+from harness.core.registry import ATTACKS
 
-from .base import Attack, ascent_direction, project, random_in_ball
 from .losses import attack_loss
 
 
@@ -60,15 +62,13 @@ class SmoothPGD(Attack):
     def _smoothed(self, model) -> tuple[torch.nn.Module, float]:
         """(base classifier, sigma): from a smoothed surface, or ``model`` itself with the ``sigma`` parameter."""
         base, sigma = model, self.sigma
-        if hasattr(model, "base") and hasattr(model, "sigma"):  # defenses.smoothing.SoftSmoothed
+        if isinstance(model, SoftSmoothed):  # the white-box surface of the smoothing defense
             base, sigma = model.base, (model.sigma if self.sigma is None else self.sigma)
         if sigma is None:
             raise UsageError("pgd_smooth: the defense hands over no smoothed classifier; give the noise level with --set sigma=...")
         return base, float(sigma)
 
     def perturb(self, model, x: torch.Tensor, y: torch.Tensor, **kw) -> torch.Tensor:
-        from defenses.smoothing import soft_log_prob
-
         base, sigma = self._smoothed(model)
         x = x.detach()
         x_out = x.clone()
@@ -87,8 +87,6 @@ class SmoothPGD(Attack):
 
     def _run(self, base, sigma: float, x0: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """One run: random start (optional), then ``steps`` ascent steps on -log G(x)_y (summed over the batch)."""
-        from defenses.smoothing import soft_log_prob
-
         x_adv = (x0 + random_in_ball(x0, self.norm, self.eps)).clamp(0, 1) if self.random_start else x0.clone()
         z = torch.randn((self.m, *x0.shape), device=x0.device, dtype=x0.dtype) if self.fixed_noise else None
         for _ in range(self.steps):

@@ -1,5 +1,3 @@
-"""Defenses.  Each module registers its defenses in ``harness.DEFENSES`` on import."""
-from . import magnet, ood, preempt, purifiers, safe_spot, smoothing  # noqa: F401 - register
-from .base import ABSTAIN, Defense, Detector, NoDefense, Preemptive, Preprocessor, Wrapper
-
-__all__ = ["ABSTAIN", "Defense", "Detector", "NoDefense", "Preemptive", "Preprocessor", "Wrapper"]
+"""Defenses.  Each module registers its defenses (and training recipes) on import; the four kinds they implement
+are in ``harness.core.defense``."""
+from . import magnet, none, ood, preempt, purifiers, recipes, safe_spot, smoothing  # noqa: F401 - register

@@ -65,15 +65,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.errors import UsageError
-from harness.artifacts import TRAIN_THREADS, cache_key as artifact_key, load_or_train as load_artifact
+from harness.core.artifacts import TRAIN_THREADS
+from harness.core.artifacts import cache_key as artifact_key
+from harness.core.artifacts import load_or_train as load_artifact
+from harness.core.defense import ABSTAIN
+from harness.core.errors import UsageError
+from harness.core.registry import DEFENSES
+from harness.data import load
+from harness.models.checkpoint import load_checkpoint
 from harness.ood_metrics import threshold_at_tpr
-from harness.registry import DEFENSES
 
-from .base import ABSTAIN
 from .ood import ThresholdDetector
-from .purifiers.training import (Context, Method, frozen_eval, register_method, train_purifier,
-                                 weights_digest)
+from .purifiers.training import Context, Method, frozen_eval, register_method, train_purifier, weights_digest
 
 BATCH = 500
 
@@ -193,12 +196,10 @@ def load_or_train_autoencoder(cfg: dict | None = None, *, dataset: str = "digits
     (``$HARNESS_CACHE``, keyed by the settings, the dataset and the torch version) or shipped (``SHIPPED``), else trained
     now on the training split of ``dataset`` and cached (atomic write).  Returns (network in eval mode without
     parameter gradients, where its weights came from).  The global RNG is left as it was."""
-    from harness.data import load
 
     cfg = {**DEFAULTS, **(cfg or {})}
     with torch.random.fork_rng(devices=[]):
         if checkpoint is not None:
-            from harness.models.checkpoint import load_checkpoint
 
             channels = load(dataset, "test", data_dir).x.shape[1]
             net = load_checkpoint(MagNetAutoencoder(channels, cfg["structure"], cfg["activation"]), checkpoint,
@@ -360,7 +361,6 @@ class MagNet(ThresholdDetector, nn.Module):
         """tau_i = the largest threshold with at most ``fpr`` of the clean images (``x``, default: the calibration
         split) having D_i > tau_i (MagNet's per-detector drop rate); the combined score's threshold is 0."""
         if x is None:
-            from harness.data import load
 
             data = load(self.dataset, self.calib_split, self.data_dir)
             x = data.take(None if self.calib_n is None else min(self.calib_n, len(data))).x

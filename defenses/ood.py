@@ -61,11 +61,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from attacks.pgd import PGD
-from harness.errors import UsageError
-from harness.ood_metrics import TPR, fpr_at_tpr, threshold_at_tpr
-from harness.registry import DEFENSES
+from harness.core.defense import ABSTAIN, Detector
+from harness.core.errors import UsageError
+from harness.core.registry import DEFENSES
+from harness.data import load
+from harness.ood_metrics import TPR, auroc, fpr_at_tpr, threshold_at_tpr
 
-from .base import ABSTAIN, Detector
 from .safe_spot import SafeSpot, search
 
 BATCH = 500
@@ -95,7 +96,7 @@ def safe_spot_parts(model, x: torch.Tensor, spot: SafeSpot, adv: PGD) -> dict:
     c = p0.argmax(1)
     with torch.enable_grad():  # the searches differentiate even when called under no_grad (classify)
         x_s = spot.robustify(model, x, c)
-        x_a = adv._run(model, x_s, c, None, check=False)[0]
+        x_a = adv.iterate(model, x_s, c, None)
     with torch.no_grad():
         pa = F.softmax(model(x_a), 1)
     return {"c": c, "p0": p0, "x_s": x_s, "x_a": x_a, "pa": pa}
@@ -213,7 +214,6 @@ class Mahalanobis:
         from sklearn.pipeline import make_pipeline
         from sklearn.preprocessing import StandardScaler
 
-        from harness.ood_metrics import auroc
 
         gen = torch.Generator().manual_seed(seed)
         pi, po = torch.randperm(len(x_in), generator=gen), torch.randperm(len(x_out), generator=gen)
@@ -332,7 +332,7 @@ def train_ood(model: nn.Module, x_in: torch.Tensor, y_in: torch.Tensor, x_out: t
 
     def spot_adversarial(xb, yb):  # x_a* of section 3.5: S-FGSM/S-PGD towards yb, then PGD up CE(., yb)
         x_s = search(model, xb, yb, search_method, norm, delta, search_steps, None, True)
-        return attack._run(model, x_s, yb, None, check=False)[0]
+        return attack.iterate(model, x_s, yb, None)
 
     for _ in range(epochs):
         perm = torch.randperm(len(x_in), generator=gen)
@@ -397,10 +397,6 @@ class ThresholdDetector(Detector):
     def _score(self, model, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def surrogate_score(self, model, x: torch.Tensor) -> torch.Tensor:
-        """A differentiable stand-in for ``score`` (what an adaptive attack differentiates)."""
-        raise NotImplementedError
-
     def score(self, model, x: torch.Tensor) -> torch.Tensor:
         c = self._cache
         if c is not None and c[0] is x and c[1] == x._version:
@@ -416,7 +412,6 @@ class ThresholdDetector(Detector):
     def calibrate(self, model, x: torch.Tensor | None = None) -> float:
         """Set tau at ``tpr`` of the scores of ``x`` (default: the calibration split)."""
         if x is None:
-            from harness.data import load
 
             data = load(self.dataset, self.calib_split, self.data_dir)
             x = data.take(None if self.calib_n is None else min(self.calib_n, len(data))).x

@@ -35,12 +35,13 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from attacks.base import ascent_direction, flat_norm, project, random_in_ball
-from harness.errors import UsageError
-from harness.progress import bar
-from harness.registry import DEFENSES, RECIPES
-
-from .base import Preemptive
+from attacks.pgd import PGD
+from harness.core.defense import Preemptive
+from harness.core.errors import UsageError
+from harness.core.geometry import ascent_direction, flat_norm, project, random_in_ball
+from harness.core.progress import bar
+from harness.core.registry import DEFENSES, RECIPES
+from harness.core.training import eps_ramp
 
 # Outer learning rates beta.  Linf (RMSProp in tanh space, scale-free in delta): 0.1 (appendix C.1, CIFAR-10 and
 # ImageNet).  L2 (raw-gradient descent, so beta depends on the gradient scale): 0.001 for CIFAR-10 (appendix C.1);
@@ -215,6 +216,14 @@ def optimise(model, center: torch.Tensor, x_init: torch.Tensor, y: torch.Tensor,
         return torch.minimum(torch.maximum(x, lo), hi)
 
 
+def reconstruct(model, x_r: torch.Tensor, s: Settings) -> torch.Tensor:
+    """Algorithm 3: x_hat_o from x_r: start at x_r and ASCEND Algorithm 1's loss against c(x_r) within
+    B_delta(x_r) ∩ [0,1], with the defender's hyper-parameters ``s`` (the very machinery of Algorithm 1)."""
+    with torch.no_grad():
+        y_r = model(x_r).argmax(1)  # c(x_r)
+    return optimise(model, x_r, x_r, y_r, s, ascend=True)
+
+
 @DEFENSES.register("preempt", "preemptive robustification (Moon et al. AAAI 2022, Algorithm 1): x_r near x_o, robust to PGD",
                    paper={"maxiter": "100", "steps": "20", "n_starts": "1", "alpha": "eps/4",
                           "beta": "0.1 Linf (RMSProp), 0.001 L2 CIFAR-10 (digits 0.01 and MNIST 0.3: tuned here)",
@@ -253,6 +262,11 @@ class PreemptRobustify(Preemptive):
         a subclass may return another one (``preempt_smooth``: the soft smoothed classifier)."""
         return model
 
+    def reconstruct(self, model, x_seen: torch.Tensor, eps: float) -> torch.Tensor:
+        """Algorithm 3 with this defense's settings, against the model it robustifies against (``robustify_model``:
+        the soft smoothed classifier for ``preempt_smooth``, whose argmax then gives c(x_r))."""
+        return reconstruct(self.robustify_model(model), x_seen.detach(), self.settings())
+
     def settings(self) -> Settings:
         return Settings(self.norm, self.eps, self.delta, self.maxiter, self.steps, self.alpha, self.n_starts,
                         self.beta, self.exact)
@@ -280,8 +294,6 @@ def preempt_robust(norm: Literal["linf", "l2"] = "linf", eps: float = 0.1, delta
     pitfall); we follow the paper's Algorithm 2 and descend.  For L2 the step direction is g/||g||_2.
     ``ramp``: batches over which eps, delta, beta and alpha warm up linearly from 0 (``recipes.eps_ramp``).
     """
-    from attacks.pgd import PGD
-    from harness.models.recipes import eps_ramp
 
     delta = eps if delta is None else delta
     beta = delta if beta is None else beta
@@ -295,6 +307,6 @@ def preempt_robust(norm: Literal["linf", "l2"] = "linf", eps: float = 0.1, delta
             with torch.no_grad():
                 x_r = project(x_r - f * beta * ascent_direction(g, norm), x, norm, f * delta)
         attack = PGD(norm=norm, eps=f * eps, steps=steps, alpha=None if alpha is None else f * alpha, early_stop=False)
-        return attack._run(model, x_r.detach(), y, None, check=False)[0]
+        return attack.iterate(model, x_r.detach(), y)
 
     return make_batch

@@ -33,11 +33,11 @@ from typing import Literal
 import torch
 
 from attacks.pgd import PGD
-from harness.errors import UsageError
-from harness.registry import DEFENSES, RECIPES
+from harness.core.defense import Preemptive
+from harness.core.errors import UsageError
+from harness.core.registry import DEFENSES, RECIPES
 
-from .base import Preemptive
-from .preempt import PreemptRobustify
+from .preempt import PreemptRobustify, Settings, reconstruct
 
 METHODS = ("fgsm", "pgd", "full")
 
@@ -54,7 +54,7 @@ def targeted_search(model, x_o: torch.Tensor, target: torch.Tensor, norm: str, d
     pgd = PGD(norm=norm, eps=delta, steps=steps, alpha=alpha, random_start=random_start, targeted=True,
               early_stop=False)
     # targeted CE: PGD ascends -CE(x, target); with early_stop=False and check=False it never asks for "fooled".
-    return pgd._run(model, x_o.detach(), target, target, check=False)[0]
+    return pgd.iterate(model, x_o.detach(), target, target)
 
 
 def search(model, x_o: torch.Tensor, target: torch.Tensor, method: str, norm: str, delta: float,
@@ -111,6 +111,11 @@ class SafeSpot(Preemptive):
         self.maxiter, self.inner_steps, self.inner_alpha, self.n_starts = int(maxiter), int(inner_steps), inner_alpha, int(n_starts)
         self.beta, self.init, self.label, self.exact = beta, init, label, bool(exact)
 
+    def reconstruct(self, model, x_seen: torch.Tensor, eps: float) -> torch.Tensor:
+        """Algorithm 3 of the preemptive paper with Algorithm 1's default settings at this search's norm and delta
+        (the attacker knows the defense, and the reconstruction attack is defined for Algorithm 1)."""
+        return reconstruct(model, x_seen.detach(), Settings(self.norm, eps, self.delta or eps))
+
     def full(self) -> PreemptRobustify:
         """Algorithm 1 with these settings (the preemptive-robustification implementation)."""
         return PreemptRobustify(norm=self.norm, eps=self.eps, delta=self.delta, maxiter=self.maxiter,
@@ -136,7 +141,7 @@ def safe_spot_adversarial(model, x: torch.Tensor, y: torch.Tensor, method: str, 
     B_delta(x), then x_a* = ``attack`` (PGD UP CE(., y), random start) within B_eps(x_s*) ∩ [0,1].
     With ``return_spot`` also returns x_s*."""
     x_s = search(model, x, y, method, norm, delta, search_steps, search_alpha, search_random_start)
-    x_a = attack._run(model, x_s, y, None, check=False)[0]
+    x_a = attack.iterate(model, x_s, y, None)
     return (x_a, x_s) if return_spot else x_a
 
 

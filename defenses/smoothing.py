@@ -23,57 +23,22 @@ section 3.6), and the ``gaussian`` training recipe (Gaussian data augmentation, 
 """
 from __future__ import annotations
 
-import math
 from functools import lru_cache
 from typing import Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from harness.errors import UsageError
-from harness.registry import DEFENSES, RECIPES
+from harness.core.defense import ABSTAIN, SoftSmoothed, Wrapper
+from harness.core.errors import UsageError
+from harness.core.registry import DEFENSES, RECIPES
 
-from .base import ABSTAIN, Wrapper
 from .preempt import PreemptRobustify
-
 
 # --------------------------------------------------------------------------------------------------------
 # The soft smoothed classifier (Salman et al. 2019, the SmoothAdv objective; preemptive paper eq. 3)
 # --------------------------------------------------------------------------------------------------------
-
-def soft_log_prob(base: nn.Module, x: torch.Tensor, sigma: float, m: int, z: torch.Tensor | None = None) -> torch.Tensor:
-    """log G(x), G(x) = E_eta[softmax(f(x + eta))], estimated by the mean over ``m`` draws (Salman et al. 2019).
-
-    ``z``: standard normal draws of shape (m, *x.shape) to use instead of fresh ones (SmoothAdv's fixed noise);
-    the noise is ``sigma * z``.  The mean is taken in log space (logsumexp of the log-softmaxes minus log m),
-    which equals log(mean softmax) without the 1e-20 clamp of Salman et al.'s code.  The output is a
-    normalised log-probability vector, so it is usable as logits: cross-entropy on it is -log G(x)_y.
-    """
-    if z is None:
-        z = torch.randn((m, *x.shape), device=x.device, dtype=x.dtype)
-    m = z.shape[0]
-    noisy = (x.unsqueeze(0) + sigma * z).reshape(m * x.shape[0], *x.shape[1:])
-    logp = F.log_softmax(base(noisy), dim=1).view(m, x.shape[0], -1)
-    return torch.logsumexp(logp, dim=0) - math.log(m)
-
-
-class SoftSmoothed(nn.Module):
-    """The soft smoothed classifier G of ``base`` (Salman et al. 2019; preemptive paper eq. 3), as a module.
-
-    ``forward(x)`` returns log G(x) estimated with ``m`` fresh noise draws per call (log-probabilities that
-    serve as logits).  Attacks that want their own sampling scheme (``pgd_smooth``) read ``base`` and
-    ``sigma`` from it.
-    """
-
-    def __init__(self, base: nn.Module, sigma: float, m: int):
-        super().__init__()
-        self.base, self.sigma, self.m = base, float(sigma), int(m)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return soft_log_prob(self.base, x, self.sigma, self.m)
-
 
 # --------------------------------------------------------------------------------------------------------
 # Statistics

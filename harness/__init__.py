@@ -1,10 +1,9 @@
 """Adversarial attack-defense evaluation harness.
 
-The engine: plugin registries, data, models, threat models, the evaluation loop, metrics and reports.
-Attacks live in the top-level package ``attacks``, defenses in ``defenses``.
+Layers, bottom up: ``harness.core`` (contracts and mechanisms, no project imports) <- ``harness.data``,
+``harness.models`` <- the plugins ``attacks`` and ``defenses`` (and ``harness.bounds``) <- the engine
+(``harness.threat``, ``harness.evaluate``, ``harness.report``, ``harness.check``) <- assembly
+(``harness.plugins``, ``harness.assembly``) <- the command line (``harness.cli``, ``harness.certify``).
+See docs/ARCHITECTURE.md.
 """
-from .errors import DataError, UsageError
-from .registry import ATTACKS, DATASETS, DEFENSES, MODELS, RECIPES
-
-__all__ = ["ATTACKS", "DATASETS", "DEFENSES", "MODELS", "RECIPES", "DataError", "UsageError"]
 __version__ = "0.1.0"

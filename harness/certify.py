@@ -177,14 +177,15 @@ def cmd_certify(args, argv: list[str]) -> int:
 
     from tqdm import tqdm
 
-    from . import cli
+    from harness.core.errors import UsageError
+    from harness.core.registry import DEFENSES
+
+    from . import assembly
     from .config import Overrides, parse_eps
     from .data import load
-    from .errors import UsageError
-    from .registry import DEFENSES
     from .report import environment, write_atomic
 
-    cli.require_positive(N0=args.N0, N=args.N, batch=args.batch, skip=args.skip, batch_size=args.batch_size, n=args.n)
+    assembly.require_positive(N0=args.N0, N=args.N, batch=args.batch, skip=args.skip, batch_size=args.batch_size, n=args.n)
     if not args.step > 0:
         raise UsageError("--step must be > 0")
     try:
@@ -208,8 +209,8 @@ def cmd_certify(args, argv: list[str]) -> int:
     if args.n is not None:
         idx = idx[: args.n]
     eps = parse_eps(args.eps) if args.eps is not None else None
-    device = cli.pick_device(args.device)
-    model, model_name = cli.load_model(args.model, args.arch, data, overrides, device, args.quiet, args.data_dir)
+    device = assembly.pick_device(args.device)
+    model, model_name = assembly.load_model(args.model, args.arch, data, overrides, device, args.quiet, args.data_dir)
     overrides.check_all_used()
     config = {"dataset": args.dataset, "split": args.split or "test", "model": model_name, "arch": args.arch,
               "defense": args.defense, "defense_params": extra, "sigma": args.sigma,

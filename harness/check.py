@@ -6,7 +6,7 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from .errors import UsageError
+from harness.core.errors import UsageError
 
 KEY = ("dataset", "model", "defense", "attack", "threat", "norm", "eps")
 METRICS = ("clean_acc", "robust_acc")

@@ -8,13 +8,11 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
 import sys
 from pathlib import Path
 
-from .errors import UsageError
-from .progress import set_quiet
-
+from harness.core.errors import UsageError
+from harness.core.progress import set_quiet
 
 EPILOG = """examples:
   harness run --defense none --attack pgd_linf                 # the embedded default: digits, digits_cnn_adv
@@ -118,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
             from .check import run_check
 
             return run_check(args.baseline, args.results, args.tolerance)
-        from .registry import load_builtins
+        from harness.plugins import load_builtins
 
         load_builtins()
         if args.command == "list":
@@ -148,116 +146,25 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
-def require_positive(**flags) -> None:
-    """A UsageError naming the first flag (``batch_size`` is ``--batch-size``) that is set and not >= 1."""
-    for key, value in flags.items():
-        if value is not None and value < 1:
-            raise UsageError(f"--{key.replace('_', '-')} must be a positive integer, got {value}")
-
-
-def pick_device(name: str):
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise UsageError(f"--device expects auto, cpu or cuda[:i], got {name!r}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda: no CUDA device is available (use --device cpu or auto)")
-    return dev
-
-
-def load_model(model: str | None, arch: str | None, data, overrides, device, quiet: bool, data_dir: str | None = None):
-    """A zoo name, or a checkpoint path with --arch; returns (module, display name)."""
-    from .models.checkpoint import load_checkpoint
-    from .models.zoo import load_zoo
-    from .registry import ZOO
-
-    name = model or data.default_model
-    if name is None:
-        raise UsageError(f"{data.name} has no default model; pass --model NAME (see 'harness list zoo') or --model PATH --arch ARCH")
-    check_model(name, arch)
-    if name in ZOO and arch is None:
-        return load_zoo(name, device, quiet, data_dir), name
-    net = load_checkpoint(build_arch(arch, data, overrides)[0], name, arch)
-    return net.to(device).eval(), Path(name).stem
-
-
-def check_model(name: str, arch: str | None) -> None:
-    """--model is a zoo name, or an existing checkpoint file with --arch: a UsageError saying which is wrong."""
-    from .registry import MODELS, ZOO
-
-    if name in ZOO and arch is None:
-        return
-    if name in MODELS and not os.path.exists(name):
-        raise UsageError(f"{name} is an architecture, not a trained model; pass --model PATH --arch {name}")
-    if not os.path.exists(name):
-        if arch is not None:
-            raise UsageError(f"checkpoint {name} not found")
-        if os.sep in name or Path(name).suffix in (".pt", ".pth", ".ckpt", ".bin"):
-            raise UsageError(f"--model {name}: no such file (and not a zoo name; see 'harness list zoo')")
-        ZOO.get(name)  # unknown name: fails with the closest zoo names
-    if arch is None:
-        raise UsageError(f"--model {name} is a checkpoint path: pass --arch (one of {', '.join(MODELS.list())})")
-    MODELS.get(arch)
-
-
-def build_arch(arch: str, data, overrides):
-    """An untrained ``arch`` sized for ``data`` (classes, channels, image size), with --set overrides."""
-    from .registry import MODELS
-
-    entry = MODELS.get(arch)
-    kw = {"num_classes": data.num_classes, "in_channels": data.x.shape[1], "image_size": data.x.shape[-1]}
-    kw = {k: v for k, v in kw.items() if k in entry.params}
-    kw.update(overrides.for_plugin(MODELS, arch))
-    return MODELS.create(arch, **kw), kw
-
-
-def resolve_norm(args, attack_entries) -> str:
-    if args.norm is not None:
-        norm = args.norm.lower()
-        if norm not in ("linf", "l2"):
-            raise UsageError(f"--norm must be linf or l2, got {args.norm!r}")
-        return norm
-    for entry in attack_entries:
-        norms = getattr(entry.factory, "norms", ())
-        if len(norms) == 1:
-            return norms[0]
-    return "linf"
-
-
-def build_plugins(registry, names, overrides, budget_kw):
-    """Create each named plugin with --set overrides; budget_kw fills norm/eps/delta where not overridden."""
-    built = []
-    for name in names:
-        entry = registry.get(name)
-        kw = {k: v for k, v in budget_kw.items() if k in entry.params}
-        kw.update(overrides.for_plugin(registry, name))
-        built.append((name, registry.create(name, **kw)))
-    return built
-
-
-def defense_context(args, data) -> dict:
-    """What a defense that trains on first use learns from the run unless --set says otherwise: the dataset,
-    where its files lie, --quiet, and (for purifiers) the zoo model it will stand in front of as ``target``."""
-    from .registry import ZOO
-
-    ctx = {"dataset": args.dataset, "data_dir": args.data_dir, "quiet": args.quiet}
-    name = args.model or data.default_model
-    if args.arch is None and name in ZOO:
-        ctx["target"] = name
-    return ctx
-
-
 def cmd_run(args, argv) -> int:
     import torch
 
+    from harness.core.registry import ATTACKS, DATASETS, DEFENSES
+
+    from .assembly import (
+        build_plugins,
+        check_model,
+        check_writable,
+        defense_context,
+        device_name,
+        load_model,
+        pick_device,
+        require_positive,
+        resolve_norm,
+    )
     from .config import Overrides, RunConfig, parse_eps
     from .data import load
     from .evaluate import evaluate
-    from .registry import ATTACKS, DATASETS, DEFENSES
     from .report import environment, write_report
 
     started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
@@ -296,12 +203,12 @@ def cmd_run(args, argv) -> int:
     out = Path(args.out or Path("runs") / config_hash)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} exists and is not a folder")
-    _check_writable(out)
+    check_writable(out)
     results = evaluate(model, data, defenses, attacks, batch_size=batch_size, seed=args.seed, device=device,
                        passes=args.passes, quiet=args.quiet)
     meta = {"dataset": args.dataset, "model": model_name, "seed": args.seed, "config_hash": config_hash, "note": data.note or data.name}
     run_info = {"config": cfg.as_dict(), "config_hash": config_hash, "seed": args.seed, "argv": ["harness", *argv],
-                "device": _device_name(device), "data_note": data.note, "started": started,
+                "device": device_name(device), "data_note": data.note, "started": started,
                 "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), **environment()}
     replaced = (out / "results.csv").exists()
     rows = write_report(out, results, data.y, meta, run_info, samples=not args.no_samples)
@@ -314,26 +221,8 @@ def cmd_run(args, argv) -> int:
     return 0
 
 
-def _check_writable(out: Path) -> None:
-    probe = out if out.exists() else out.parent
-    while not probe.exists():
-        probe = probe.parent
-    if not os.access(probe, os.W_OK):
-        raise UsageError(f"--out {out}: folder is not writable")
-
-
-def _device_name(device) -> str:
-    import platform
-
-    import torch
-
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
-
-
 def cmd_list(args) -> int:
-    from .registry import REGISTRIES
+    from harness.core.registry import REGISTRIES
 
     kinds = [args.kind] if args.kind else list(REGISTRIES)
     for kind in kinds:
@@ -353,12 +242,14 @@ def cmd_list(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from .artifacts import atomic_save
+    from harness.core.artifacts import atomic_save
+    from harness.core.registry import RECIPES
+    from harness.core.training import fit
+
+    from .assembly import build_arch, check_writable, pick_device
     from .config import Overrides
     from .data import load
     from .models.checkpoint import load_checkpoint
-    from .models.recipes import fit
-    from .registry import RECIPES
 
     if args.defense is not None:
         return train_defense(args)
@@ -375,7 +266,7 @@ def cmd_train(args) -> int:
     if args.model:
         model = load_checkpoint(model, args.model, arch)
     out = Path(args.out)
-    _check_writable(out.parent if out.parent != Path("") else Path("."))
+    check_writable(out.parent if out.parent != Path("") else Path("."))
     model = fit(model.to(device), data.x, data.y, make_batch, epochs=args.epochs, lr=args.lr,
                 batch_size=args.batch_size or 128, seed=args.seed, quiet=args.quiet, desc=f"train {arch} ({args.recipe})")
     atomic_save(model.state_dict(), out)
@@ -390,11 +281,12 @@ def cmd_train(args) -> int:
 def train_defense(args) -> int:
     """``harness train --defense NAME --target-model M``: train a purifier for M, save it for ``--set checkpoint=``."""
     from defenses.purifiers.training import METHODS, parse_settings, standard_model, train_to_file, training_data
+    from harness.core.registry import ZOO
 
+    from .assembly import check_writable, load_model, pick_device
     from .config import Overrides, parse_sets
     from .data import load
     from .models.zoo import load_zoo
-    from .registry import ZOO
 
     if args.defense not in METHODS:
         raise UsageError(f"--defense {args.defense}: trainable defenses are {', '.join(sorted(METHODS))}")
@@ -415,7 +307,7 @@ def train_defense(args) -> int:
         args.epochs = settings.pop("epochs")
     target, target_name = load_model(args.target_model, args.arch, data, Overrides([]), device, args.quiet, args.data_dir)
     out = Path(args.out)
-    _check_writable(out.parent if out.parent != Path("") else Path("."))
+    check_writable(out.parent if out.parent != Path("") else Path("."))
     feature = standard_model(args.dataset) if METHODS[args.defense].feature_net else None  # as the defense's default
     feature_model = load_zoo(feature, device, args.quiet, args.data_dir) if feature else None
     train_to_file(args.defense, target, data, out, epochs=args.epochs, feature_model=feature_model, quiet=args.quiet,

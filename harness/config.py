@@ -5,8 +5,8 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 
-from .errors import UsageError
-from .registry import Registry, parse_number
+from harness.core.errors import UsageError
+from harness.core.registry import Registry, parse_number
 
 # Keys of the config that do not change the numbers and so stay out of the hash.
 UNHASHED = ("out", "quiet", "debug", "device", "data_dir")

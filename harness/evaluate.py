@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 import torch
 from tqdm import tqdm
 
-from attacks.base import Attack
-from defenses.base import Defense
+from harness.core.attack import Attack
+from harness.core.defense import Defense
+from harness.core.errors import UsageError
 
 from .counting import CountingModel
 from .data.base import ImageSet
-from .errors import UsageError
 from .threat import Verdict, resolve_threat, run_cell
 
 

@@ -9,14 +9,15 @@
 A sample is robust under an attack iff its defended clean prediction is correct and the attack failed:
 the defended prediction on the adversarial image is correct, or the image is invalid.
 
-Two optional attack attributes, read after each ``perturb`` (an attack that uses them sets them on every call):
-- ``last_candidates``: a list of image batches (e.g. one per eps' of the adaptive attack's sweep).  The sample
-  is then non-robust iff ANY candidate is valid (within the ball) and misclassified: the worst case over the
-  candidates, judged by the evaluator, which knows x_o (the attack cannot check validity itself).  The reported
-  image per sample is the first valid success, else the first (invalid) success, else the returned image;
-  ``valid`` is False exactly when the sample had a misclassifying candidate and every one of them was invalid.
-- ``last_points``: {name: image batch}; the distance of each image to x_o (in the attack's norm) lands in
+An attack hands back an ``AttackResult`` (``Attack.run``): the images, and optionally
+- ``candidates``: a list of image batches (e.g. one per eps' of the adaptive attack's sweep).  The sample is then
+  non-robust iff ANY candidate is valid (within the ball) and misclassified: the worst case over the candidates,
+  judged by the evaluator, which knows x_o (the attack cannot check validity itself).  The reported image per
+  sample is the first valid success, else the first (invalid) success, else the returned image; ``valid`` is False
+  exactly when the sample had a misclassifying candidate and every one of them was invalid.
+- ``points``: {name: image batch}; the distance of each image to x_o (in the attack's norm) lands in
   ``Verdict.extra[name + "_dist"]`` (e.g. the reconstruction x_hat_o of the adaptive attack, Figure 3).
+- ``extra``: per-sample values recorded as they are.
 
 An adaptive attack is also handed a ``Referee`` (``referee=``) where the defense is deterministic and not a
 detector: ``referee.settled(images)`` says which samples that batch of candidates has already decided for good
@@ -37,10 +38,10 @@ from dataclasses import dataclass, field
 
 import torch
 
-from attacks.base import Attack, flat_norm
-from defenses.base import ABSTAIN, Defense
-
-from .errors import UsageError
+from harness.core.attack import Attack
+from harness.core.defense import ABSTAIN, Defense
+from harness.core.errors import UsageError
+from harness.core.geometry import flat_norm
 
 THREATS = ("none", "oblivious", "grey-box", "white-box")
 # Relative and absolute slack of the budget check, for float rounding in projections.
@@ -126,7 +127,8 @@ def run_cell(defense: Defense, model, attack: Attack, threat: str, x_o: torch.Te
             kw = {"defense": defense, "classifier": model}
             if not (defense.randomized or detector):  # there "settled" would not fix the majority / rejection reading
                 kw["referee"] = Referee(judge)
-        x_adv = attack.perturb(defense.surface(model, threat), x_seen[idx], y[idx], **kw).detach()
+        result = attack.run(defense.surface(model, threat), x_seen[idx], y[idx], **kw)
+        x_adv = result.images.detach()
         ok, d, correct, rejected = judge(x_adv)
         fooled = ~correct.all(0)
         robust[idx] = ~fooled | ~ok
@@ -136,7 +138,7 @@ def run_cell(defense: Defense, model, attack: Attack, threat: str, x_o: torch.Te
             extra["rejected"][idx] = rejected.any(0).float()
             extra["score_adv"][idx] = defense.score(model, x_adv).to(extra["score_adv"])
             extra["score_clean"][idx] = defense.score(model, x_seen[idx]).to(extra["score_clean"])
-        cands = getattr(attack, "last_candidates", None)
+        cands = result.candidates
         if cands:  # worst case over the candidates; report the first valid success, else the first success
             pick_d = d.clone()
             seen_valid, seen_fool = fooled & ok, fooled.clone()
@@ -158,8 +160,8 @@ def run_cell(defense: Defense, model, attack: Attack, threat: str, x_o: torch.Te
             extra["robust_majority"][idx] = majority
         valid[idx], dist[idx], attacked[idx] = ok, d, True
         points = {f"{k}_dist": flat_norm(p.detach() - x_o[idx], attack.norm)
-                  for k, p in getattr(attack, "last_points", {}).items()}
-        for key, val in {**getattr(attack, "last_extra", {}), **points}.items():  # e.g. reconstruction distances
+                  for k, p in result.points.items()}
+        for key, val in {**result.extra, **points}.items():  # e.g. reconstruction distances
             full = torch.full((n,), float("nan"), device=y.device)
             full[idx] = val.to(full.device, full.dtype)
             extra[key] = full

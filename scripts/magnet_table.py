@@ -24,7 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 from tabulate import tabulate  # noqa: E402
 
-from harness.registry import ATTACKS, DEFENSES, load_builtins  # noqa: E402
+from harness.core.registry import ATTACKS, DEFENSES
+from harness.plugins import load_builtins
 
 ROWS = [("None", "none", {}), ("MagNet (reformer only)", "magnet", {"detectors": "none"}),
         ("MagNet (detector+reformer)", "magnet", {})]

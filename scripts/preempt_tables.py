@@ -73,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     models = {"ADV": args.adv or default["ADV"], "Ours": args.ours or default["Ours"]}
     models = {k: v for k, v in models.items() if k in args.rows.split(",")}
 
-    from harness.registry import ATTACKS, load_builtins
+    from harness.core.registry import ATTACKS
+    from harness.plugins import load_builtins
 
     load_builtins()
     use_aa = not args.no_autoattack

@@ -31,7 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 from tabulate import tabulate  # noqa: E402
 
-from harness.registry import ATTACKS, DEFENSES, load_builtins  # noqa: E402
+from harness.core.registry import ATTACKS, DEFENSES
+from harness.plugins import load_builtins
 
 ROWS = [("None", "none", {}), ("HGD", "hgd", {}), ("NRP", "nrp", {}), ("JATP", "jatp", {}),
         ("JATP-obl", "jatp", {"mode": "obl"}), ("HGD-full", "hgd", {"mode": "full"})]

@@ -11,9 +11,10 @@ import argparse
 
 import torch
 
-from harness.artifacts import SHIPPED_DIR, atomic_save, sha256_file
+from harness.core.artifacts import SHIPPED_DIR, atomic_save, sha256_file
+from harness.core.registry import ZOO
 from harness.models.zoo import artifact_name, load_zoo
-from harness.registry import ZOO, load_builtins
+from harness.plugins import load_builtins
 
 
 def main() -> None:

@@ -60,7 +60,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from harness.registry import ATTACKS  # noqa: E402
+from harness.core.registry import ATTACKS
 
 DTYPE = torch.float64
 

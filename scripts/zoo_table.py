@@ -17,7 +17,8 @@ import tempfile
 from pathlib import Path
 
 from harness.cli import main as harness
-from harness.registry import ZOO, load_builtins
+from harness.core.registry import ZOO
+from harness.plugins import load_builtins
 
 CSV = Path(__file__).resolve().parents[1] / "reports" / "baselines" / "zoo_digits.csv"
 COLUMNS = ["model", "recipe", "norm", "eps", "n", "clean_acc", "robust_acc"]

@@ -37,7 +37,7 @@ def digits_test():
 def adv_model():
     """The embedded default: small CNN, PGD adversarially trained on digits (trained once, cached)."""
     from harness.models.zoo import load_zoo
-    from harness.registry import load_builtins
+    from harness.plugins import load_builtins
 
     load_builtins()
     return load_zoo("digits_cnn_adv", quiet=True)
@@ -48,7 +48,7 @@ def frozen_zoo():
     """``frozen_zoo(name)``: a fresh copy of the cached zoo model, in eval mode without parameter gradients."""
     from defenses.purifiers.training import frozen_eval
     from harness.models.zoo import load_zoo
-    from harness.registry import load_builtins
+    from harness.plugins import load_builtins
 
     load_builtins()
     return lambda name: frozen_eval(load_zoo(name, quiet=True))

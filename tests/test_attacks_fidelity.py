@@ -28,12 +28,13 @@ from pyautoattack import AutoAttack
 from pyautoattack.autopgd_base import APGDAttack, APGDAttack_targeted
 
 from attacks.autoattack import VERSION_ATTACKS
-from attacks.base import flat_norm
 from attacks.pgd import PGD
 from harness.config import Overrides
+from harness.core.errors import UsageError
+from harness.core.geometry import flat_norm
+from harness.core.registry import ATTACKS
 from harness.counting import CountingModel
-from harness.errors import UsageError
-from harness.registry import ATTACKS, load_builtins
+from harness.plugins import load_builtins
 from harness.threat import within_budget
 
 load_builtins()

@@ -6,9 +6,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from attacks.base import flat_norm
 from attacks.losses import attack_loss
 from attacks.pgd import FGSM, PGD
+from harness.core.geometry import flat_norm
 from harness.counting import CountingModel
 
 D = 16  # toy inputs: 1 x 4 x 4 images

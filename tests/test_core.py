@@ -8,10 +8,11 @@ import torch
 from scipy.stats import binomtest
 
 from harness.config import Overrides, RunConfig, parse_eps
+from harness.core.errors import DataError, UsageError
+from harness.core.registry import ATTACKS, Registry
 from harness.data.base import ImageSet
-from harness.errors import DataError, UsageError
 from harness.metrics import clopper_pearson
-from harness.registry import ATTACKS, Registry, load_builtins
+from harness.plugins import load_builtins
 
 load_builtins()
 
@@ -90,8 +91,9 @@ def test_digits_split_is_fixed(digits_test):
 
 
 def test_param_parse_optional_literal():
-    from harness.registry import Param
     from typing import Literal, Optional
+
+    from harness.core.registry import Param
 
     p = Param("norm", Optional[Literal["linf", "l2"]], None)
     assert p.parse("l2") == "l2" and p.parse("none") is None
@@ -121,8 +123,8 @@ def test_zoo_training_ignores_the_callers_rng_and_threads(tmp_path, monkeypatch)
 def test_zoo_entry_on_data_that_is_not_embedded(tmp_path, monkeypatch, shared_data):
     """An MNIST zoo entry trains from --data-dir (its absence is a one-line DataError), then loads from the cache."""
     from harness.cli import main
+    from harness.core.registry import ZOO
     from harness.models import zoo
-    from harness.registry import ZOO
 
     monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
     zoo.zoo_entry("mnist_tiny_test", "a tiny MNIST entry (this test only)", zoo.ZooSpec(
@@ -140,7 +142,7 @@ def test_zoo_entry_on_data_that_is_not_embedded(tmp_path, monkeypatch, shared_da
 
 
 def test_eps_ramp_warms_the_budget_up_linearly():
-    from harness.models.recipes import eps_ramp
+    from harness.core.training import eps_ramp
 
     ramp = eps_ramp(0.3, 3)
     assert [round(ramp(), 6) for _ in range(5)] == [0.1, 0.2, 0.3, 0.3, 0.3]

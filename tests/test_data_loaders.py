@@ -17,13 +17,13 @@ import numpy as np
 import pytest
 import torch
 
+from harness.core.errors import DataError
+from harness.core.registry import DATASETS
 from harness.data import checksums, load
 from harness.data.cifar import CIFAR10_CLASSES, read_batch
 from harness.data.download import MIRROR_ENV, download, extract_tar, url_for
 from harness.data.imagefolder import read_image_folder
 from harness.data.mnist import read_idx
-from harness.errors import DataError
-from harness.registry import DATASETS
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 MNIST_DIR = SHARED / "mnist"
@@ -433,3 +433,44 @@ def test_real_cifar10_png_test_set():
     assert torch.bincount(data.y).tolist() == [1_000] * 10
     mean = data.x.mean(dim=(0, 2, 3))
     assert mean.tolist() == pytest.approx([0.4942, 0.4851, 0.4504], abs=2e-4)
+
+
+# ---------------------------------------------------------------- lazy decoding of the CIFAR-10 PNG copy
+
+
+def test_cifar10_png_take_decodes_only_n(tmp_path, monkeypatch):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for cls in CIFAR10_CLASSES:
+        for i in range(3):
+            path = tmp_path / "cifar10_test_images" / cls / f"img_{i}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if cls == "airplane" and i == 0:  # a grayscale first image: RGB in the full load, so in take(1) too
+                Image.fromarray(rng.integers(0, 256, (32, 32), dtype=np.uint8), "L").save(path)
+            else:
+                Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8), "RGB").save(path)
+    opened: list[str] = []
+    real_open = Image.open
+    monkeypatch.setattr(Image, "open", lambda fp, *a, **k: opened.append(str(fp)) or real_open(fp, *a, **k))
+
+    data = load("cifar10", "test", str(tmp_path))
+    assert len(data) == 30 and opened == []  # listed, not decoded
+    head = data.take(7)
+    assert len(opened) == 7 and head.x.shape == (7, 3, 32, 32)
+    assert sorted(opened) == sorted(str(p) for p in sorted((tmp_path / "cifar10_test_images").rglob("*.png"))[:7])
+    one = data.take(1)
+    assert len(opened) == 8
+    with pytest.raises(DataError, match="out of range"):
+        data.take(31)
+    assert len(opened) == 8
+
+    full = load("cifar10", "test", str(tmp_path))
+    assert torch.equal(full.x[:7], head.x) and torch.equal(full.y[:7], head.y)
+    assert torch.equal(full.x[:1], one.x) and one.x[0, 0].equal(one.x[0, 2])  # the grayscale image, as RGB
+    assert len(opened) == 8 + 30  # reading x decodes every image once
+    assert torch.equal(full.take(7).x, head.x) and len(opened) == 38  # decoded already: sliced, not re-read
+    assert (head.classes, head.name, head.note, head.default_eps) == (full.classes, full.name, full.note,
+                                                                       full.default_eps)
+    eager, labels, _ = read_image_folder(tmp_path / "cifar10_test_images", classes=CIFAR10_CLASSES)
+    assert torch.equal(full.x, torch.from_numpy(eager).float() / 255) and full.y.tolist() == labels.tolist()

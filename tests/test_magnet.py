@@ -10,17 +10,18 @@ import pytest
 import torch
 from scipy.spatial.distance import jensenshannon
 
-from attacks.base import flat_norm
 from attacks.magnet_cw import MagNetCW
 from attacks.pgd import PGD
 from defenses import magnet as magnet_mod
-from defenses.base import ABSTAIN
 from defenses.magnet import MagNet, jsd, load_or_train_autoencoder, parse_detectors, train_autoencoder
 from harness.cli import main as cli_main
+from harness.core.defense import ABSTAIN
+from harness.core.errors import UsageError
+from harness.core.geometry import flat_norm
+from harness.core.registry import ATTACKS, DEFENSES
 from harness.data import load
-from harness.errors import UsageError
 from harness.ood_metrics import auroc
-from harness.registry import ATTACKS, DEFENSES, load_builtins
+from harness.plugins import load_builtins
 from harness.threat import run_cell, within_budget
 
 load_builtins()

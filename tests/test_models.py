@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from harness.errors import UsageError
+from harness.core.errors import UsageError
+from harness.core.registry import MODELS
 from harness.models.checkpoint import load_checkpoint
 from harness.models.preact_resnet import preact_resnet18
 from harness.models.resnet import resnet18, resnet34, resnet50
 from harness.models.resnet_imagenet import resnet50_imagenet
 from harness.models.wide_resnet import wide_resnet, wrn34_10
-from harness.registry import MODELS
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 CIFAR_PNGS = DATA / "cifar10_test_images"

@@ -11,18 +11,30 @@ import torch.nn.functional as F
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 from torch import nn
 
-from attacks.base import Attack, flat_norm
 from attacks.pgd import PGD
-from defenses.base import ABSTAIN
-from defenses.ood import (Mahalanobis, MSPDetector, ThresholdDetector, eq4_loss, msp, oe_loss,
-                          safe_spot_score, train_ood, uniform_ce, uniform_kl)
+from defenses.ood import (
+    Mahalanobis,
+    MSPDetector,
+    ThresholdDetector,
+    eq4_loss,
+    msp,
+    oe_loss,
+    safe_spot_score,
+    train_ood,
+    uniform_ce,
+    uniform_kl,
+)
 from defenses.safe_spot import SafeSpot
+from harness.core.attack import Attack
+from harness.core.defense import ABSTAIN
+from harness.core.geometry import flat_norm
+from harness.core.registry import ATTACKS, DEFENSES
 from harness.data import load
 from harness.data.ood import area_resize, digits_setting
-from harness.evaluate import DefenseResult, CellResult, evaluate
+from harness.evaluate import CellResult, DefenseResult, evaluate
 from harness.models.small import SmallCNN
-from harness.ood_metrics import (auroc, average_precision, fpr_at_tpr, mean_std, ood_metrics, threshold_at_tpr)
-from harness.registry import ATTACKS, DEFENSES, load_builtins
+from harness.ood_metrics import auroc, average_precision, fpr_at_tpr, mean_std, ood_metrics, threshold_at_tpr
+from harness.plugins import load_builtins
 from harness.report import result_rows, to_markdown
 from harness.threat import run_cell
 

@@ -13,10 +13,12 @@ import torch
 import torch.nn.functional as F
 
 from attacks.adaptive import AdaptiveReconstruction
-from attacks.base import Attack, flat_norm, random_in_ball
 from defenses.preempt import PreemptRobustify, Settings, update_gradient
+from harness.core.attack import Attack, AttackResult
+from harness.core.geometry import flat_norm, random_in_ball
+from harness.core.registry import ATTACKS, DEFENSES, RECIPES
 from harness.evaluate import evaluate
-from harness.registry import ATTACKS, DEFENSES, RECIPES, load_builtins
+from harness.plugins import load_builtins
 from harness.threat import run_cell
 
 load_builtins()
@@ -145,8 +147,10 @@ class _FixedAttack(Attack):
         self.images, self.candidates = images, candidates
 
     def perturb(self, model, x, y, **kw):
-        self.last_candidates = self.candidates
         return self.images
+
+    def run(self, model, x, y, **kw):
+        return AttackResult(self.images, self.candidates or [])
 
 
 def _pixel_model():
@@ -210,9 +214,11 @@ def test_adaptive_attack_sweep_worst_case_and_reconstruction_distances(models, d
     attack = AdaptiveReconstruction(norm="l2", eps=eps, use_autoattack=False)
     torch.manual_seed(1)
     v = run_cell(defense, model, attack, "white-box", x_o, x_r, y, clean)
-    cands = attack.last_candidates
-    assert len(cands) == 4 and len(attack.last_points) == 2
     idx = clean.nonzero().flatten()
+    torch.manual_seed(1)  # the same draws again: the result run_cell judged
+    result = attack.run(model, x_r[idx], y[idx], defense=defense, classifier=model)
+    cands = result.candidates
+    assert len(cands) == 4 and len(result.points) == 2
     broken = torch.zeros(len(idx), dtype=torch.bool)
     for c in cands:  # independent worst case: any valid misclassified candidate
         broken |= (model(c).argmax(1) != y[idx]) & (flat_norm(c - x_o[idx], "l2") <= eps * (1 + 1e-4) + 1e-6)
@@ -222,15 +228,15 @@ def test_adaptive_attack_sweep_worst_case_and_reconstruction_distances(models, d
     assert torch.isfinite(rec).all() and (rec <= 2 * eps + 1e-4).all()  # x_hat_o in B_delta(x_r), x_r in B_delta(x_o)
     assert torch.isfinite(v.extra["adv_dist"][idx]).all()
     # The reconstruction moved x_r (Algorithm 3 ascends the loss within B_delta(x_r)).
-    assert (flat_norm(attack.last_points["rec"] - x_r[idx], "l2") > 1e-3).any()
+    assert (flat_norm(result.points["rec"] - x_r[idx], "l2") > 1e-3).any()
 
 
 def test_adaptive_attack_without_a_preemptive_defense_is_a_plain_sweep(models, digits_test):
     model = models["linf"]
     x, y = digits_test.x[:16], digits_test.y[:16]
     attack = ATTACKS.create("adaptive_linf", eps=0.1, use_autoattack=False, sweep=(0.5, 1.0))
-    out = attack.perturb(model, x, y, defense=DEFENSES.create("none"), classifier=model)
-    assert torch.equal(attack.last_points["rec"], x) and within(out, x, "linf", 0.1)
+    result = attack.run(model, x, y, defense=DEFENSES.create("none"), classifier=model)
+    assert torch.equal(result.points["rec"], x) and within(result.images, x, "linf", 0.1)
 
 
 def test_label_true_reaches_robustify(models, digits_test, monkeypatch):

@@ -21,9 +21,11 @@ from defenses.purifiers.networks import RRDBNet, UNetDenoiser
 from defenses.purifiers.quantize import Quantize
 from defenses.purifiers.training import Features, PurifierDefense, build_net, train_purifier
 from harness.cli import main as cli_main
+from harness.core.defense import Preprocessor
+from harness.core.errors import UsageError
+from harness.core.registry import ATTACKS, DEFENSES
 from harness.data import load
-from harness.errors import UsageError
-from harness.registry import ATTACKS, DEFENSES, load_builtins
+from harness.plugins import load_builtins
 from harness.threat import run_cell
 
 load_builtins()
@@ -140,7 +142,7 @@ def test_bpda_with_the_exact_surrogate_is_the_white_box_attack():
     assert torch.equal(x_wb, x_bpda)
 
 
-class _NoApprox:
+class _NoApprox(Preprocessor):
     def purify(self, x):
         return x
 
@@ -285,7 +287,7 @@ def test_hgd_full_examples_are_pgd_against_T_of_P(target, test_data):
     torch.manual_seed(0)
     got = _craft(Context(_Fn(lambda z: z), target, cfg), x, x, y)
     torch.manual_seed(0)
-    ref = PGD(norm="linf", eps=0.1, steps=3, early_stop=False)._run(target, x, y, None)[0]
+    ref = PGD(norm="linf", eps=0.1, steps=3, early_stop=False).iterate(target, x, y, None)
     assert torch.equal(got, ref)
     cfg["mode"] = "obl"
     assert _craft(Context(_Fn(lambda z: z), target, cfg), x + 0, x, y) is not None
@@ -475,7 +477,7 @@ def test_run_puts_a_purifier_in_front_of_the_run_model():
     """``harness run --model M --defense jatp`` trains JATP against M, not against the default target."""
     from argparse import Namespace
 
-    from harness.cli import defense_context
+    from harness.assembly import defense_context
 
     data = load("digits", "test")
     args = Namespace(model="digits_cnn", arch=None, dataset="digits", data_dir=None, quiet=True)
@@ -492,7 +494,7 @@ def test_purifiers_train_at_the_datasets_budget_by_default(shared_data, tmp_path
     assert training.default_train_eps("mnist_cnn_adv", data_dir=str(shared_data)) == 0.3
     seen = {}
     monkeypatch.setattr(training, "train_to_file", lambda name, target, data, out, epochs=None, **kw: seen.update(kw))
-    monkeypatch.setattr("harness.cli.load_model", lambda *a, **k: (None, "mnist_cnn_adv"))
+    monkeypatch.setattr("harness.assembly.load_model", lambda *a, **k: (None, "mnist_cnn_adv"))
     monkeypatch.setattr("harness.models.zoo.load_zoo", lambda *a, **k: None)
     assert cli_main(["train", "--defense", "nrp", "--target-model", "mnist_cnn_adv", "--dataset", "mnist",
                      "--data-dir", str(shared_data), "--out", str(tmp_path / "p.pt"), "--quiet"]) == 0

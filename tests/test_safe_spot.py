@@ -9,13 +9,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from attacks.base import flat_norm
 from attacks.pgd import PGD
 from defenses.preempt import PreemptRobustify
 from defenses.safe_spot import SafeSpot, safe_spot_adversarial, targeted_search
 from harness.cli import main as harness_main
+from harness.core.geometry import flat_norm
+from harness.core.registry import ATTACKS, DEFENSES, RECIPES, ZOO
 from harness.evaluate import evaluate
-from harness.registry import ATTACKS, DEFENSES, RECIPES, ZOO, load_builtins
+from harness.plugins import load_builtins
 
 load_builtins()
 BUDGET = {"linf": ("digits_cnn_adv", 0.1), "l2": ("digits_cnn_adv_l2", 0.5)}
@@ -81,7 +82,7 @@ def test_s_pgd_uses_the_harness_pgd_targeted_without_early_stop(models, digits_t
     torch.manual_seed(1)
     a = targeted_search(model, x, t, "linf", 0.1, steps=20, random_start=False)
     torch.manual_seed(1)
-    b = PGD(norm="linf", eps=0.1, steps=20, random_start=False, targeted=True, early_stop=False)._run(model, x, t, t, check=False)[0]
+    b = PGD(norm="linf", eps=0.1, steps=20, random_start=False, targeted=True, early_stop=False).iterate(model, x, t, t)
     assert torch.equal(a, b)
     assert ce(model, a, t).mean() < ce(model, x, t).mean()
 

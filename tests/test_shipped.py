@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness import artifacts
+from harness.core import artifacts
+from harness.core.registry import ZOO
 from harness.models.zoo import artifact_name, load_zoo
-from harness.registry import ZOO, load_builtins
+from harness.plugins import load_builtins
 
 ROOT = Path(__file__).resolve().parents[1]
 load_builtins()

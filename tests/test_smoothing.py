@@ -21,13 +21,15 @@ from scipy.stats import beta, binom, binomtest
 from torch import nn
 
 from harness.certify import Certificates, certify_dataset, curve_rows, radii_for, table_rows
+from harness.core.registry import ATTACKS, DEFENSES, RECIPES
 from harness.data import load
-from harness.registry import ATTACKS, DEFENSES, RECIPES, load_builtins
+from harness.plugins import load_builtins
 
 load_builtins()
 
 from attacks.eot import EOTModel  # noqa: E402
-from defenses.smoothing import SoftSmoothed, Smoothing, lower_confidence_bound, soft_log_prob  # noqa: E402
+from defenses.smoothing import Smoothing, lower_confidence_bound  # noqa: E402
+from harness.core.defense import SoftSmoothed, soft_log_prob  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 ABSTAIN = -1
@@ -406,7 +408,7 @@ def test_certified_table_definitions():
 def test_certify_command_writes_tables(tmp_path, ridge_model, digits_test, monkeypatch):
     from harness.cli import main
 
-    monkeypatch.setattr("harness.cli.load_model", lambda *a, **k: (ridge_model, "ridge"))
+    monkeypatch.setattr("harness.assembly.load_model", lambda *a, **k: (ridge_model, "ridge"))
     out = tmp_path / "cert"
     argv = ["certify", "--model", "ridge", "--n", "12", "--skip", "3", "--N0", "50", "--N", "300", "--batch", "200",
             "--batch-size", "5", "--eps", "0.5", "--out", str(out), "--quiet"]
@@ -438,7 +440,7 @@ def test_certify_preempt_smooth_certifies_the_robustified_images(tmp_path, ridge
     from harness.certify import robustify_dataset
     from harness.cli import main
 
-    monkeypatch.setattr("harness.cli.load_model", lambda *a, **k: (ridge_model, "ridge"))
+    monkeypatch.setattr("harness.assembly.load_model", lambda *a, **k: (ridge_model, "ridge"))
     out = tmp_path / "cert"
     argv = ["certify", "--model", "ridge", "--defense", "preempt_smooth", "--n", "6", "--N0", "50", "--N", "300",
             "--batch-size", "3", "--eps", "0.5", "--set", "maxiter=2", "--set", "steps=2", "--out", str(out), "--quiet"]

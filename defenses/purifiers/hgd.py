@@ -24,7 +24,8 @@ from typing import Literal
 
 import torch
 
-from harness.registry import DEFENSES
+from attacks.pgd import PGD
+from harness.core.registry import DEFENSES
 
 from .networks import HGD_PAPER, UNetDenoiser
 from .training import Context, Features, Method, PurifierDefense, build_purifier, default_train_eps, register_method
@@ -59,7 +60,6 @@ def hgd_loss(target, layer: str, x_hat: torch.Tensor, x: torch.Tensor) -> torch.
 
 def _pool(ctx: Context, x: torch.Tensor, y: torch.Tensor):
     """The static training set: for each copy, each image gets one (attack, eps) drawn at random."""
-    from attacks.pgd import PGD
 
     cfg, out_x, out_c, out_y = ctx.cfg, [], [], []
     if cfg["mode"] == "full":  # no offline pool: examples are crafted against T∘P in ``_craft``
@@ -81,7 +81,7 @@ def _pool(ctx: Context, x: torch.Tensor, y: torch.Tensor):
                              alpha=eps if fgsm else None, random_start=not fgsm, early_stop=False)
                 for i in range(0, sel.numel(), 512):
                     s = sel[i:i + 512].to(x.device)
-                    x_adv[s] = attack._run(ctx.target, x[s], y[s], None)[0]
+                    x_adv[s] = attack.iterate(ctx.target, x[s], y[s], None)
         out_x.append(x_adv)
         out_c.append(x)
         out_y.append(y)
@@ -92,11 +92,10 @@ def _craft(ctx: Context, x_in: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -
     """obl: the pool's image; full: PGD (CE, random start, step eps/4) against T∘P, eq. 3 of the JATP paper."""
     if ctx.cfg["mode"] != "full":
         return x_in
-    from attacks.pgd import PGD
 
     full = torch.nn.Sequential(_Clamped(ctx.net), ctx.target)
     attack = PGD(norm="linf", eps=ctx.cfg["train_eps"], steps=ctx.cfg["full_steps"], early_stop=False)
-    return attack._run(full, x, y, None)[0]
+    return attack.iterate(full, x, y, None)
 
 
 class _Clamped(torch.nn.Module):

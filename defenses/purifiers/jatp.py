@@ -31,11 +31,20 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from harness.registry import DEFENSES
+from harness.core.registry import DEFENSES
 
 from .networks import JATP_PAPER, RRDBNet
-from .training import (Context, Features, Method, PurifierDefense, build_purifier, default_train_eps, feature_attack,
-                       per_sample_mse, register_method)
+from .training import (
+    Context,
+    Features,
+    Method,
+    PurifierDefense,
+    build_purifier,
+    default_train_eps,
+    feature_attack,
+    per_sample_mse,
+    register_method,
+)
 
 DEFAULTS = {
     # network: NRP's RRDB with nb = 3 basic blocks (paper: nf 64, gc 32), scaled for the CPU

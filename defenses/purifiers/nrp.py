@@ -23,11 +23,20 @@ from __future__ import annotations
 
 import torch
 
-from harness.registry import DEFENSES
+from harness.core.registry import DEFENSES
 
 from .networks import NRP_PAPER, RRDBNet
-from .training import (Context, Features, Method, PurifierDefense, build_purifier, default_train_eps, feature_attack,
-                       per_sample_mse, register_method)
+from .training import (
+    Context,
+    Features,
+    Method,
+    PurifierDefense,
+    build_purifier,
+    default_train_eps,
+    feature_attack,
+    per_sample_mse,
+    register_method,
+)
 
 DEFAULTS = {
     "nf": 16, "nb": 3, "gc": 8,

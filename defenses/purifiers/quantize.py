@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import torch
 
-from defenses.base import Preprocessor
-from harness.errors import UsageError
-from harness.registry import DEFENSES
+from harness.core.defense import Preprocessor
+from harness.core.errors import UsageError
+from harness.core.registry import DEFENSES
 
 
 @DEFENSES.register("quantize", "bit-depth reduction to `bits` bits (gradient-masking preprocessor; break it with bpda)")
@@ -28,6 +28,8 @@ class Quantize(Preprocessor):
     def purify(self, x: torch.Tensor) -> torch.Tensor:
         levels = 2 ** self.bits - 1
         return torch.round(x.clamp(0, 1) * levels) / levels
+
+    has_approx = True
 
     def approx(self, x: torch.Tensor) -> torch.Tensor:
         """The differentiable surrogate for BPDA: the identity (P(x) ≈ x)."""

@@ -24,9 +24,16 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from defenses.base import Preprocessor
-from harness.artifacts import TRAIN_THREADS, atomic_save, cache_key as artifact_key, load_or_train as load_artifact
-from harness.errors import UsageError
+from harness.core.artifacts import TRAIN_THREADS, atomic_save
+from harness.core.artifacts import cache_key as artifact_key
+from harness.core.artifacts import load_or_train as load_artifact
+from harness.core.defense import Preprocessor
+from harness.core.errors import UsageError
+from harness.core.geometry import project, random_in_ball
+from harness.core.registry import ZOO, parse_number
+from harness.data import load
+from harness.models.checkpoint import load_checkpoint
+from harness.models.zoo import ZooSpec, load_zoo
 
 # The sha256 of each shipped purifier (artifact name -> digest; ``harness/weights/<name>.pt``).
 SHIPPED: dict[str, str] = {
@@ -78,7 +85,6 @@ def feature_attack(feat: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor
     adversarial examples (Zhou et al. 2021, eq. 5) with ``feat`` = an internal layer of the full model T∘P.
     ``init``: "uniform" (U(-eps, eps)), "randn" (x + N(0, 1) projected, as NRP's ssp.py) or "none".
     """
-    from attacks.base import project, random_in_ball
 
     x = x.detach()
     with torch.no_grad():
@@ -131,7 +137,6 @@ def register_method(method: Method) -> Method:
 
 
 def get_method(name: str) -> Method:
-    import defenses.purifiers  # noqa: F401 - the method modules register on import
 
     if name not in METHODS:
         raise UsageError(f"unknown purifier {name!r}; one of {', '.join(sorted(METHODS))}")
@@ -140,7 +145,6 @@ def get_method(name: str) -> Method:
 
 def presets() -> dict[str, dict[str, dict]]:
     """{"digits": {method: settings}, "paper": {method: the paper's CIFAR-10 / ImageNet settings}}."""
-    import defenses.purifiers  # noqa: F401
 
     return {"digits": {n: dict(m.defaults) for n, m in METHODS.items()},
             "paper": {n: dict(m.paper) for n, m in METHODS.items()}}
@@ -252,7 +256,6 @@ def parse_settings(name: str, pairs: dict[str, str]) -> dict:
 
     Types follow the method's digits defaults (for ``harness train --defense NAME --set key=value``).
     """
-    from harness.registry import parse_number
 
     defaults, out = get_method(name).defaults, {}
     for key, text in pairs.items():
@@ -305,8 +308,6 @@ def weights_digest(net: nn.Module) -> str:
 
 
 def cache_key(name: str, cfg: dict, target: str, dataset: str, extra: dict | None = None) -> str:
-    from harness.models.zoo import ZooSpec
-    from harness.registry import ZOO
 
     spec: ZooSpec = ZOO.create(target)
     return artifact_key({"method": name, "cfg": cfg, "target": target, "target_key": spec.key(), "dataset": dataset,
@@ -320,7 +321,6 @@ def training_data(target: str, dataset: str | None = None, split: str | None = N
     have seen the ``test-holdout`` images it is evaluated on.  A dataset other than the target's uses its
     ``train`` split unless ``split`` says otherwise.
     """
-    from harness.registry import ZOO
 
     if target not in ZOO:
         ZOO.get(target)  # unknown: fails with the closest names
@@ -332,22 +332,18 @@ def training_data(target: str, dataset: str | None = None, split: str | None = N
 def default_train_eps(target: str, dataset: str | None = None, data_dir: str | None = None) -> float:
     """A purifier's training budget when none is given: the Linf budget of its training data (digits 0.1,
     MNIST 0.3), so that it learns to remove perturbations of the size it will face."""
-    from harness.data import load
 
     return float(load(training_data(target, dataset)[0], "test", data_dir).default_eps["linf"])
 
 
 def standard_model(dataset: str) -> str | None:
     """The zoo's standard-trained (non-robust) CNN of ``dataset`` (NRP's fixed feature network), if any."""
-    from harness.registry import ZOO
 
     name = f"{dataset}_cnn"
     return name if name in ZOO and ZOO.create(name).recipe == "standard" else None
 
 
 def _load_target(target: str, data_dir: str | None = None) -> nn.Module:
-    from harness.models.zoo import load_zoo
-    from harness.registry import ZOO
 
     if target not in ZOO:
         ZOO.get(target)  # unknown: fails with the closest names
@@ -372,16 +368,13 @@ def _load_or_train(name: str, cfg: dict, *, target: str, dataset: str, checkpoin
                    feature_model: str | None, split: str, data_dir: str | None, quiet: bool) -> tuple[nn.Module, str]:
     method = get_method(name)
     cfg = {**method.defaults, **cfg}
-    from harness.data import load
 
     if checkpoint is not None:
-        from harness.models.checkpoint import load_checkpoint
 
         net = build_net(name, load(dataset, "test", data_dir).x.shape[1], cfg)
         net = load_checkpoint(net, checkpoint, f"{name} purifier ({_arch_text(name, cfg)})")
         source = str(checkpoint)
     else:
-        from harness.registry import ZOO
 
         feature_key = ZOO.create(feature_model).key() if feature_model and feature_model in ZOO else None
         extra = {"feature_model": feature_model, **({"feature_key": feature_key} if feature_key else {})}
@@ -465,6 +458,8 @@ class PurifierDefense(Preprocessor):
             noise = (torch.randn_like(x) * self.dyn_sigma).clamp(-self.dyn_eps, self.dyn_eps)
             x = (x + noise).clamp(0, 1)
         return self.net(x).clamp(0, 1)
+
+    has_approx = True
 
     def approx(self, x: torch.Tensor) -> torch.Tensor:
         """BPDA's differentiable surrogate (``bpda --set backward=approx``): the network without the clamp.

@@ -1,7 +1,8 @@
 """Datasets: the embedded digits, and loaders for the standard on-disk formats under ``--data-dir``."""
 from __future__ import annotations
 
-from ..registry import DATASETS
+from harness.core.registry import DATASETS
+
 from . import cifar, digits, imagefolder, mnist, svhn  # noqa: F401 - register
 from .base import ImageSet, check_unit_range
 

@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..errors import DataError
+from harness.core.errors import DataError
 
 
 @dataclass

@@ -11,7 +11,7 @@ import hashlib
 import os
 from pathlib import Path
 
-from ..errors import DataError
+from harness.core.errors import DataError
 
 MD5: dict[str, dict[str, str]] = {
     "mnist": {

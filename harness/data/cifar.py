@@ -10,6 +10,8 @@ Looked up in ``DIR/cifar-10-batches-py``, ``DIR/cifar10/cifar-10-batches-py`` an
 ``cifar-100-python`` / ``cifar100``); an unextracted ``cifar-10-python.tar.gz`` in ``DIR`` or ``DIR/cifar10`` is
 extracted beside itself.  If the batches are absent, CIFAR-10's test split is read from a PNG copy,
 ``DIR/cifar10_test_images/<class>/*.png`` (ordered by class, then file name: not the order of ``test_batch``).
+The PNG copy is listed at once but decoded lazily: ``take(n)`` decodes only the first ``n`` files, and the whole
+set is decoded the first time ``x`` is read; either way the pixels are those of an eager load.
 """
 from __future__ import annotations
 
@@ -17,13 +19,15 @@ import pickle
 from pathlib import Path
 
 import numpy as np
+import torch
 
-from ..errors import DataError
-from ..registry import DATASETS
+from harness.core.errors import DataError
+from harness.core.registry import DATASETS
+
 from .base import ImageSet
 from .checksums import published_md5, verify
 from .download import data_root, describe_dirs, extract_tar, fetch, find_file
-from .imagefolder import read_image_folder, to_image_set
+from .imagefolder import decode_files, list_images, to_image_set
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 EPS = {"linf": 8 / 255, "l2": 0.5}
@@ -125,6 +129,46 @@ def _check_split(name: str, split: str) -> None:
         raise DataError(f"{name}: unknown split {split!r}; choose one of test, train")
 
 
+class LazyPngSet(ImageSet):
+    """CIFAR-10's PNG copy: labels from the file list at once, pixels decoded only when used.
+
+    ``take(n)`` decodes the first ``n`` files and returns a plain :class:`ImageSet`; reading ``x`` decodes all
+    of them (once).  The values and order are those of decoding the whole folder.
+    """
+
+    def __init__(self, root: Path, files: list[Path], labels: list[int], note: str):
+        self._root = root
+        self._files = list(files)
+        self._x: torch.Tensor | None = None
+        self.y = torch.as_tensor(labels, dtype=torch.long)
+        self.classes = CIFAR10_CLASSES
+        self.name = "cifar10"
+        self.default_eps = dict(EPS)
+        self.default_model = None
+        self.note = note
+
+    @property
+    def x(self) -> torch.Tensor:  # type: ignore[override]
+        if self._x is None:
+            self._x = self._decode(len(self._files)).x
+        return self._x
+
+    @x.setter
+    def x(self, value: torch.Tensor) -> None:
+        self._x = value
+
+    def take(self, n: int | None) -> ImageSet:
+        if self._x is not None or n is None or not 0 < n <= len(self):
+            return super().take(n)  # all decoded already, all wanted, or out of range (the usual error)
+        return self._decode(n)
+
+    def _decode(self, n: int) -> ImageSet:
+        x = decode_files(self._files[:n], name="cifar10", rgb=True)
+        if x.shape[1:] != (3, 32, 32):
+            raise DataError(f"cifar10: images in {self._root} are {x.shape[1:]}, expected 3 x 32 x 32 RGB")
+        return to_image_set(x, self.y[:n].numpy(), self.classes, self.name, self.note, self.default_eps)
+
+
 @DATASETS.register("cifar10", "CIFAR-10 32x32 colour images from the official python batches (or a PNG copy "
                               "of the test set in DIR/cifar10_test_images)")
 def cifar10(split: str = "test", data_dir: str | None = None, download: bool = False) -> ImageSet:
@@ -135,12 +179,10 @@ def cifar10(split: str = "test", data_dir: str | None = None, download: bool = F
     use_png = split == "test" and png.is_dir()
     folder = _batch_dir("cifar10", CIFAR10, root, split, download and not use_png)
     if folder is None and use_png:
-        x, y, classes = read_image_folder(png, classes=CIFAR10_CLASSES, name="cifar10")
-        if x.shape[1:] != (3, 32, 32):
-            raise DataError(f"cifar10: images in {png} are {x.shape[1:]}, expected 3 x 32 x 32 RGB")
-        note = (f"CIFAR-10 test split from the PNG copy {png} ({len(y):,} images, ordered by class then file "
+        files, labels, _ = list_images(png, classes=CIFAR10_CLASSES, name="cifar10")
+        note = (f"CIFAR-10 test split from the PNG copy {png} ({len(labels):,} images, ordered by class then file "
                 f"name, not test_batch order)")
-        return to_image_set(x, y, CIFAR10_CLASSES, "cifar10", note, EPS)
+        return LazyPngSet(png, files, labels, note)
     if folder is None:
         raise _missing("cifar10", CIFAR10, root, split, png_hint=split == "test")
     meta = folder / CIFAR10["meta"]

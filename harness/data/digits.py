@@ -9,7 +9,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..registry import DATASETS
+from harness.core.registry import DATASETS
+
 from .base import ImageSet
 
 SPLIT_NOTE = "sklearn digits, stratified 80/20 split (random_state=0): 1437 train / 360 test"

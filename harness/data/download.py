@@ -24,7 +24,7 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 
-from ..errors import DataError
+from harness.core.errors import DataError
 
 MIRROR_ENV = "HARNESS_MIRROR"
 

@@ -18,8 +18,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import DataError
-from ..registry import DATASETS
+from harness.core.errors import DataError
+from harness.core.registry import DATASETS
+
 from .base import ImageSet
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
@@ -61,9 +62,21 @@ def read_image_folder(root: str | os.PathLike, classes: Sequence[str] | None = N
                       workers: int | None = None) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
     """Decode an image folder into ``(uint8 images N x C x H x W, int64 labels, class names)``."""
     files, labels, classes = list_images(Path(root), classes, name)
-    workers = workers or min(8, os.cpu_count() or 1)
-    with ThreadPoolExecutor(workers) as pool:  # PIL releases the GIL while decoding
+    return decode_files(files, name, workers), np.asarray(labels, dtype=np.int64), classes
+
+
+def decode_files(files: Sequence[Path], name: str = "imagefolder", workers: int | None = None,
+                 rgb: bool = False) -> np.ndarray:
+    """Decode ``files`` (in that order) into uint8 images N x C x H x W, all of one size.
+
+    One channel if every image is grayscale, else RGB (grayscale images repeated into three channels);
+    ``rgb=True`` gives RGB whatever the images are, with the same values.
+    """
+    workers = workers or min(8, os.cpu_count() or 1, len(files))
+    with ThreadPoolExecutor(max(workers, 1)) as pool:  # PIL releases the GIL while decoding
         arrays = list(pool.map(lambda p: _decode(p, name), files, chunksize=64))
+    if not arrays:
+        raise DataError(f"{name}: no images to decode")
     first = arrays[0]
     for path, arr in zip(files, arrays):
         if arr.shape[:2] != first.shape[:2]:
@@ -71,12 +84,12 @@ def read_image_folder(root: str | os.PathLike, classes: Sequence[str] | None = N
                 f"{name}: all images must have one size, but {path} is {arr.shape[1]}x{arr.shape[0]} while "
                 f"{files[0]} is {first.shape[1]}x{first.shape[0]}; resize them first"
             )
-    if any(a.ndim == 3 for a in arrays):  # colour somewhere: everything becomes RGB
+    if rgb or any(a.ndim == 3 for a in arrays):  # colour somewhere: everything becomes RGB
         arrays = [a if a.ndim == 3 else np.repeat(a[:, :, None], 3, axis=2) for a in arrays]
         x = np.stack(arrays).transpose(0, 3, 1, 2)
     else:
         x = np.stack(arrays)[:, None]
-    return np.ascontiguousarray(x), np.asarray(labels, dtype=np.int64), classes
+    return np.ascontiguousarray(x)
 
 
 def _decode(path: Path, name: str) -> np.ndarray:

@@ -37,7 +37,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import DataError
+from harness.core.errors import DataError
+
 from .base import ImageSet, check_unit_range
 
 IN_CLASSES = (0, 1, 2, 3, 4)

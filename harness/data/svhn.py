@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import DataError
-from ..registry import DATASETS
+from harness.core.errors import DataError
+from harness.core.registry import DATASETS
+
 from .base import ImageSet
 from .checksums import published_md5, verify
 from .download import data_root, describe_dirs, fetch, find_file

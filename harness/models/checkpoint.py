@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import UsageError
+from harness.core.errors import UsageError
 
 CONTAINER_KEYS = ("state_dict", "model_state_dict", "model", "net", "network")
 SHOW = 3  # how many offending keys an error message names

@@ -9,7 +9,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import nn
 
-from ..registry import MODELS
+from harness.core.registry import MODELS
+
 from .normalize import Normalized
 
 

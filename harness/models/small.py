@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..registry import MODELS
+from harness.core.registry import MODELS
 
 
 class SmallCNN(nn.Module):

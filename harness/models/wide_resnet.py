@@ -9,8 +9,9 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import UsageError
-from ..registry import MODELS
+from harness.core.errors import UsageError
+from harness.core.registry import MODELS
+
 from .normalize import Normalized
 
 

@@ -13,8 +13,10 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from ..artifacts import TRAIN_THREADS, cache_key, load_or_train, torch_threads  # noqa: F401 - re-exported
-from ..registry import MODELS, RECIPES, ZOO
+from ..core.artifacts import TRAIN_THREADS, cache_key, load_or_train, torch_threads
+from ..core.registry import MODELS, RECIPES, ZOO
+from ..core.training import fit
+from ..data import load
 
 
 @dataclass(frozen=True)
@@ -75,8 +77,6 @@ def build(spec: ZooSpec, num_classes: int) -> torch.nn.Module:
 
 def train_entry(name: str, spec: ZooSpec, data, device: torch.device | str = "cpu", quiet: bool = False) -> dict:
     """Train the entry from its seed (the caller's generator is left as it was); returns the state dict."""
-    from .recipes import fit
-
     make_batch = RECIPES.create(spec.recipe, **spec.recipe_kw)
     with torch.random.fork_rng(devices=[]), torch_threads(TRAIN_THREADS):
         torch.manual_seed(spec.seed)
@@ -93,8 +93,6 @@ def load_zoo(name: str, device: torch.device | str = "cpu", quiet: bool = False,
     ``data_dir`` is where the entry's training data lies, for datasets that are not embedded (MNIST); the files
     are checked against their published MD5, so the folder is not part of the key.
     """
-    from ..data import load
-
     spec: ZooSpec = ZOO.create(name)
     data = load(spec.dataset, spec.split, data_dir)
     state, _ = load_or_train(artifact_name(name, spec), lambda: train_entry(name, spec, data, device, quiet),

@@ -1,20 +1,18 @@
-"""Training recipes: standard training and PGD adversarial training (the ADV baseline of the papers).
+"""The one training loop (``fit``) and the budget warm-up of adversarial training (``eps_ramp``).
 
-A recipe turns a clean batch into the batch the model is trained on; ``fit`` is the one training loop
-(SGD with momentum, cosine schedule, seeded shuffling, a tqdm bar).  Other packages add recipes with
-``@RECIPES.register`` (preemptively robust training, Gaussian augmentation, safe-spot-aware training...).
+A recipe (registered in ``RECIPES``: ``defenses.recipes``, ``defenses.preempt``, ``defenses.smoothing``,
+``defenses.safe_spot``) turns a clean batch into the batch the model is trained on; ``fit`` trains a classifier on
+it (SGD with momentum, cosine schedule, seeded shuffling, a tqdm bar).  This module imports nothing of the project.
 """
 from __future__ import annotations
 
 import itertools
 import math
-from typing import Callable, Literal
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
-
-from ..registry import RECIPES
 
 BatchFn = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -52,11 +50,6 @@ def fit(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, make_batch: Ba
     return model.eval()
 
 
-@RECIPES.register("standard", "plain cross-entropy training on clean images")
-def standard() -> BatchFn:
-    return lambda model, x, y: x
-
-
 def eps_ramp(eps: float, ramp: int) -> Callable[[], float]:
     """The budget of each successive training batch: eps * min(1, (b + 1) / ramp) for batch b = 0, 1, ...
 
@@ -66,20 +59,3 @@ def eps_ramp(eps: float, ramp: int) -> Callable[[], float]:
     """
     batches = itertools.count(1)
     return lambda: eps * min(1.0, next(batches) / ramp) if ramp > 0 else eps
-
-
-@RECIPES.register("pgd", "PGD adversarial training (Madry et al. 2018; the ADV model of the papers)")
-def pgd_at(norm: Literal["linf", "l2"] = "linf", eps: float = 0.1, steps: int = 10, alpha: float | None = None,
-           ramp: int = 0) -> BatchFn:
-    """Train on K-step PGD examples (random start, step eps/4 by default, as in appendix C.1); ``ramp``: batches
-    over which the budget warms up linearly from 0 (``eps_ramp``)."""
-    from attacks.pgd import PGD
-
-    budget = eps_ramp(eps, ramp)
-
-    def make_batch(model, x, y):
-        e = budget()
-        return PGD(norm=norm, eps=e, steps=steps, alpha=None if alpha is None else alpha * e / eps,
-                   early_stop=False)._run(model, x, y, None, check=False)[0]
-
-    return make_batch

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-SHIPPED_DIR = Path(__file__).resolve().parent / "weights"
+SHIPPED_DIR = Path(__file__).resolve().parents[1] / "weights"
 
 # Cached weights must not depend on who trained them first: CPU kernels sum in a thread-dependent order, so a
 # model trained on 2 threads differs in its last bits from one trained on 1.  All training runs on one thread.

@@ -179,11 +179,3 @@ RECIPES = Registry("recipes")
 ZOO = Registry("zoo")
 REGISTRIES = {"datasets": DATASETS, "models": MODELS, "zoo": ZOO, "attacks": ATTACKS, "defenses": DEFENSES,
               "recipes": RECIPES}
-
-
-def load_builtins() -> None:
-    """Import the built-in plugin modules so that they register themselves."""
-    import attacks  # noqa: F401
-    import defenses  # noqa: F401
-    from . import data, models  # noqa: F401
-    from .models import recipes  # noqa: F401

@@ -1,0 +1,124 @@
+"""Assembly: building a run's parts from the command line once, for ``run``, ``certify``, ``train`` and the scripts.
+
+Device, model (zoo name or checkpoint), architecture, budget norm, plugins with their ``--set`` overrides and the
+context a defense that trains on first use learns from the run; and the checks of the flags they take.
+"""
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+
+import torch
+
+from .core.errors import UsageError
+from .core.registry import MODELS, ZOO
+from .models.checkpoint import load_checkpoint
+from .models.zoo import load_zoo
+
+
+def require_positive(**flags) -> None:
+    """A UsageError naming the first flag (``batch_size`` is ``--batch-size``) that is set and not >= 1."""
+    for key, value in flags.items():
+        if value is not None and value < 1:
+            raise UsageError(f"--{key.replace('_', '-')} must be a positive integer, got {value}")
+
+
+def pick_device(name: str):
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise UsageError(f"--device expects auto, cpu or cuda[:i], got {name!r}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: no CUDA device is available (use --device cpu or auto)")
+    return dev
+
+
+def load_model(model: str | None, arch: str | None, data, overrides, device, quiet: bool, data_dir: str | None = None):
+    """A zoo name, or a checkpoint path with --arch; returns (module, display name)."""
+    name = model or data.default_model
+    if name is None:
+        raise UsageError(f"{data.name} has no default model; pass --model NAME (see 'harness list zoo') or --model PATH --arch ARCH")
+    check_model(name, arch)
+    if name in ZOO and arch is None:
+        return load_zoo(name, device, quiet, data_dir), name
+    net = load_checkpoint(build_arch(arch, data, overrides)[0], name, arch)
+    return net.to(device).eval(), Path(name).stem
+
+
+def check_model(name: str, arch: str | None) -> None:
+    """--model is a zoo name, or an existing checkpoint file with --arch: a UsageError saying which is wrong."""
+    if name in ZOO and arch is None:
+        return
+    if name in MODELS and not os.path.exists(name):
+        raise UsageError(f"{name} is an architecture, not a trained model; pass --model PATH --arch {name}")
+    if not os.path.exists(name):
+        if arch is not None:
+            raise UsageError(f"checkpoint {name} not found")
+        if os.sep in name or Path(name).suffix in (".pt", ".pth", ".ckpt", ".bin"):
+            raise UsageError(f"--model {name}: no such file (and not a zoo name; see 'harness list zoo')")
+        ZOO.get(name)  # unknown name: fails with the closest zoo names
+    if arch is None:
+        raise UsageError(f"--model {name} is a checkpoint path: pass --arch (one of {', '.join(MODELS.list())})")
+    MODELS.get(arch)
+
+
+def build_arch(arch: str, data, overrides):
+    """An untrained ``arch`` sized for ``data`` (classes, channels, image size), with --set overrides."""
+    entry = MODELS.get(arch)
+    kw = {"num_classes": data.num_classes, "in_channels": data.x.shape[1], "image_size": data.x.shape[-1]}
+    kw = {k: v for k, v in kw.items() if k in entry.params}
+    kw.update(overrides.for_plugin(MODELS, arch))
+    return MODELS.create(arch, **kw), kw
+
+
+def resolve_norm(args, attack_entries) -> str:
+    if args.norm is not None:
+        norm = args.norm.lower()
+        if norm not in ("linf", "l2"):
+            raise UsageError(f"--norm must be linf or l2, got {args.norm!r}")
+        return norm
+    for entry in attack_entries:
+        norms = getattr(entry.factory, "norms", ())
+        if len(norms) == 1:
+            return norms[0]
+    return "linf"
+
+
+def build_plugins(registry, names, overrides, budget_kw):
+    """Create each named plugin with --set overrides; budget_kw fills norm/eps/delta where not overridden."""
+    built = []
+    for name in names:
+        entry = registry.get(name)
+        kw = {k: v for k, v in budget_kw.items() if k in entry.params}
+        kw.update(overrides.for_plugin(registry, name))
+        built.append((name, registry.create(name, **kw)))
+    return built
+
+
+def defense_context(args, data) -> dict:
+    """What a defense that trains on first use learns from the run unless --set says otherwise: the dataset,
+    where its files lie, --quiet, and (for purifiers) the zoo model it will stand in front of as ``target``."""
+    ctx = {"dataset": args.dataset, "data_dir": args.data_dir, "quiet": args.quiet}
+    name = args.model or data.default_model
+    if args.arch is None and name in ZOO:
+        ctx["target"] = name
+    return ctx
+
+
+def check_writable(out: Path) -> None:
+    probe = out if out.exists() else out.parent
+    while not probe.exists():
+        probe = probe.parent
+    if not os.access(probe, os.W_OK):
+        raise UsageError(f"--out {out}: folder is not writable")
+
+
+def device_name(device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+

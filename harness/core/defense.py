@@ -1,0 +1,164 @@
+"""The four kinds of defense, by where they act (DESIGN.md, Concepts).
+
+Every defense answers three questions the threat models ask (``harness.threat``):
+``prepare(model, x, y)``: what the attacker is handed (x_r for a preemptive defense, x otherwise);
+``classify(model, x)``: the defended decision on an input (-1 for abstain or reject);
+``surface(model, threat)``: the differentiable function a gradient attack sees under that threat model.
+"""
+from __future__ import annotations
+
+import math
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ABSTAIN = -1
+
+
+class Defense:
+    kind: ClassVar[str] = "none"
+    threats: ClassVar[tuple[str, ...]] = ("white-box",)
+    randomized: ClassVar[bool] = False
+
+    def prepare(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return x
+
+    @torch.no_grad()
+    def classify(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        return model(x).argmax(1)
+
+    def surface(self, model: nn.Module, threat: str) -> nn.Module:
+        return model
+
+    def reconstruct(self, model: nn.Module, x_seen: torch.Tensor, eps: float) -> torch.Tensor:
+        """A white-box attacker's estimate of the original image from what it is handed (Algorithm 3 of the
+        preemptive paper for a preemptive defense).  A defense that hands over the original returns it as is."""
+        return x_seen.detach()
+
+    def describe(self) -> dict:
+        return {k: v for k, v in vars(self).items() if not k.startswith("_") and isinstance(v, (int, float, str, bool, type(None)))}
+
+
+class Preemptive(Defense):
+    """Acts before the attacker: ``robustify(model, x_o) -> x_r`` with ||x_r - x_o|| <= delta; x_o is discarded.
+
+    Grey-box attackers treat x_r as the original (their ball is B_eps(x_r)); white-box attackers must land
+    inside B_eps(x_o) (preemptive paper, Definitions 2-3).
+    """
+
+    kind = "preemptive"
+    threats = ("grey-box", "white-box")
+    norm: str = "linf"
+    delta: float = 0.0
+    label: str = "pred"  # "pred": robustify towards c(x_o) (no ground truth needed); "true": the ground truth
+
+    def robustify(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def prepare(self, model, x, y):
+        return self.robustify(model, x, y if self.label == "true" else None)
+
+    def reconstruct(self, model: nn.Module, x_seen: torch.Tensor, eps: float) -> torch.Tensor:
+        """x_hat_o from x_r, knowing this defense and its hyper-parameters (each preemptive defense says how)."""
+        raise NotImplementedError(f"{type(self).__name__} does not say how a white-box attacker reconstructs x_o")
+
+    @staticmethod
+    @torch.no_grad()
+    def target(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        """The label robustification keeps: ``y`` when given, else the prediction c(x_o)."""
+        return model(x).argmax(1) if y is None else y
+
+
+class Preprocessor(Defense, nn.Module):
+    """Acts after the attacker, in front of the classifier: the defended model is ``model(P(x))``.
+
+    Oblivious attackers attack the bare classifier; white-box attackers differentiate through P
+    (``surface``); BPDA and EOT attacks replace P's backward pass or average over its randomness.
+    """
+
+    kind = "preprocessor"
+    threats = ("oblivious", "white-box")
+
+    def __init__(self):
+        nn.Module.__init__(self)
+
+    # A differentiable approximation of P for BPDA's backward pass (``approx``), where the defense has one.
+    has_approx: ClassVar[bool] = False
+
+    def purify(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def approx(self, x: torch.Tensor) -> torch.Tensor:
+        """A differentiable g(x) ~ P(x) whose gradient BPDA uses (``has_approx`` says whether there is one)."""
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.purify(x)
+
+    @torch.no_grad()
+    def classify(self, model, x):
+        return model(self.purify(x)).argmax(1)
+
+    def surface(self, model, threat):
+        return model if threat == "oblivious" else nn.Sequential(self, model)
+
+
+class Wrapper(Defense):
+    """Replaces the classifier's decision rule (randomized smoothing): ``classify`` may abstain (-1)."""
+
+    kind = "wrapper"
+    threats = ("oblivious", "white-box")
+    randomized = True
+
+
+def soft_log_prob(base: nn.Module, x: torch.Tensor, sigma: float, m: int, z: torch.Tensor | None = None) -> torch.Tensor:
+    """log G(x), G(x) = E_eta[softmax(f(x + eta))], estimated by the mean over ``m`` draws (Salman et al. 2019).
+
+    ``z``: standard normal draws of shape (m, *x.shape) to use instead of fresh ones (SmoothAdv's fixed noise);
+    the noise is ``sigma * z``.  The mean is taken in log space (logsumexp of the log-softmaxes minus log m),
+    which equals log(mean softmax) without the 1e-20 clamp of Salman et al.'s code.  The output is a
+    normalised log-probability vector, so it is usable as logits: cross-entropy on it is -log G(x)_y.
+    """
+    if z is None:
+        z = torch.randn((m, *x.shape), device=x.device, dtype=x.dtype)
+    m = z.shape[0]
+    noisy = (x.unsqueeze(0) + sigma * z).reshape(m * x.shape[0], *x.shape[1:])
+    logp = F.log_softmax(base(noisy), dim=1).view(m, x.shape[0], -1)
+    return torch.logsumexp(logp, dim=0) - math.log(m)
+
+
+class SoftSmoothed(nn.Module):
+    """The soft smoothed classifier G of ``base`` (Salman et al. 2019; preemptive paper eq. 3), as a module.
+
+    ``forward(x)`` returns log G(x) estimated with ``m`` fresh noise draws per call (log-probabilities that
+    serve as logits).  The white-box surface of a smoothing ``Wrapper``: attacks that want their own sampling
+    scheme (``pgd_smooth``) recognise it by its type and read ``base`` and ``sigma`` from it.
+    """
+
+    def __init__(self, base: nn.Module, sigma: float, m: int):
+        super().__init__()
+        self.base, self.sigma, self.m = base, float(sigma), int(m)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return soft_log_prob(self.base, x, self.sigma, self.m)
+
+
+class Detector(Defense):
+    """Scores inputs beside the classifier and rejects some: ``score`` is higher for in-distribution inputs."""
+
+    kind = "detector"
+    threats = ("oblivious", "white-box")
+
+    def score(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def surrogate_score(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """A differentiable stand-in for ``score``: what an adaptive attack differentiates."""
+        raise NotImplementedError
+
+    def attack_parts(self, model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(logits the defense decides on, surrogate score) in one differentiable pass, for a defense that can share
+        the work (MagNet: ae(x) once); None: an attack computes the two apart."""
+        return None
