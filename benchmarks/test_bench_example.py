@@ -17,9 +17,9 @@ import time
 
 import torch
 
-from attacks.base import random_in_ball
-from harness.artifacts import torch_threads
 from harness.cli import main as harness
+from harness.core.artifacts import torch_threads
+from harness.core.geometry import random_in_ball
 from harness.data import load
 from harness.models.zoo import load_zoo
 

@@ -23,8 +23,8 @@ import torch.nn.functional as F
 
 from defenses.ood import SafeSpotOOD
 from harness.data import load
-from harness.models.zoo import torch_threads
 from harness.models.small import SmallCNN
+from harness.models.zoo import torch_threads
 
 TARGET, LIMIT = 1.15, 1.4
 

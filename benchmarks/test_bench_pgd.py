@@ -27,9 +27,10 @@ import torch
 import torchattacks
 
 from attacks.pgd import PGD
+from harness.core.registry import MODELS
 from harness.data import load
 from harness.models.zoo import load_zoo, torch_threads
-from harness.registry import MODELS, load_builtins
+from harness.plugins import load_builtins
 
 STEPS = 20
 TARGET, LIMIT = 1.1, 1.5
