@@ -97,3 +97,21 @@ def test_the_floor_imports_nothing_else_of_the_project(module):
             "print(','.join(bad))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "", f"{module} pulls in {out.stdout.strip()}"
+
+
+def test_the_pre_floor_import_paths_of_third_party_plugins_still_resolve():
+    """Plugins written against the old layout (``harness.registry``, ``attacks.base``, ``defenses.base``) get the
+    very objects of the floor."""
+    import attacks.base
+    import defenses.base
+    import harness.core.attack
+    import harness.core.defense
+    import harness.core.errors
+    import harness.core.registry
+    import harness.errors
+    import harness.registry
+
+    assert harness.registry.ATTACKS is harness.core.registry.ATTACKS
+    assert harness.errors.UsageError is harness.core.errors.UsageError
+    assert attacks.base.Attack is harness.core.attack.Attack
+    assert defenses.base.Preemptive is harness.core.defense.Preemptive
