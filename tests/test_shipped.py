@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
+import defenses.magnet as magnet_mod
+import defenses.purifiers.training as purifier_training
 from harness.core import artifacts
 from harness.core.registry import ZOO
 from harness.models.zoo import artifact_name, load_zoo
@@ -31,10 +33,30 @@ def empty_cache(tmp_path, monkeypatch):
     return tmp_path
 
 
+DEFENSE_ARTIFACTS = {**purifier_training.SHIPPED, **magnet_mod.SHIPPED}
+
+
 def test_the_readme_and_ci_models_are_shipped():
     assert {"digits_cnn", "digits_cnn_adv", "digits_cnn_adv_l2", "digits_cnn_gauss", "digits_cnn_preempt"} <= set(SHIPPED)
     shipped_files = {p.name for p in artifacts.SHIPPED_DIR.glob("*.pt")}
-    assert shipped_files == {f"{artifact_name(n, ZOO.create(n))}.pt" for n in SHIPPED}  # no stray or missing file
+    recorded = {f"{artifact_name(n, ZOO.create(n))}.pt" for n in SHIPPED} | {f"{a}.pt" for a in DEFENSE_ARTIFACTS}
+    assert shipped_files == recorded  # no stray or missing file
+
+
+@pytest.mark.parametrize("artifact", sorted(DEFENSE_ARTIFACTS))
+def test_shipped_defense_weights_match_their_sha256(artifact):
+    path = artifacts.shipped_file(artifact, DEFENSE_ARTIFACTS[artifact])
+    assert set(torch.load(path, map_location="cpu", weights_only=True))  # a state dict of tensors
+
+
+def test_the_default_purifier_and_autoencoder_load_without_training(empty_cache):
+    """The digits defenses of the README's tables take the shipped weights: nothing is trained or cached."""
+    from harness.core.registry import DEFENSES
+
+    for name in ("jatp", "hgd", "nrp"):
+        DEFENSES.create(name, quiet=True)
+    DEFENSES.create("magnet")
+    assert list(empty_cache.iterdir()) == []
 
 
 @pytest.mark.parametrize("name", SHIPPED)
