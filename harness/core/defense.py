@@ -1,9 +1,13 @@
 """The four kinds of defense, by where they act (DESIGN.md, Concepts).
 
-Every defense answers three questions the threat models ask (``harness.threat``):
+Every defense answers the questions the threat models ask (``harness.threat``):
 ``prepare(model, x, y)``: what the attacker is handed (x_r for a preemptive defense, x otherwise);
 ``classify(model, x)``: the defended decision on an input (-1 for abstain or reject);
-``surface(model, threat)``: the differentiable function a gradient attack sees under that threat model.
+``surface(model, threat)``: the differentiable function a gradient attack sees under that threat model;
+``reconstruct(model, x_seen, eps)``: a white-box attacker's estimate of the original (preemptive defenses).
+Optional capabilities are declared on the kind that has them, with a default: ``Preprocessor.approx`` /
+``has_approx`` (BPDA's surrogate), ``Detector.surrogate_score`` and ``Detector.attack_parts`` (adaptive attacks on
+detectors); ``SoftSmoothed`` is the white-box surface of a smoothing ``Wrapper``.  Imports nothing of the project.
 """
 from __future__ import annotations
 
