@@ -17,14 +17,28 @@ from tqdm import tqdm
 BatchFn = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
+class OwnLoop:
+    """A recipe whose loss is not CE on a crafted batch (FGSM-AT's mixed loss, Free, TRADES, early stopping,
+    CROWN-IBP): it trains the model itself, with ``fit``'s signature, and ``fit`` hands the run to it."""
+
+    def fit(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, lr: float = 0.1,
+            batch_size: int = 128, weight_decay: float = 5e-4, seed: int = 0, quiet: bool = False,
+            desc: str = "train") -> torch.nn.Module:
+        raise NotImplementedError
+
+
 def fit(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, make_batch: BatchFn, *, epochs: int,
         lr: float = 0.1, batch_size: int = 128, weight_decay: float = 5e-4, seed: int = 0,
         quiet: bool = False, desc: str = "train") -> torch.nn.Module:
     """Minimise CE(model(make_batch(model, xb, yb)), yb) by SGD (momentum 0.9, cosine decay to 0).
 
     ``make_batch`` runs with the model in eval mode (attacks see fixed batch-norm statistics, as in the
-    papers' code); the loss step runs in train mode.  Deterministic for a seed on a given machine.
+    papers' code); the loss step runs in train mode.  Deterministic for a seed on a given machine.  A recipe that
+    is an ``OwnLoop`` trains itself.
     """
+    if isinstance(make_batch, OwnLoop):
+        return make_batch.fit(model, x, y, epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=weight_decay,
+                              seed=seed, quiet=quiet, desc=desc)
     device = next(model.parameters()).device
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
