@@ -1,3 +1,14 @@
 """Defenses.  Each module registers its defenses (and training recipes) on import; the four kinds they implement
 are in ``harness.core.defense``."""
-from . import adversarial_training, magnet, none, ood, preempt, purifiers, recipes, safe_spot, smoothing  # noqa: F401 - register
+from . import (  # noqa: F401 - register
+    adversarial_training,
+    defense_gan,
+    magnet,
+    none,
+    ood,
+    preempt,
+    purifiers,
+    recipes,
+    safe_spot,
+    smoothing,
+)

@@ -278,6 +278,30 @@ def cmd_train(args) -> int:
     return 0
 
 
+def train_standalone(args) -> int:
+    """``harness train --defense NAME``: a defense that learns from clean data alone says how (``train_to_file``)."""
+    from harness.core.defense import Defense
+    from harness.core.registry import DEFENSES
+
+    from .assembly import check_writable, pick_device
+    from .config import parse_sets
+
+    factory = DEFENSES.get(args.defense).factory
+    if not (isinstance(factory, type) and issubclass(factory, Defense) and factory.trains_alone):
+        raise UsageError(f"--defense {args.defense} has nothing to train here (trainable: the purifiers hgd, nrp, "
+                         "jatp, magnet with --target-model, and defenses such as defense_gan)")
+    if args.epochs is not None and args.epochs <= 0:
+        raise UsageError("--epochs must be positive")
+    out = Path(args.out)
+    check_writable(out.parent if out.parent != Path("") else Path("."))
+    use = factory.train_to_file(out, dataset=args.dataset, split=args.split, data_dir=args.data_dir, epochs=args.epochs,
+                                seed=args.seed, quiet=args.quiet, device=pick_device(args.device),
+                                settings=parse_sets(args.set))
+    if not args.quiet:
+        print(f"wrote {out} (use: run --defense {args.defense} --set {use})")
+    return 0
+
+
 def train_defense(args) -> int:
     """``harness train --defense NAME --target-model M``: train a purifier for M, save it for ``--set checkpoint=``."""
     from defenses.purifiers.training import METHODS, parse_settings, standard_model, train_to_file, training_data
@@ -289,7 +313,7 @@ def train_defense(args) -> int:
     from .models.zoo import load_zoo
 
     if args.defense not in METHODS:
-        raise UsageError(f"--defense {args.defense}: trainable defenses are {', '.join(sorted(METHODS))}")
+        return train_standalone(args)
     if args.epochs is not None and args.epochs <= 0:
         raise UsageError("--epochs must be positive")
     zoo_target = args.arch is None and args.target_model in ZOO

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import defenses.defense_gan as defense_gan_mod
 import defenses.magnet as magnet_mod
 import defenses.purifiers.training as purifier_training
 from harness.core import artifacts
@@ -33,7 +34,7 @@ def empty_cache(tmp_path, monkeypatch):
     return tmp_path
 
 
-DEFENSE_ARTIFACTS = {**purifier_training.SHIPPED, **magnet_mod.SHIPPED}
+DEFENSE_ARTIFACTS = {**purifier_training.SHIPPED, **magnet_mod.SHIPPED, **defense_gan_mod.SHIPPED}
 
 
 def test_the_readme_and_ci_models_are_shipped():
@@ -53,7 +54,7 @@ def test_the_default_purifier_and_autoencoder_load_without_training(empty_cache)
     """The digits defenses of the README's tables take the shipped weights: nothing is trained or cached."""
     from harness.core.registry import DEFENSES
 
-    for name in ("jatp", "hgd", "nrp"):
+    for name in ("jatp", "hgd", "nrp", "defense_gan"):
         DEFENSES.create(name, quiet=True)
     DEFENSES.create("magnet")
     assert list(empty_cache.iterdir()) == []

@@ -41,6 +41,16 @@ class Defense:
         preemptive paper for a preemptive defense).  A defense that hands over the original returns it as is."""
         return x_seen.detach()
 
+    # Whether ``harness train --defense NAME`` can train what this defense learns from clean data alone (a
+    # generator, say), with ``train_to_file``.
+    trains_alone: ClassVar[bool] = False
+
+    @classmethod
+    def train_to_file(cls, out, *, dataset: str, split: str | None, data_dir: str | None, epochs: int | None,
+                      seed: int, quiet: bool, device, settings: dict[str, str]) -> str:
+        """Train and save at ``out`` what the defense learns; returns the ``--set`` that makes a run use the file."""
+        raise NotImplementedError
+
     def describe(self) -> dict:
         return {k: v for k, v in vars(self).items() if not k.startswith("_") and isinstance(v, (int, float, str, bool, type(None)))}
 
