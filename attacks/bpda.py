@@ -111,6 +111,9 @@ class BPDA(Attack):
         if "eps" in entry.params:
             kw["eps"] = eps
         self._inner = ATTACKS.create(inner, **kw)
+        # Against a randomized P one lucky draw is no success: the inner attack then takes all its steps.
+        self._inner_randomized = ATTACKS.create(inner, **kw, early_stop=False) if "early_stop" in entry.params \
+            else self._inner
         self.norms = self._inner.norms
         self.set_budget(norm or self._inner.norm, eps)
 
@@ -118,9 +121,12 @@ class BPDA(Attack):
         super().set_budget(norm, eps)
         if hasattr(self, "_inner"):
             self._inner.set_budget(norm, eps)
+            self._inner_randomized.set_budget(norm, eps)
 
     def perturb(self, model, x: torch.Tensor, y: torch.Tensor, defense=None, classifier=None, **kw) -> torch.Tensor:
-        """Run ``inner`` on classifier ∘ BPDA(P); ``model`` (the white-box surface) is used without a preprocessor."""
+        """Run ``inner`` on classifier ∘ BPDA(P); ``model`` (the white-box surface) is used without a preprocessor.
+        Against a randomized defense the inner attack runs without early stopping (every sample takes every step)."""
         surface = bpda_surface(defense, classifier, self.backward) if classifier is not None and defense is not None \
             else model
-        return self._inner.perturb(surface, x, y)
+        inner = self._inner_randomized if defense is not None and defense.randomized else self._inner
+        return inner.perturb(surface, x, y)

@@ -90,8 +90,9 @@ def test_purify_keeps_shape_range_and_masks_the_gradient(gan):
 
 def straight_through_pgd(purify, clf, x, y, eps, steps, alpha):
     """Hand-written PGD (Madry et al. 2018) on clf(P(x)) with P's backward replaced by the identity (BPDA,
-    Athalye et al. 2018, Sec. 4.1: the gradient of the loss at P(x) applied to x), random start, early stop per
-    sample - the same draws in the same order as ``attacks.pgd.PGD`` inside ``attacks.bpda``."""
+    Athalye et al. 2018, Sec. 4.1: the gradient of the loss at P(x) applied to x), random start; against this
+    randomized P every attacked sample takes every step (one lucky draw is no success) - the same draws in the same
+    order as ``attacks.pgd.PGD`` inside ``attacks.bpda``."""
     x = x.detach()
     with torch.no_grad():
         todo = clf(purify(x)).argmax(1) == y
@@ -101,20 +102,12 @@ def straight_through_pgd(purify, clf, x, y, eps, steps, alpha):
         return out
     x0, y0 = x[idx], y[idx]
     xa = (x0 + (torch.rand_like(x0) * 2 - 1) * eps).clamp(0, 1)
-    active = torch.ones(len(x0), dtype=torch.bool)
     for _ in range(steps):
-        ia = active.nonzero().flatten()
-        if ia.numel() == 0:
-            break
-        p = purify(xa[ia]).detach().requires_grad_(True)
-        logits = clf(p)
-        (g,) = torch.autograd.grad(F.cross_entropy(logits, y0[ia], reduction="sum"), p)
+        p = purify(xa).detach().requires_grad_(True)
+        (g,) = torch.autograd.grad(F.cross_entropy(clf(p), y0, reduction="sum"), p)
         with torch.no_grad():
-            move = logits.argmax(1) == y0[ia]
-            active[ia[~move]] = False
-            im = ia[move]
-            step = xa[im] + alpha * g[move].sign()
-            xa[im] = (x0[im] + (step - x0[im]).clamp(-eps, eps)).clamp(0, 1)
+            step = xa + alpha * g.sign()
+            xa = (x0 + (step - x0).clamp(-eps, eps)).clamp(0, 1)
     out[idx] = xa
     return out
 
