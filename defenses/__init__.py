@@ -1,6 +1,7 @@
 """Defenses.  Each module registers its defenses (and training recipes) on import; the four kinds they implement
 are in ``harness.core.defense``."""
 from . import (  # noqa: F401 - register
+    a5,
     adversarial_training,
     defense_gan,
     magnet,

@@ -227,10 +227,12 @@ class Recipe(OwnLoop):
                              "train it with its .fit(...) or defenses.adversarial_training.train(...)")
         return self.make_batch(model, x, y)
 
-    def fit(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, lr: float = 0.1,
-            batch_size: int = 128, weight_decay: float = 5e-4, seed: int = 0, quiet: bool = False,
+    def fit(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, lr: float | None = None,
+            batch_size: int | None = None, weight_decay: float = 5e-4, seed: int = 0, quiet: bool = False,
             desc: str = "train", **_ignored) -> nn.Module:
-        """``harness.core.training.fit``'s signature: train by ``train`` and hand back the model (``.last``: cost)."""
+        """``harness.core.training.fit``'s signature (None: fit's SGD defaults, lr 0.1 and batches of 128): train by
+        ``train`` and hand back the model (``.last``: cost)."""
+        lr, batch_size = 0.1 if lr is None else lr, 128 if batch_size is None else batch_size
         self.last = train(model, x, y, self, epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=weight_decay,
                           seed=seed, quiet=quiet, desc=desc)
         return self.last.model

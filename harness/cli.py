@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--defense", default=None, help="train this purifier (hgd, nrp, jatp) instead of a classifier")
     t.add_argument("--target-model", default=None, help="the classifier a purifier is trained for (zoo name or PATH with --arch)")
     t.add_argument("--epochs", type=int, default=None, help="epochs (default: 15 for recipes, the purifier's own)")
-    t.add_argument("--lr", type=float, default=0.1)
+    t.add_argument("--lr", type=float, default=None, help="learning rate (default: the recipe's own; SGD 0.1)")
     t.add_argument("--out", required=True, help="checkpoint path to write")
     common(t)
 
@@ -255,7 +255,7 @@ def cmd_train(args) -> int:
         return train_defense(args)
     overrides = Overrides(args.set)
     args.epochs = 15 if args.epochs is None else args.epochs
-    if args.epochs <= 0 or not args.lr > 0:
+    if args.epochs <= 0 or (args.lr is not None and not args.lr > 0):
         raise UsageError("--epochs and --lr must be positive")
     make_batch = RECIPES.create(args.recipe, **overrides.for_plugin(RECIPES, args.recipe))
     data = load(args.dataset, args.split or "train", args.data_dir)
@@ -268,7 +268,7 @@ def cmd_train(args) -> int:
     out = Path(args.out)
     check_writable(out.parent if out.parent != Path("") else Path("."))
     model = fit(model.to(device), data.x, data.y, make_batch, epochs=args.epochs, lr=args.lr,
-                batch_size=args.batch_size or 128, seed=args.seed, quiet=args.quiet, desc=f"train {arch} ({args.recipe})")
+                batch_size=args.batch_size, seed=args.seed, quiet=args.quiet, desc=f"train {arch} ({args.recipe})")
     atomic_save(model.state_dict(), out)
     meta = {"arch": arch, "arch_kw": kw, "recipe": args.recipe, "set": args.set, "dataset": args.dataset,
             "split": args.split or "train", "epochs": args.epochs, "lr": args.lr, "seed": args.seed}

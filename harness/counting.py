@@ -4,13 +4,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .core.wrapper import ModelWrapper
 
-class CountingModel(nn.Module):
+
+class CountingModel(ModelWrapper):
     """Counts the samples that go through ``forward`` and the samples whose logits receive a gradient."""
 
     def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
+        super().__init__(model)
         self.forwards = 0
         self.backwards = 0
 

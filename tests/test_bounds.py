@@ -569,3 +569,16 @@ def test_same_bounds_on_cuda():
         gpu = hb.margin_bounds(model.cuda(), x.cuda(), y.cuda(), 0.05, "linf", method)
         model.cpu()
         assert gpu.device.type == "cuda" and torch.allclose(cpu, gpu.cpu(), atol=1e-8)
+
+
+def test_bounds_look_through_the_engines_pass_counter():
+    """The engine hands defenses its CountingModel (a ModelWrapper): the bounds are those of the model inside."""
+    from harness.counting import CountingModel
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 3)).eval()
+    x = torch.rand(5, 1, 4, 4)
+    y = torch.randint(0, 3, (5,))
+    for method in ("ibp", "crown-ibp", "crown"):
+        assert torch.equal(hb.margin_bounds(CountingModel(net), x, y, 0.05, method=method),
+                           hb.margin_bounds(net, x, y, 0.05, method=method))

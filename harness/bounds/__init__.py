@@ -1,6 +1,6 @@
 """Sound output bounds of a network over a set of inputs: IBP, CROWN and CROWN-IBP.
 
-A small, exact, self-contained bound-propagation engine (it imports only torch), batched, device- and
+A small, exact, self-contained bound-propagation engine (it imports only torch and the floor), batched, device- and
 dtype-agnostic and differentiable end to end (certified training backpropagates through it).
 
     lb, ub = bounds(model, x_lower, x_upper, C, method="crown")          # C @ logits over a box

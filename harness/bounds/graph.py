@@ -24,8 +24,20 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from .layers import (AvgPool, ChannelAffine, Conv, Dense, Flatten, Layer, MaxPool, ReLU, batchnorm_coefficients,
-                     normalize_coefficients)
+from harness.core.wrapper import ModelWrapper
+
+from .layers import (
+    AvgPool,
+    ChannelAffine,
+    Conv,
+    Dense,
+    Flatten,
+    Layer,
+    MaxPool,
+    ReLU,
+    batchnorm_coefficients,
+    normalize_coefficients,
+)
 
 Normalization = tuple[Sequence[float] | torch.Tensor, Sequence[float] | torch.Tensor]
 
@@ -135,6 +147,8 @@ def convert_body(module: nn.Module, name: str) -> list[Layer]:
     """A container: a Sequential, or exactly ``features`` + ``classifier``."""
     if isinstance(module, nn.Sequential):
         return [layer for child_name, child in module.named_children() for layer in convert(child, join(name, child_name))]
+    if isinstance(module, ModelWrapper):  # bookkeeping around the model (the engine's pass counter): look through it
+        return convert(module.model, join(name, "model"))
     children = dict(module.named_children())
     if not children:
         raise unsupported(module, name)

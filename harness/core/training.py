@@ -21,14 +21,15 @@ class OwnLoop:
     """A recipe whose loss is not CE on a crafted batch (FGSM-AT's mixed loss, Free, TRADES, early stopping,
     CROWN-IBP): it trains the model itself, with ``fit``'s signature, and ``fit`` hands the run to it."""
 
-    def fit(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, lr: float = 0.1,
-            batch_size: int = 128, weight_decay: float = 5e-4, seed: int = 0, quiet: bool = False,
+    def fit(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, lr: float | None = None,
+            batch_size: int | None = None, weight_decay: float = 5e-4, seed: int = 0, quiet: bool = False,
             desc: str = "train") -> torch.nn.Module:
+        """Train ``model`` in place and return it in eval mode; ``lr`` / ``batch_size`` None: the recipe's own."""
         raise NotImplementedError
 
 
 def fit(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, make_batch: BatchFn, *, epochs: int,
-        lr: float = 0.1, batch_size: int = 128, weight_decay: float = 5e-4, seed: int = 0,
+        lr: float | None = None, batch_size: int | None = None, weight_decay: float = 5e-4, seed: int = 0,
         quiet: bool = False, desc: str = "train") -> torch.nn.Module:
     """Minimise CE(model(make_batch(model, xb, yb)), yb) by SGD (momentum 0.9, cosine decay to 0).
 
@@ -39,6 +40,7 @@ def fit(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, make_batch: Ba
     if isinstance(make_batch, OwnLoop):
         return make_batch.fit(model, x, y, epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=weight_decay,
                               seed=seed, quiet=quiet, desc=desc)
+    lr, batch_size = 0.1 if lr is None else lr, 128 if batch_size is None else batch_size
     device = next(model.parameters()).device
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
