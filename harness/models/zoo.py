@@ -138,6 +138,16 @@ zoo_entry("digits_cnn_spgd_adv", "small CNN, safe-spot-aware adversarial trainin
           ZooSpec("digits", "small_cnn", "s-pgd+adv", epochs=15, arch_kw={"image_size": 8},
                   recipe_kw={"norm": "linf", "eps": 0.1, "steps": 5, "search_steps": 10}))
 
+# The lecture's adversarial-training family (defenses/adversarial_training.py) at the digits budget, 15 epochs as
+# digits_cnn_adv (the README's training table; trained on first use, not shipped).
+for _recipe, _kw, _text in (("fgsm", {}, "FGSM-AT (Goodfellow et al. 2015; alpha 0.5, no random init)"),
+                            ("fast", {}, "Fast-AT (Wong et al. 2020; uniform start, step 1.25 eps)"),
+                            ("free", {"m": 5}, "Free-AT (Shafahi et al. 2019; m = 5)"),
+                            ("trades", {}, "TRADES (Zhang et al. 2019; beta 6)")):
+    zoo_entry(f"digits_cnn_{_recipe}", f"small CNN, {_text}, Linf eps 0.1, on digits",
+              ZooSpec("digits", "small_cnn", _recipe, epochs=15, arch_kw={"image_size": 8},
+                      recipe_kw={"norm": "linf", "eps": 0.1, **_kw}))
+
 # MNIST (``--data-dir`` with the official t10k idx files): trained on ``test-train`` (the first 8,000 test images),
 # evaluated on ``test-holdout`` (the last 2,000), since only the MNIST test images ship with ../shared/data.
 # The dataset's default budgets, Linf 0.3 and L2 2.0; PGD-10 of eps/4.  From a random initialisation, adversarial
