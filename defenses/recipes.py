@@ -12,6 +12,8 @@ from attacks.pgd import pgd
 from harness.core.registry import RECIPES
 from harness.core.training import BatchFn, eps_ramp
 
+from .adversarial_training import with_early_stopping
+
 
 @RECIPES.register("standard", "plain cross-entropy training on clean images")
 def standard() -> BatchFn:
@@ -20,13 +22,14 @@ def standard() -> BatchFn:
 
 @RECIPES.register("pgd", "PGD adversarial training (Madry et al. 2018; the ADV model of the papers)")
 def pgd_at(norm: Literal["linf", "l2"] = "linf", eps: float = 0.1, steps: int = 10, alpha: float | None = None,
-           ramp: int = 0) -> BatchFn:
+           ramp: int = 0, early_stop: bool = False, val: float = 0.1) -> BatchFn:
     """Train on K-step PGD examples (random start, step eps/4 by default, as in appendix C.1); ``ramp``: batches
-    over which the budget warms up linearly from 0 (``eps_ramp``)."""
+    over which the budget warms up linearly from 0 (``eps_ramp``).  ``early_stop``: keep the epoch with the best
+    PGD accuracy on ``val`` of the split held out (Rice et al. 2020; ``adversarial_training.EarlyStopping``)."""
     budget = eps_ramp(eps, ramp)
 
     def make_batch(model, x, y):
         e = budget()
         return pgd(model, x, y, norm=norm, eps=e, steps=steps, alpha=None if alpha is None else alpha * e / eps)
 
-    return make_batch
+    return with_early_stopping(make_batch, norm=norm, eps=eps, val=val) if early_stop else make_batch

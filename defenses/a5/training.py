@@ -178,7 +178,7 @@ class CrownIBPTrainer(OwnLoop):
         return train_crown_ibp(model, (x, y), eps, epochs, seed=seed, quiet=quiet, desc=desc, **kw)
 
 
-@RECIPES.register("crown-ibp", "CROWN-IBP certified training (Zhang et al. 2020; A5's legacy C): own loop, use .fit",
+@RECIPES.register("crown-ibp", "CROWN-IBP certified training (Zhang et al. 2020; A5's legacy C), its own loop",
                   paper={"lr": "1e-3 (RMSprop)", "batch_size": "100", "epochs": "100",
                          "start": "3", "length": "18", "mid": "0.3", "milestones": "25,42"})
 def crown_ibp(eps: float = 0.1, bound: Literal["crown-ibp", "ibp", "crown"] = "crown-ibp", lr: float = 1e-3,
