@@ -7,7 +7,9 @@ then: clean_ci_low, clean_ci_high, attacked, invalid, mean_dist, max_dist, robus
 and, only when a defense of the run is a detector (``DETECTOR_COLUMNS``): robust_acc_reject_defended (a rejected
 adversarial image counts as defended; ``robust_acc`` counts it as not defended), rejected (attacked samples whose
 adversarial image was rejected) and det_auroc (AUROC in percent of the detector score, clean inputs vs their
-adversarial images, over the attacked samples; in-distribution/clean positive).
+adversarial images, over the attacked samples; in-distribution/clean positive); and, only when a certifier ran
+(``CERTIFIED_COLUMNS``): certified_acc with its interval on the certifier's rows (robust_acc there is the same
+number: a lower bound on robustness, left out of the worst case).
 Accuracies in percent with two decimals; one row per (defense, attack) and one ``worst-case`` row per defense.
 """
 from __future__ import annotations
@@ -31,6 +33,7 @@ COLUMNS = ["dataset", "model", "defense", "attack", "threat", "norm", "eps", "n"
            "robust_ci_low", "robust_ci_high", "seed", "config_hash"]
 EXTRA_COLUMNS = ["clean_ci_low", "clean_ci_high", "attacked", "invalid", "mean_dist", "max_dist", "robust_acc_majority"]
 DETECTOR_COLUMNS = ["robust_acc_reject_defended", "rejected", "det_auroc"]
+CERTIFIED_COLUMNS = ["certified_acc", "certified_ci_low", "certified_ci_high"]
 TIMING_COLUMNS = ["defense", "attack", "stage", "seconds", "images_per_s", "forward_per_sample", "backward_per_sample"]
 
 
@@ -59,13 +62,16 @@ def result_rows(results: list[DefenseResult], *, dataset: str, model: str, seed:
             rob = accuracy(v.robust)
             mean_d, max_d = norm_summary(v.dist, v.attacked)
             maj = v.extra.get("robust_majority")
-            rows.append({**base, **_detector_cells(v), "attack": cell.attack, "threat": cell.threat, "norm": cell.norm,
+            cert = accuracy(v.robust) if cell.certifies else None
+            certified = {"certified_acc": _f2(cert["acc"]), "certified_ci_low": _f2(cert["ci_low"]),
+                         "certified_ci_high": _f2(cert["ci_high"])} if cert else {}
+            rows.append({**base, **_detector_cells(v), **certified, "attack": cell.attack, "threat": cell.threat, "norm": cell.norm,
                          "eps": f"{cell.eps:.6g}", "robust_acc": _f2(rob["acc"]), "robust_ci_low": _f2(rob["ci_low"]),
                          "robust_ci_high": _f2(rob["ci_high"]), "attacked": int(v.attacked.sum()),
                          "invalid": int((v.attacked & ~v.valid).sum()), "mean_dist": _f4(mean_d), "max_dist": _f4(max_d),
                          "robust_acc_majority": _f2(accuracy(maj)["acc"]) if maj is not None else ""})
         worst = accuracy(res.worst_case())
-        cells = res.cells
+        cells = [c for c in res.cells if not c.certifies]
         if any("robust_reject_defended" in c.verdict.extra for c in cells):
             both = res.clean.clone()
             for c in cells:
@@ -206,7 +212,9 @@ def write_atomic(out: Path, files: dict[str, str]) -> None:
 def write_report(out: Path, results: list[DefenseResult], labels, meta: dict, run_info: dict, samples: bool = True) -> list[dict]:
     rows = result_rows(results, dataset=meta["dataset"], model=meta["model"], seed=meta["seed"], config_hash=meta["config_hash"])
     detector = any(res.kind == "detector" for res in results)
-    files = {"results.csv": to_csv(rows, COLUMNS + EXTRA_COLUMNS + (DETECTOR_COLUMNS if detector else [])),
+    certified = any(c.certifies for res in results for c in res.cells)
+    columns = COLUMNS + EXTRA_COLUMNS + (DETECTOR_COLUMNS if detector else []) + (CERTIFIED_COLUMNS if certified else [])
+    files = {"results.csv": to_csv(rows, columns),
              "results.md": to_markdown(rows, meta),
              "timings.csv": to_csv(timing_rows(results), TIMING_COLUMNS),
              "run.json": json.dumps(run_info, indent=2, sort_keys=True, default=str) + "\n"}

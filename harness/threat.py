@@ -128,6 +128,13 @@ def run_cell(defense: Defense, model, attack: Attack, threat: str, x_o: torch.Te
             if not (defense.randomized or detector):  # there "settled" would not fix the majority / rejection reading
                 kw["referee"] = Referee(judge)
         result = attack.run(defense.surface(model, threat), x_seen[idx], y[idx], **kw)
+        if attack.certifies:  # no image to judge: robust iff certified (and clean)
+            certified = result.extra["certified"].to(robust.device).bool()
+            robust[idx], attacked[idx] = certified, True
+            extra["certified"] = torch.full((n,), float("nan"), device=y.device)
+            extra["certified"][idx] = certified.float()
+            return Verdict(clean.cpu(), robust.cpu(), valid.cpu(), dist.cpu(), attacked.cpu(),
+                           {k: v.cpu() for k, v in extra.items()})
         x_adv = result.images.detach()
         ok, d, correct, rejected = judge(x_adv)
         fooled = ~correct.all(0)

@@ -178,3 +178,46 @@ def test_recipe_and_errors():
         DEFENSES.create("a5_offline", norm="l2")
     with pytest.raises(UsageError):
         DEFENSES.create("a5_robustifier", delta=0.0)
+
+
+def test_certifier_cells_report_certified_accuracy_and_guard_the_attacks(robust, tmp_path):
+    """A certifier runs like an attack cell: results.csv gets certified_acc (the IBP certificates of
+    ``harness.bounds``, equal to ``a5.certify``), it stays out of the worst case, and an attack that breaks a
+    certified sample is reported as a bug."""
+    import csv
+
+    from harness.core.attack import Attack, AttackResult
+    from harness.core.registry import ATTACKS
+    from harness.data import load as load_data
+    from harness.evaluate import evaluate
+    from harness.report import write_report
+
+    data = load_data("digits", "test").take(120)
+    attacks = [("pgd_linf", ATTACKS.create("pgd_linf", eps=EPS)), ("certify_ibp", ATTACKS.create("certify_ibp", eps=EPS))]
+    defenses = [("none", DEFENSES.create("none"))]
+    torch.manual_seed(0)
+    res = evaluate(robust, data, defenses, attacks, batch_size=500, seed=0, device=torch.device("cpu"), quiet=True)[0]
+    pgd_cell, cert_cell = res.cells
+    expected = a5.certify(robust, data.x, data.y, EPS)["ibp"] & res.clean
+    assert torch.equal(cert_cell.verdict.robust, expected)
+    share = expected.float().mean().item()
+    assert 0.1 < share < 0.9  # away from 0% and 100%
+    assert torch.equal(res.worst_case(), res.clean & pgd_cell.verdict.robust)  # certificates stay out of it
+    assert not (expected & ~pgd_cell.verdict.robust).any()  # PGD breaks no certified sample
+    rows = write_report(tmp_path, [res], data.y, {"dataset": "digits", "model": "a5", "seed": 0, "config_hash": "x",
+                                                  "note": ""}, {})
+    table = {r["attack"]: r for r in csv.DictReader(open(tmp_path / "results.csv"))}
+    assert table["certify_ibp"]["certified_acc"] == f"{100 * expected.float().mean().item():.2f}"
+    assert table["pgd_linf"]["certified_acc"] == "" and rows
+
+    class OverClaiming(Attack):  # a planted bug: a certifier that certifies every sample
+        certifies = True
+
+        def run(self, model, x, y, **kw):
+            return AttackResult(x.detach().clone(), extra={"certified": torch.ones(len(x))})
+
+    liar = OverClaiming()
+    liar.set_budget("linf", EPS)
+    with pytest.raises(RuntimeError, match="certified by liar are broken by pgd_linf"):
+        evaluate(robust, data, defenses, attacks[:1] + [("liar", liar)], batch_size=500, seed=0,
+                 device=torch.device("cpu"), quiet=True)

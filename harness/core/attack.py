@@ -37,6 +37,10 @@ class Attack:
 
     norms: ClassVar[tuple[str, ...]] = NORMS
     adaptive: ClassVar[bool] = False
+    # A certifier makes no adversarial images: its result's ``extra["certified"]`` (1/0 per sample) says which
+    # samples are provably robust in the budget around the image it is handed.  Its cells report certified
+    # accuracy, stay out of the worst case over the attacks, and bound it from below.
+    certifies: ClassVar[bool] = False
     norm: str = "linf"
     eps: float = 0.0
     threat: str | None = None
