@@ -280,16 +280,22 @@ def cmd_train(args) -> int:
 
 def train_standalone(args) -> int:
     """``harness train --defense NAME``: a defense that learns from clean data alone says how (``train_to_file``)."""
+    from defenses.purifiers.training import METHODS
     from harness.core.defense import Defense
     from harness.core.registry import DEFENSES
 
     from .assembly import check_writable, pick_device
     from .config import parse_sets
 
+    def trains_alone(name: str) -> bool:
+        factory = DEFENSES.get(name).factory
+        return isinstance(factory, type) and issubclass(factory, Defense) and factory.trains_alone
+
+    if not trains_alone(args.defense):
+        alone = [n for n in DEFENSES.list() if trains_alone(n)]
+        raise UsageError(f"--defense {args.defense} has nothing to train (trainable: {', '.join(sorted(METHODS))} "
+                         f"with --target-model; {', '.join(alone)})")
     factory = DEFENSES.get(args.defense).factory
-    if not (isinstance(factory, type) and issubclass(factory, Defense) and factory.trains_alone):
-        raise UsageError(f"--defense {args.defense} has nothing to train here (trainable: the purifiers hgd, nrp, "
-                         "jatp, magnet with --target-model, and defenses such as defense_gan)")
     if args.epochs is not None and args.epochs <= 0:
         raise UsageError("--epochs must be positive")
     out = Path(args.out)
