@@ -55,6 +55,11 @@ class AdaptiveReconstruction(Attack):
             raise UsageError("use_pgd and use_autoattack cannot both be false")
         self.sweep, self.steps = tuple(float(f) for f in sweep), int(steps)
         self.use_pgd, self.use_autoattack, self.aa_version = bool(use_pgd), bool(use_autoattack), aa_version
+        # One object per standard attack for the whole sweep (and every budget of a run): ``set_budget`` per eps'.
+        # PGD without early stop serves randomized defenses; AutoAttack takes each batch whole.
+        self._pgd = {stop: PGD(norm=self.norm, steps=self.steps, restarts=self.restarts, early_stop=stop)
+                     for stop in (True, False)}
+        self._aa = AutoAttack(version=aa_version, norm=self.norm, batch_size=2**31 - 1)
 
     def perturb(self, model, x: torch.Tensor, y: torch.Tensor, **kw) -> torch.Tensor:
         return self.run(model, x, y, **kw).images
@@ -75,7 +80,8 @@ class AdaptiveReconstruction(Attack):
             eps_p = frac * self.eps
             if self.use_pgd:
                 stages.set_postfix_str(f"PGD-{self.steps} at eps'={eps_p:.4g}")
-                pgd = PGD(norm=self.norm, eps=eps_p, steps=self.steps, restarts=self.restarts, early_stop=not randomized)
+                pgd = self._pgd[not randomized]
+                pgd.set_budget(self.norm, eps_p)
                 cands.append(pgd.perturb(model, x_hat, y))
                 if referee is not None:
                     open_ &= ~referee.settled(cands[-1])
@@ -83,7 +89,8 @@ class AdaptiveReconstruction(Attack):
             if self.use_autoattack:
                 todo = open_.nonzero().flatten()
                 stages.set_postfix_str(f"AutoAttack at eps'={eps_p:.4g} on {todo.numel()} images")
-                aa = AutoAttack(version=self.aa_version, norm=self.norm, eps=eps_p, batch_size=max(len(x_hat), 1))
+                aa = self._aa
+                aa.set_budget(self.norm, eps_p)
                 if referee is None:
                     cands.append(aa.perturb(model, x_hat, y))
                 else:  # settled samples keep the unperturbed reconstruction (any image: their verdict is final)

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from .core.errors import UsageError
-from .core.registry import MODELS, ZOO
+from .core.registry import DEFENSES, MODELS, ZOO
 from .models.checkpoint import load_checkpoint
 from .models.zoo import load_zoo
 
@@ -96,6 +96,32 @@ def build_plugins(registry, names, overrides, budget_kw):
         kw.update(overrides.for_plugin(registry, name))
         built.append((name, registry.create(name, **kw)))
     return built
+
+
+BUDGET_KEYS = ("eps", "delta")  # a defense parameter of these names follows the run's budget unless --set gives it
+
+
+def build_defenses(names, overrides, norm: str, eps_list: list[float], context: dict) -> list:
+    """Each named defense, built once; one per eps (``{eps: defense}``) where a parameter of it follows the
+    budget (preempt's delta = eps) and there are several budgets."""
+    built = []
+    for name in names:
+        entry = DEFENSES.get(name)
+        follows = set(BUDGET_KEYS) & set(entry.params) - set(overrides.for_plugin(DEFENSES, name))
+        per_eps = eps_list if follows and len(eps_list) > 1 else eps_list[:1]
+        objs = {e: build_plugins(DEFENSES, [name], overrides, {"norm": norm, "eps": e, "delta": e, **context})[0][1]
+                for e in per_eps}
+        built.append((name, objs if len(objs) > 1 else objs[per_eps[0]]))
+    return built
+
+
+def describe(defense) -> dict:
+    """A defense's resolved parameters; for one built per eps, the parameters that vary as lists."""
+    if not isinstance(defense, dict):
+        return defense.describe()
+    each = [d.describe() for d in defense.values()]
+    return {k: [d.get(k) for d in each] if len({repr(d.get(k)) for d in each}) > 1 else each[0].get(k)
+            for k in dict.fromkeys(k for d in each for k in d)}
 
 
 def defense_context(args, data) -> dict:

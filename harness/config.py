@@ -53,7 +53,8 @@ def parse_sets(pairs: list[str]) -> dict[str, str]:
 
 
 class Overrides:
-    """``--set key=value`` (every plugin of the run with that parameter) or ``--set name.key=value`` (one)."""
+    """``--set key=value`` (every plugin of the run with that parameter) or ``--set name.key=value`` (one); the
+    parameter of a part is reached by its path, ``--set preempt_smooth.smoothing.sigma=0.25``."""
 
     def __init__(self, pairs: list[str]):
         self.raw = parse_sets(pairs)
@@ -63,22 +64,35 @@ class Overrides:
     def for_plugin(self, registry: Registry, name: str) -> dict:
         """The overrides for one plugin.  An unscoped key that reaches plugins of two kinds (say a defense's
         ``alpha`` and an attack's ``alpha``) is ambiguous, since the same name means different things there."""
-        params = registry.get(name).params
+        entry = registry.get(name)
         chosen = {}
         for key, text in self.raw.items():
-            scope, _, param = key.rpartition(".")
-            if (scope in ("", name)) and param in params:
-                if not scope and self._kinds.setdefault(key, registry.kind) != registry.kind:
-                    raise UsageError(f"--set {key} applies to {self._kinds[key]} and {registry.kind} alike; "
-                                     f"scope it, e.g. --set {name}.{param}={text}")
-                chosen[param] = params[param].parse(text)
-                self.used.add(key)
+            scoped = key.startswith(name + ".")
+            path = key[len(name) + 1:] if scoped else key if "." not in key else None
+            param = entry.param(path) if path else None
+            if param is None:
+                continue
+            if not scoped and self._kinds.setdefault(key, registry.kind) != registry.kind:
+                raise UsageError(f"--set {key} applies to {self._kinds[key]} and {registry.kind} alike; "
+                                 f"scope it, e.g. --set {name}.{path}={text}")
+            chosen[path] = param.parse(text)
+            self.used.add(key)
         return chosen
 
     def check_all_used(self) -> None:
         unused = [k for k in self.raw if k not in self.used]
         if unused:
             raise UsageError(f"--set {unused[0]}: no plugin of this run has that parameter")
+
+
+def parse_eps_list(text: str) -> list[float]:
+    """``--eps 0.05,0.1,8/255``: the budgets of one run, in the order given, each once."""
+    values = [parse_eps(t) for t in str(text).split(",") if t.strip()]
+    if not values:
+        raise UsageError(f"--eps expects one or more numbers separated by commas, got {text!r}")
+    if len(set(values)) < len(values):
+        raise UsageError(f"--eps {text}: a budget is given twice")
+    return values
 
 
 def parse_eps(text: str) -> float:

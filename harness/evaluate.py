@@ -1,9 +1,10 @@
 """The evaluation loop: defense -> attacks -> per-sample verdicts -> worst case per sample.
 
 For each defense and batch, the defense prepares what the attacker is handed (robustifying once for all
-attacks), the defended clean verdict is taken, and each attack runs on the samples still correct.  Every
-(defense, attack, batch) is seeded from the run seed, so a run is reproducible and a cell does not depend
-on which other attacks ran before it.
+attacks and budgets), the defended clean verdict is taken, and each attack runs on the samples still correct, at
+each budget in turn (one attack object serves every eps: ``Attack.set_budget``).  Every (defense, attack, batch)
+is seeded from the run seed, so a run is reproducible, a cell does not depend on which other attacks ran before
+it, and the rows of a several-eps run equal those of separate one-eps runs.
 """
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ class CellResult:
     forwards: int = 0
     backwards: int = 0
     certifies: bool = False  # a certifier's cell: certified accuracy, a lower bound, not part of the worst case
+    budget: float | None = None  # the run's eps this cell belongs to (None: a run of one budget, whatever its eps)
 
 
 @dataclass
@@ -46,11 +48,16 @@ class DefenseResult:
     prepare_forwards: int = 0
     prepare_backwards: int = 0
 
-    def worst_case(self) -> torch.Tensor:
-        """Robust iff every attack run on the sample failed (AND over attacks); clean verdict if none ran."""
+    def budgets(self) -> list[float | None]:
+        """The run budgets of this result's cells, in the order they ran ([None] for a run of one budget)."""
+        return list(dict.fromkeys(c.budget for c in self.cells)) or [None]
+
+    def worst_case(self, budget: float | None = None) -> torch.Tensor:
+        """Robust iff every attack run on the sample at ``budget`` failed (AND over attacks); the clean verdict if
+        none ran."""
         robust = self.clean.clone()
         for cell in self.cells:
-            if not cell.certifies:
+            if not cell.certifies and cell.budget == budget:
                 robust &= cell.verdict.robust
         return robust
 
@@ -81,22 +88,39 @@ def _cat(verdicts: list[Verdict]) -> Verdict:
                    extra={k: torch.cat([v.extra[k] for v in verdicts]) for k in sorted(keys) if all(k in v.extra for v in verdicts)})
 
 
-def evaluate(model: torch.nn.Module, data: ImageSet, defenses: list[tuple[str, Defense]],
+def served(defenses: list[tuple[str, Defense | dict[float, Defense]]], eps: list[float] | None
+           ) -> list[tuple[str, Defense, list[float] | None]]:
+    """Each defense object with the budgets it is evaluated at.  A defense given as ``{eps: defense}`` (its own
+    parameters follow the budget, as preempt's delta = eps) is one object per eps; a plain one serves them all."""
+    out = []
+    for name, d in defenses:
+        if isinstance(d, dict):
+            out += [(name, obj, [e]) for e, obj in d.items()]
+        else:
+            out.append((name, d, None if eps is None else list(eps)))
+    return out
+
+
+def evaluate(model: torch.nn.Module, data: ImageSet, defenses: list[tuple[str, Defense | dict[float, Defense]]],
              attacks: list[tuple[str, Attack]], *, batch_size: int, seed: int, device: torch.device,
-             passes: int = 1, quiet: bool = False) -> list[DefenseResult]:
+             passes: int = 1, quiet: bool = False, eps: list[float] | None = None) -> list[DefenseResult]:
+    """Run every (defense, attack, eps) cell; ``eps``: the budgets (None: each attack's own, one budget)."""
     model = CountingModel(model.to(device).eval())
     for p in model.parameters():
         p.requires_grad_(False)
     n_batches = (len(data) + batch_size - 1) // batch_size
-    threats = {(dn, an): resolve_threat(d, a) for dn, d in defenses for an, a in attacks}
-    bar = tqdm(total=len(defenses) * n_batches * (1 + len(attacks)), desc="evaluating", disable=quiet, leave=False)
+    entrants = served(defenses, eps)
+    threats = {(dn, an): resolve_threat(d, a) for dn, d, _ in entrants for an, a in attacks}
+    n_cells = sum(len(e or [None]) for _, _, e in entrants) * len(attacks)
+    bar = tqdm(total=n_batches * (len(entrants) + n_cells), desc="evaluating", disable=quiet, leave=False)
     results = []
-    for dname, defense in defenses:
+    for dname, defense, budgets in entrants:
         if isinstance(defense, torch.nn.Module):
             defense.to(device).eval()
         res = DefenseResult(dname, defense.kind, torch.zeros(0, dtype=torch.bool))
-        per_attack: dict[str, list[Verdict]] = {an: [] for an, _ in attacks}
-        stats = {an: [0.0, 0, 0] for an, _ in attacks}
+        cells = [(an, a, e) for e in (budgets or [None]) for an, a in attacks]
+        per_cell: list[list[Verdict]] = [[] for _ in cells]
+        stats = [[0.0, 0, 0] for _ in cells]
         cleans = []
         for b in range(n_batches):
             xb = data.x[b * batch_size:(b + 1) * batch_size].to(device)
@@ -114,22 +138,24 @@ def evaluate(model: torch.nn.Module, data: ImageSet, defenses: list[tuple[str, D
             res.prepare_backwards += bw
             cleans.append(clean.cpu())
             bar.update()
-            for aname, attack in attacks:
-                torch.manual_seed(cell_seed(seed, dname, aname, b))
+            for k, (aname, attack, e) in enumerate(cells):
+                if e is not None:
+                    attack.set_budget(attack.norm, e)
+                torch.manual_seed(cell_seed(seed, dname, aname, b))  # not eps: a budget's rows as in a run of its own
                 t0 = time.perf_counter()
                 verdict = run_cell(defense, model, attack, threats[dname, aname], xb, x_seen, yb, clean, passes)
-                st = stats[aname]
+                st = stats[k]
                 st[0] += time.perf_counter() - t0
                 f, bw = model.reset()
                 st[1] += f
                 st[2] += bw
-                per_attack[aname].append(verdict)
+                per_cell[k].append(verdict)
                 bar.update()
         res.clean = torch.cat(cleans)
-        for aname, attack in attacks:
-            s, f, bw = stats[aname]
-            res.cells.append(CellResult(aname, threats[dname, aname], attack.norm, attack.eps,
-                                        _cat(per_attack[aname]), s, f, bw, attack.certifies))
+        for k, (aname, attack, e) in enumerate(cells):
+            s, f, bw = stats[k]
+            res.cells.append(CellResult(aname, threats[dname, aname], attack.norm, attack.eps if e is None else e,
+                                        _cat(per_cell[k]), s, f, bw, attack.certifies, e))
         if not (defense.randomized or defense.kind == "detector"):  # there a rejection or a draw is no break
             res.check_certificates()
         results.append(res)

@@ -34,7 +34,7 @@ COLUMNS = ["dataset", "model", "defense", "attack", "threat", "norm", "eps", "n"
 EXTRA_COLUMNS = ["clean_ci_low", "clean_ci_high", "attacked", "invalid", "mean_dist", "max_dist", "robust_acc_majority"]
 DETECTOR_COLUMNS = ["robust_acc_reject_defended", "rejected", "det_auroc"]
 CERTIFIED_COLUMNS = ["certified_acc", "certified_ci_low", "certified_ci_high"]
-TIMING_COLUMNS = ["defense", "attack", "stage", "seconds", "images_per_s", "forward_per_sample", "backward_per_sample"]
+TIMING_COLUMNS = ["defense", "attack", "stage", "seconds", "images_per_s", "forward_per_sample", "backward_per_sample", "eps"]
 
 
 def _f2(x: float) -> str:
@@ -57,32 +57,44 @@ def result_rows(results: list[DefenseResult], *, dataset: str, model: str, seed:
         base = {"dataset": dataset, "model": model, "defense": res.defense, "n": clean["n"],
                 "clean_acc": _f2(clean["acc"]), "seed": seed, "config_hash": config_hash,
                 "clean_ci_low": _f2(clean["ci_low"]), "clean_ci_high": _f2(clean["ci_high"])}
-        for cell in res.cells:
-            v = cell.verdict
-            rob = accuracy(v.robust)
-            mean_d, max_d = norm_summary(v.dist, v.attacked)
-            maj = v.extra.get("robust_majority")
-            cert = accuracy(v.robust) if cell.certifies else None
-            certified = {"certified_acc": _f2(cert["acc"]), "certified_ci_low": _f2(cert["ci_low"]),
-                         "certified_ci_high": _f2(cert["ci_high"])} if cert else {}
-            rows.append({**base, **_detector_cells(v), **certified, "attack": cell.attack, "threat": cell.threat, "norm": cell.norm,
-                         "eps": f"{cell.eps:.6g}", "robust_acc": _f2(rob["acc"]), "robust_ci_low": _f2(rob["ci_low"]),
-                         "robust_ci_high": _f2(rob["ci_high"]), "attacked": int(v.attacked.sum()),
-                         "invalid": int((v.attacked & ~v.valid).sum()), "mean_dist": _f4(mean_d), "max_dist": _f4(max_d),
-                         "robust_acc_majority": _f2(accuracy(maj)["acc"]) if maj is not None else ""})
-        worst = accuracy(res.worst_case())
-        cells = [c for c in res.cells if not c.certifies]
-        if any("robust_reject_defended" in c.verdict.extra for c in cells):
-            both = res.clean.clone()
-            for c in cells:
-                both &= c.verdict.extra.get("robust_reject_defended", c.verdict.robust)
-            base = {**base, "robust_acc_reject_defended": _f2(accuracy(both)["acc"])}
-        rows.append({**base, "attack": "worst-case", "threat": _same(c.threat for c in cells) if cells else "none",
-                     "norm": _same(c.norm for c in cells) if cells else "", "eps": _same(f"{c.eps:.6g}" for c in cells) if cells else "",
-                     "robust_acc": _f2(worst["acc"]), "robust_ci_low": _f2(worst["ci_low"]), "robust_ci_high": _f2(worst["ci_high"]),
-                     "attacked": "", "invalid": sum(int((c.verdict.attacked & ~c.verdict.valid).sum()) for c in cells),
-                     "mean_dist": "", "max_dist": "", "robust_acc_majority": ""})
+        for budget in res.budgets():
+            rows += _cell_rows(res, [c for c in res.cells if c.budget == budget], base)
+            rows.append(_worst_row(res, budget, base))
     return rows
+
+
+def _cell_rows(res: DefenseResult, cells, base: dict) -> list[dict]:
+    rows = []
+    for cell in cells:
+        v = cell.verdict
+        rob = accuracy(v.robust)
+        mean_d, max_d = norm_summary(v.dist, v.attacked)
+        maj = v.extra.get("robust_majority")
+        cert = accuracy(v.robust) if cell.certifies else None
+        certified = {"certified_acc": _f2(cert["acc"]), "certified_ci_low": _f2(cert["ci_low"]),
+                     "certified_ci_high": _f2(cert["ci_high"])} if cert else {}
+        rows.append({**base, **_detector_cells(v), **certified, "attack": cell.attack, "threat": cell.threat, "norm": cell.norm,
+                     "eps": f"{cell.eps:.6g}", "robust_acc": _f2(rob["acc"]), "robust_ci_low": _f2(rob["ci_low"]),
+                     "robust_ci_high": _f2(rob["ci_high"]), "attacked": int(v.attacked.sum()),
+                     "invalid": int((v.attacked & ~v.valid).sum()), "mean_dist": _f4(mean_d), "max_dist": _f4(max_d),
+                     "robust_acc_majority": _f2(accuracy(maj)["acc"]) if maj is not None else ""})
+    return rows
+
+
+def _worst_row(res: DefenseResult, budget: float | None, base: dict) -> dict:
+    """The ``worst-case`` row of one budget: over its attacks' cells (certifiers stay out)."""
+    cells = [c for c in res.cells if not c.certifies and c.budget == budget]
+    worst = accuracy(res.worst_case(budget))
+    if any("robust_reject_defended" in c.verdict.extra for c in cells):
+        both = res.clean.clone()
+        for c in cells:
+            both &= c.verdict.extra.get("robust_reject_defended", c.verdict.robust)
+        base = {**base, "robust_acc_reject_defended": _f2(accuracy(both)["acc"])}
+    return {**base, "attack": "worst-case", "threat": _same(c.threat for c in cells) if cells else "none",
+            "norm": _same(c.norm for c in cells) if cells else "", "eps": _same(f"{c.eps:.6g}" for c in cells) if cells else "",
+            "robust_acc": _f2(worst["acc"]), "robust_ci_low": _f2(worst["ci_low"]), "robust_ci_high": _f2(worst["ci_high"]),
+            "attacked": "", "invalid": sum(int((c.verdict.attacked & ~c.verdict.valid).sum()) for c in cells),
+            "mean_dist": "", "max_dist": "", "robust_acc_majority": ""}
 
 
 def _detector_cells(v) -> dict:
@@ -103,12 +115,12 @@ def timing_rows(results: list[DefenseResult]) -> list[dict]:
     rows = []
     for res in results:
         n = max(len(res.clean), 1)
-        stages = [("(prepare)", "defense", res.prepare_seconds, res.prepare_forwards, res.prepare_backwards)]
-        stages += [(c.attack, "attack", c.seconds, c.forwards, c.backwards) for c in res.cells]
-        for attack, stage, secs, fw, bw in stages:
+        stages = [("(prepare)", "defense", res.prepare_seconds, res.prepare_forwards, res.prepare_backwards, "")]
+        stages += [(c.attack, "attack", c.seconds, c.forwards, c.backwards, f"{c.eps:.6g}") for c in res.cells]
+        for attack, stage, secs, fw, bw, eps in stages:
             rows.append({"defense": res.defense, "attack": attack, "stage": stage, "seconds": f"{secs:.3f}",
                          "images_per_s": f"{n / secs:.1f}" if secs > 0 else "", "forward_per_sample": f"{fw / n:.2f}",
-                         "backward_per_sample": f"{bw / n:.2f}"})
+                         "backward_per_sample": f"{bw / n:.2f}", "eps": eps})
     return rows
 
 
@@ -120,7 +132,7 @@ def sample_rows(results: list[DefenseResult], labels) -> list[dict]:
             v = c.verdict
             for i in range(len(v.robust)):
                 row = {"index": i, "label": int(labels[i]), "defense": res.defense, "attack": c.attack,
-                       "clean": int(v.clean[i]), "robust": int(v.robust[i]), "attacked": int(v.attacked[i]),
+                       "eps": f"{c.eps:.6g}", "clean": int(v.clean[i]), "robust": int(v.robust[i]), "attacked": int(v.attacked[i]),
                        "valid": int(v.valid[i]), "dist": _f4(float(v.dist[i]))}
                 for k in keys:
                     row[k] = _f4(float(v.extra[k][i])) if k in v.extra else ""
@@ -139,11 +151,20 @@ def to_csv(rows: list[dict], columns: list[str]) -> str:
 def to_markdown(rows: list[dict], meta: dict) -> str:
     """A paper-style table (defense x attack, robust accuracy), then every row in full."""
     attacks = list(dict.fromkeys(r["attack"] for r in rows if r["attack"] != "worst-case"))
-    defenses = list(dict.fromkeys(r["defense"] for r in rows))
-    by = {(r["defense"], r["attack"]): r for r in rows}
-    head = ["Defense", "Clean"] + [f"{a} ({by[defenses[0], a]['threat']})" for a in attacks] + ["Worst case"]
-    body = [[d, by[d, "worst-case"]["clean_acc"]] + [by[d, a]["robust_acc"] for a in attacks] + [by[d, "worst-case"]["robust_acc"]]
-            for d in defenses]
+    # One line per (defense, budget): a worst-case row closes each; its eps is "mixed" where --set gave an attack
+    # its own budget.  With several budgets the table gets an eps column.
+    lines_of = [(r["defense"], r["eps"]) for r in rows if r["attack"] == "worst-case"]
+    several = len({e for _, e in lines_of}) > 1
+    by, start = {}, 0
+    for i, r in enumerate(rows):
+        if r["attack"] == "worst-case":
+            by.update({(r["defense"], r["eps"], c["attack"]): c for c in rows[start:i + 1]})
+            start = i + 1
+    threat = {a: next(by[k]["threat"] for k in by if k[2] == a) for a in attacks}
+    head = ["Defense"] + (["eps"] if several else []) + ["Clean"] + [f"{a} ({threat[a]})" for a in attacks] + ["Worst case"]
+    body = [[d] + ([e] if several else []) + [by[d, e, "worst-case"]["clean_acc"]] +
+            [by[d, e, a]["robust_acc"] if (d, e, a) in by else "" for a in attacks] + [by[d, e, "worst-case"]["robust_acc"]]
+            for d, e in lines_of]
     full_cols = ["defense", "attack", "threat", "norm", "eps", "n", "clean_acc", "robust_acc", "robust_ci_low",
                  "robust_ci_high", "invalid", "mean_dist"]
     lines = [f"# Robustness: {meta['dataset']} / {meta['model']}", "",
