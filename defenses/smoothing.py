@@ -5,7 +5,7 @@ Noise is added in [0, 1] pixel space and is NOT clamped (as in ``locuslab/smooth
 inside the model).  ``Smoothing`` follows Cohen et al.'s ``Smooth`` class (REFERENCE-IMPLEMENTATIONS.md
 section 6):
 
-- ``_sample_noise``: class counts of f(x + N(0, sigma^2 I)) over ``num`` draws per image, batched across
+- ``sample_noise``: class counts of f(x + N(0, sigma^2 I)) over ``num`` draws per image, batched across
   images (``batch`` noisy inputs per forward pass).
 - ``predict``: Cohen et al. 2019, pseudocode PREDICT (two-sided binomial test on the top-2 counts).
 - ``certify``: Cohen et al. 2019, pseudocode CERTIFY (n0 selection draws, n fresh estimation draws,
@@ -32,7 +32,7 @@ from torch import nn
 
 from harness.core.defense import ABSTAIN, SoftSmoothed, Wrapper
 from harness.core.errors import UsageError
-from harness.core.registry import DEFENSES, RECIPES
+from harness.core.registry import DEFENSES, RECIPES, Part
 
 from .preempt import PreemptRobustify
 
@@ -91,6 +91,8 @@ class Smoothing(Wrapper):
     vote"); CERTIFY is unchanged.
     """
 
+    certifier = ""
+
     def __init__(self, sigma: float = 0.25, n: int = 100, n0: int = 100, n_certify: int = 100_000,
                  alpha: float = 0.001, batch: int = 1000, m: int = 8, abstain: bool = True):
         if not sigma > 0:
@@ -103,7 +105,7 @@ class Smoothing(Wrapper):
         self.alpha, self.batch, self.m, self.abstain = float(alpha), int(batch), int(m), bool(abstain)
 
     @torch.inference_mode()
-    def _sample_noise(self, model: nn.Module, x: torch.Tensor, num: int, batch: int | None = None) -> torch.Tensor:
+    def sample_noise(self, model: nn.Module, x: torch.Tensor, num: int, batch: int | None = None) -> torch.Tensor:
         """Counts (B, classes) of f(x_i + N(0, sigma^2 I)) over ``num`` draws per image (Cohen's _sample_noise).
 
         The B * num (image, draw) pairs are taken image-major, ``batch`` rows per forward pass, so one pass
@@ -135,7 +137,7 @@ class Smoothing(Wrapper):
         alpha = self.alpha if alpha is None else float(alpha)
         if x.shape[0] == 0:
             return torch.zeros(0, dtype=torch.long, device=x.device)
-        counts = self._sample_noise(model, x, n, batch).cpu()
+        counts = self.sample_noise(model, x, n, batch).cpu()
         top = counts.topk(2, dim=1)
         c1, c2 = top.values[:, 0].tolist(), top.values[:, 1].tolist()
         abstain = torch.tensor([binom_pvalue(a, b) > alpha for a, b in zip(c1, c2)], dtype=torch.bool)
@@ -156,8 +158,8 @@ class Smoothing(Wrapper):
         alpha = self.alpha if alpha is None else float(alpha)
         if x.shape[0] == 0:
             return torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.float64)
-        c_a = self._sample_noise(model, x, n0, batch).argmax(1)
-        counts = self._sample_noise(model, x, n, batch)
+        c_a = self.sample_noise(model, x, n0, batch).argmax(1)
+        counts = self.sample_noise(model, x, n, batch)
         n_a = counts.gather(1, c_a[:, None])[:, 0].cpu().numpy()
         p_a = lower_confidence_bound(n_a, n, alpha)
         ok = p_a > 0.5
@@ -168,7 +170,7 @@ class Smoothing(Wrapper):
     def classify(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         """The harness's decision: PREDICT with the defense's n and alpha, or the majority vote (``abstain=False``)."""
         if not self.abstain:
-            return self._sample_noise(model, x, self.n).argmax(1) if len(x) else torch.zeros(0, dtype=torch.long, device=x.device)
+            return self.sample_noise(model, x, self.n).argmax(1) if len(x) else torch.zeros(0, dtype=torch.long, device=x.device)
         return self.predict(model, x)
 
     def surface(self, model: nn.Module, threat: str) -> nn.Module:
@@ -189,48 +191,44 @@ class PreemptSmooth(PreemptRobustify):
     same soft loss at the adversarial point.  Here Algorithm 1 (``preempt``, every parameter unchanged) is handed
     ``SoftSmoothed(model, sigma, m)`` as its model: fresh draws at every inner step and for the outer loss, as
     in the official ``PreemptRobustL2Rand`` (M = 5).  With ``label="pred"`` the label c~(x_o) is the majority
-    vote of f over ``n_label`` noisy copies (official code: 50).  The decision on x_r (and on any attacked image)
-    is PREDICT with ``n`` draws at level ``smooth_alpha`` (``abstain=False``: the plain majority vote of appendix
-    C.2); ``certify`` is Cohen's CERTIFY (Table 7).
-    Attacks see ``SoftSmoothed(model, sigma, m_attack)``.  Paper settings: L2, eps = delta = 0.5, sigma 0.1
-    (empirical, Table 5) or 0.25 (certified, Table 7); official outer lr 0.005 on CIFAR-10 (``beta``).
+    vote of f over ``n_label`` noisy copies (official code: 50).  The smoothed classifier is a part,
+    ``smoothing`` (a ``Smoothing``; ``--set preempt_smooth.smoothing.sigma=0.25``): its sigma is the noise of
+    Algorithm 1's draws too; the decision on x_r (and on any attacked image) is its PREDICT (``abstain=False``:
+    the plain majority vote of appendix C.2); ``certify`` is its CERTIFY (Table 7); attacks see its white-box
+    surface, ``SoftSmoothed(model, sigma, smoothing.m)``.
+    Paper settings: L2, eps = delta = 0.5, sigma 0.1 (empirical, Table 5) or 0.25 (certified, Table 7); official
+    outer lr 0.005 on CIFAR-10 (``beta``).
     """
 
     randomized = True
+    certifier = "smoothing"
 
     def __init__(self, norm: Literal["linf", "l2"] = "l2", eps: float = 0.5, delta: float | None = None,
                  maxiter: int = 100, steps: int = 20, alpha: float | None = None, n_starts: int = 1,
                  beta: float | None = None, init: Literal["random", "clean"] = "random",
-                 label: Literal["pred", "true"] = "pred", exact: bool = False, sigma: float = 0.25, m: int = 5,
-                 m_attack: int = 8, n_label: int = 50, n: int = 100, n0: int = 100, n_certify: int = 100_000,
-                 smooth_alpha: float = 0.001, batch: int = 1000, abstain: bool = True):
+                 label: Literal["pred", "true"] = "pred", exact: bool = False,
+                 smoothing: Smoothing = Part("defenses", "smoothing"), m: int = 5, n_label: int = 50):
         super().__init__(norm=norm, eps=eps, delta=delta, maxiter=maxiter, steps=steps, alpha=alpha,
                          n_starts=n_starts, beta=beta, init=init, label=label, exact=exact)
-        self._smooth = Smoothing(sigma=sigma, n=n, n0=n0, n_certify=n_certify, alpha=smooth_alpha, batch=batch,
-                                 m=m_attack, abstain=abstain)
-        self.abstain = bool(abstain)
+        self.smoothing = smoothing.build() if isinstance(smoothing, Part) else smoothing
         if min(m, n_label) < 1:
             raise UsageError("preempt_smooth: m and n_label must be >= 1")
-        self.sigma, self.m, self.m_attack, self.n_label = float(sigma), int(m), int(m_attack), int(n_label)
-        self.n, self.n0, self.n_certify, self.smooth_alpha, self.batch = int(n), int(n0), int(n_certify), float(smooth_alpha), int(batch)
+        self.m, self.n_label = int(m), int(n_label)
 
     def robustify_model(self, model: nn.Module) -> nn.Module:
         """The model Algorithm 1 optimises against: the soft smoothed classifier with m fresh draws per call."""
-        return SoftSmoothed(model, self.sigma, self.m)
+        return SoftSmoothed(model, self.smoothing.sigma, self.m)
 
     def robustify(self, model, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         if y is None:  # c~(x_o): majority vote of f over n_label noisy copies, no abstention
-            y = self._smooth._sample_noise(model, x.detach(), self.n_label).argmax(1)
+            y = self.smoothing.sample_noise(model, x.detach(), self.n_label).argmax(1)
         return super().robustify(self.robustify_model(model), x, y)
 
     def classify(self, model, x):
-        return self._smooth.classify(model, x)
-
-    def certify(self, model, x, n0=None, n=None, alpha=None, batch=None):
-        return self._smooth.certify(model, x, n0=n0, n=n, alpha=alpha, batch=batch)
+        return self.smoothing.classify(model, x)
 
     def surface(self, model, threat):
-        return SoftSmoothed(model, self.sigma, self.m_attack)
+        return self.smoothing.surface(model, "white-box")
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -62,13 +62,15 @@ class Certificates:
 def certify_dataset(defense, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, n0: int | None = None,
                     n: int | None = None, alpha: float | None = None, batch_size: int = 100, seed: int = 0,
                     device: torch.device | str = "cpu", progress=None) -> Certificates:
-    """Run ``defense.certify`` on (x, y) in batches of ``batch_size`` images, each seeded from ``seed``."""
+    """Run the defense's CERTIFY (``Defense.certifying_part``) on (x, y) in batches of ``batch_size`` images, each
+    seeded from ``seed``."""
     model = model.to(device).eval()
+    certifier = defense.certifying_part()
     preds, radii = [], []
     t0 = time.perf_counter()
     for b, start in enumerate(range(0, len(y), batch_size)):
         torch.manual_seed(cell_seed(seed, "certify", b))
-        p, r = defense.certify(model, x[start:start + batch_size].to(device), n0=n0, n=n, alpha=alpha)
+        p, r = certifier.certify(model, x[start:start + batch_size].to(device), n0=n0, n=n, alpha=alpha)
         preds.append(p.cpu())
         radii.append(r.cpu().double())
         if progress is not None:
@@ -177,6 +179,7 @@ def cmd_certify(args, argv: list[str]) -> int:
 
     from tqdm import tqdm
 
+    from harness.core.defense import Defense
     from harness.core.errors import UsageError
     from harness.core.registry import DEFENSES
 
@@ -194,15 +197,26 @@ def cmd_certify(args, argv: list[str]) -> int:
         raise UsageError(f"--radii expects comma-separated numbers, got {args.radii!r}") from None
     started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     overrides = Overrides(args.set)
-    smooth_kw = {"sigma": args.sigma, "n0": args.N0, "n_certify": args.N, "batch": args.batch,
-                 ("alpha" if args.defense == "smoothing" else "smooth_alpha"): args.alpha}
+    entry = DEFENSES.get(args.defense)
+
+    def certifier(name: str) -> str | None:  # what the defense declares (``Defense.certifier``)
+        factory = DEFENSES.get(name).factory
+        return factory.certifier if isinstance(factory, type) and issubclass(factory, Defense) else None
+
+    path = certifier(args.defense)
+    if path is None:
+        able = [n for n in DEFENSES.list() if certifier(n) is not None]
+        raise UsageError(f"--defense {args.defense} certifies nothing (certifying defenses: {', '.join(able)})")
+    prefix = f"{path}." if path else ""
+    smooth_kw = {prefix + k: v for k, v in {"sigma": args.sigma, "n0": args.N0, "n_certify": args.N,
+                                            "batch": args.batch, "alpha": args.alpha}.items()}
     extra = overrides.for_plugin(DEFENSES, args.defense)
     clash = sorted(set(extra) & set(smooth_kw))
     if clash:
         raise UsageError(f"--set {clash[0]}: certify takes it as its own option (--sigma, --N0, --N, --alpha, --batch)")
     budget = {}
-    if args.defense == "preempt_smooth" and args.eps is not None:  # the attack budget x_r is prepared for
-        budget = {"norm": args.norm, "eps": parse_eps(args.eps)}
+    if args.eps is not None:  # the attack budget a defense that prepares x_r (preempt_smooth) is built for
+        budget = {k: v for k, v in {"norm": args.norm, "eps": parse_eps(args.eps)}.items() if k in entry.params}
     defense = DEFENSES.create(args.defense, **smooth_kw, **{**budget, **extra})
     data = load(args.dataset, args.split or "test", args.data_dir)
     idx = torch.arange(0, len(data), args.skip)
@@ -219,7 +233,7 @@ def cmd_certify(args, argv: list[str]) -> int:
     config_hash = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
     out = Path(args.out or Path("runs") / f"certify-{config_hash}")
     x, y = data.x[idx], data.y[idx]
-    if args.defense == "preempt_smooth":
+    if defense.kind == "preemptive":  # certify x_r (preemptive paper, Table 7)
         with tqdm(total=len(idx), desc="robustify", disable=args.quiet, leave=False) as bar:
             x = robustify_dataset(defense, model, x, y, batch_size=args.batch_size or 100, seed=args.seed,
                                   device=device, progress=bar.update)

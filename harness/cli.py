@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import inspect
 import json
 import sys
 from pathlib import Path
@@ -58,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="attack name (repeatable; default pgd_linf; 'harness list attacks')")
     r.add_argument("--model", default=None, help="zoo name or checkpoint path (default: the dataset's model)")
     r.add_argument("--norm", default=None, choices=None, help="linf|l2 (default: the attacks' own norm)")
-    r.add_argument("--eps", default=None, help="budget, e.g. 0.1 or 8/255 (default: the dataset's)")
+    r.add_argument("--eps", default=None, help="budget, e.g. 0.1 or 8/255, or several: 0.05,0.1,0.2 (default: the dataset's)")
     r.add_argument("--n", type=int, default=None, help="evaluate the first N samples")
     r.add_argument("--passes", type=int, default=10, help="classifications of each adversarial image by a randomized defense")
     r.add_argument("--out", default=None, help="output folder (default runs/<config hash>)")
@@ -82,8 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     ce = sub.add_parser("certify", help="CERTIFY a smoothed classifier over a dataset (Cohen et al. 2019)")
     ce.add_argument("--model", default="digits_cnn_gauss", help="zoo name, or a checkpoint path with --arch")
-    ce.add_argument("--defense", default="smoothing", choices=("smoothing", "preempt_smooth"),
-                    help="preempt_smooth: certify the robustified images x_r (preemptive paper, Table 7)")
+    ce.add_argument("--defense", default="smoothing",
+                    help="a defense that certifies (smoothing; preempt_smooth certifies the robustified images x_r, "
+                         "preemptive paper, Table 7)")
     ce.add_argument("--sigma", type=float, default=0.25)
     ce.add_argument("--N0", type=int, default=100, help="selection draws (n0)")
     ce.add_argument("--N", type=int, default=100_000, help="estimation draws (n)")
@@ -152,17 +154,19 @@ def cmd_run(args, argv) -> int:
     from harness.core.registry import ATTACKS, DATASETS, DEFENSES
 
     from .assembly import (
+        build_defenses,
         build_plugins,
         check_model,
         check_writable,
         defense_context,
+        describe,
         device_name,
         load_model,
         pick_device,
         require_positive,
         resolve_norm,
     )
-    from .config import Overrides, RunConfig, parse_eps
+    from .config import Overrides, RunConfig, parse_eps_list
     from .data import load
     from .evaluate import evaluate
     from .report import environment, write_report
@@ -181,12 +185,13 @@ def cmd_run(args, argv) -> int:
     data_kw = overrides.for_plugin(DATASETS, args.dataset)
     data = load(args.dataset, args.split or "test", args.data_dir, **data_kw) if data_kw else load(args.dataset, args.split or "test", args.data_dir)
     data = data.take(args.n)
-    eps = parse_eps(args.eps) if args.eps is not None else data.default_eps[norm]
+    eps_list = parse_eps_list(args.eps) if args.eps is not None else [data.default_eps[norm]]
+    eps = eps_list[0]
     device = pick_device(args.device)
     torch.manual_seed(args.seed)
-    budget = {"norm": norm, "eps": eps, "delta": eps}
-    defenses = build_plugins(DEFENSES, defense_names, overrides, {**budget, **defense_context(args, data)})
-    attacks = build_plugins(ATTACKS, attack_names, overrides, budget)
+    context = defense_context(args, data)
+    defenses = build_defenses(defense_names, overrides, norm, eps_list, context)
+    attacks = build_plugins(ATTACKS, attack_names, overrides, {"norm": norm, "eps": eps})
     for name, attack in attacks:
         if args.norm is not None and attack.norm != norm:
             raise UsageError(f"attack {name} works in {attack.norm}, but --norm {norm} was given")
@@ -194,8 +199,9 @@ def cmd_run(args, argv) -> int:
     overrides.check_all_used()
     batch_size = args.batch_size or 500
     cfg = RunConfig(dataset=args.dataset, model=model_name, arch=args.arch,
-                    defenses=[{"name": n, **d.describe()} for n, d in defenses],
-                    attacks=[{"name": n, **a.describe()} for n, a in attacks], norm=norm, eps=eps, n=len(data),
+                    defenses=[{"name": n, **describe(d)} for n, d in defenses],
+                    attacks=[{"name": n, **a.describe()} for n, a in attacks], norm=norm,
+                    eps=eps if len(eps_list) == 1 else eps_list, n=len(data),
                     batch_size=batch_size, seed=args.seed, passes=args.passes, split=args.split or "test",
                     data_dir=args.data_dir, device=str(device), out=args.out, quiet=args.quiet,
                     extra={"set": sorted(args.set)})
@@ -205,7 +211,7 @@ def cmd_run(args, argv) -> int:
         raise UsageError(f"--out {out} exists and is not a folder")
     check_writable(out)
     results = evaluate(model, data, defenses, attacks, batch_size=batch_size, seed=args.seed, device=device,
-                       passes=args.passes, quiet=args.quiet)
+                       passes=args.passes, quiet=args.quiet, eps=eps_list if len(eps_list) > 1 else None)
     meta = {"dataset": args.dataset, "model": model_name, "seed": args.seed, "config_hash": config_hash, "note": data.note or data.name}
     run_info = {"config": cfg.as_dict(), "config_hash": config_hash, "seed": args.seed, "argv": ["harness", *argv],
                 "device": device_name(device), "data_note": data.note, "started": started,
@@ -232,13 +238,22 @@ def cmd_list(args) -> int:
         print(f"{kind}:")
         for name in reg.list(args.pattern):
             entry = reg.get(name)
-            params = ", ".join(f"{p.name}={p.default!r}" for p in entry.params.values())
+            params = ", ".join(f"{path}: {_type_name(p)} = {p.part.name if p.part else repr(p.default)}"
+                               for path, p in entry.tree())
             print(f"  {name:24s} {entry.description}")
             if params and kind != "zoo":
                 print(f"  {'':24s}   params: {params}")
             if entry.paper:
                 print(f"  {'':24s}   paper:  {', '.join(f'{k}={v}' for k, v in entry.paper.items())}")
     return 0
+
+
+def _type_name(param) -> str:
+    """A parameter's type as ``harness list`` shows it (``float``, ``int | None``, ``Literal['linf', 'l2']``)."""
+    kind = param.type
+    if kind is inspect.Parameter.empty:
+        return type(param.default).__name__ if param.default is not None else "any"
+    return kind.__name__ if isinstance(kind, type) else str(kind).replace("typing.", "")
 
 
 def cmd_train(args) -> int:

@@ -32,8 +32,8 @@ EMPIRICAL_MODEL, CERTIFIED_MODEL = "digits_cnn_gauss01", "digits_cnn_gauss"
 
 
 def empirical(args, restarts: int) -> list[dict]:
-    sets = ["smoothing.sigma=0.1", "preempt_smooth.sigma=0.1", "smoothing.n=50", "preempt_smooth.n=50",
-            "smoothing.abstain=false", "preempt_smooth.abstain=false", f"preempt_smooth.maxiter={args.maxiter}",
+    sets = ["smoothing.sigma=0.1", "preempt_smooth.smoothing.sigma=0.1", "smoothing.n=50", "preempt_smooth.smoothing.n=50",
+            "smoothing.abstain=false", "preempt_smooth.smoothing.abstain=false", f"preempt_smooth.maxiter={args.maxiter}",
             "adaptive_l2.use_autoattack=false", f"pgd_smooth.restarts={restarts}", f"adaptive_l2.restarts={restarts}"]
     argv = ["run", "--model", EMPIRICAL_MODEL, "--norm", "l2", "--eps", "0.5", "--n", str(args.n), "--seed", str(args.seed),
             "--passes", str(args.passes), "--quiet", "--defense", "smoothing", "--defense", "preempt_smooth",

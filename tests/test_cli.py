@@ -97,6 +97,10 @@ BAD = [
     (["run", "--attack", "pgd_lnf"], "did you mean pgd_linf"),
     (["run", "--eps", "-0.1"], "eps"),
     (["run", "--eps", "abc"], "eps"),
+    (["run", "--eps", "0.1,0.1"], "twice"),
+    (["run", "--eps", "0.1,,x"], "eps"),
+    (["run", "--defense", "preempt_smooth", "--set", "preempt_smooth.smoothing.sigmaa=1"], "sigmaa"),
+    (["run", "--defense", "preempt_smooth", "--set", "preempt_smooth.smoothing.sigma=x"], "sigma"),
     (["run", "--norm", "l3"], "norm"),
     (["run", "--attack", "pgd_linf", "--norm", "l2"], "linf"),
     (["run", "--n", "100000"], "out of range"),
@@ -155,7 +159,9 @@ def test_traceback_only_with_debug(tmp_path):
 def test_list_shows_plugins_and_params(capsys):
     assert main(["list", "attacks"]) == 0
     out = capsys.readouterr().out
-    assert "pgd_linf" in out and "steps=20" in out
+    assert "pgd_linf" in out and "steps: int = 20" in out
+    assert main(["list", "defenses", "preempt_smooth"]) == 0  # a part's parameters under its name, with types
+    assert "smoothing.sigma: float = 0.25" in capsys.readouterr().out
 
 
 def test_check_gate(default_run, tmp_path, capsys):

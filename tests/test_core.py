@@ -169,3 +169,28 @@ def test_third_party_plugin_through_entry_points(tmp_path, monkeypatch):
     assert "nudge" in reg.list()
     assert reg.get("nudge").params["shift"].parse("0.5") == 0.5
     assert reg.create("nudge", eps=0.1).eps == 0.1
+
+
+def test_parts_compose_and_are_reached_by_path():
+    """Composition (issue 12): preempt_smooth holds a ``smoothing``; its parameters by path, no flattened copies."""
+    from harness.config import Overrides
+    from harness.core.errors import UsageError
+    from harness.core.registry import DEFENSES
+    from harness.plugins import load_builtins
+
+    load_builtins()
+    entry = DEFENSES.get("preempt_smooth")
+    assert "sigma" not in entry.params and entry.param("smoothing.sigma").default == 0.25
+    over = Overrides(["preempt_smooth.smoothing.sigma=0.5", "preempt_smooth.maxiter=3", "smoothing.n=7"])
+    kw = over.for_plugin(DEFENSES, "preempt_smooth")
+    assert kw == {"smoothing.sigma": 0.5, "maxiter": 3}  # smoothing.n scopes the smoothing plugin, not the part
+    d = DEFENSES.create("preempt_smooth", **kw)
+    assert (d.smoothing.sigma, d.smoothing.n, d.maxiter) == (0.5, 100, 3)
+    assert d.describe()["smoothing"]["sigma"] == 0.5  # run.json and the config hash see the part's parameters
+    assert d.certifying_part() is d.smoothing and DEFENSES.create("smoothing").certifying_part().sigma == 0.25
+    with pytest.raises(UsageError, match="sigmaa"):
+        DEFENSES.create("preempt_smooth", **{"smoothing.sigmaa": 1.0})
+    with pytest.raises(UsageError, match="no part"):
+        DEFENSES.create("preempt_smooth", **{"maxiter.x": 1})
+    with pytest.raises(UsageError, match="given built"):
+        DEFENSES.create("preempt_smooth", smoothing=d.smoothing, **{"smoothing.n": 3})

@@ -174,7 +174,7 @@ def test_batched_sampling_keeps_images_apart():
     x = torch.stack([torch.full((1, 8, 8), k / 10) for k in (3, 0, 7, 9, 1)])
     smooth = Smoothing(sigma=0.01)
     for num, batch in [(37, 10), (37, 1000), (5, 3), (1, 2)]:
-        counts = smooth._sample_noise(ImageId(), x, num, batch)
+        counts = smooth.sample_noise(ImageId(), x, num, batch)
         expected = torch.zeros(5, 10, dtype=torch.long)
         expected[torch.arange(5), torch.tensor([3, 0, 7, 9, 1])] = num
         assert torch.equal(counts, expected)
@@ -349,7 +349,8 @@ class Spy(nn.Module):
 
 def test_preempt_smooth_robustifies_against_the_soft_smoothed_classifier(ridge_model, digits_test):
     x = digits_test.x[:6]
-    d = DEFENSES.create("preempt_smooth", norm="l2", eps=0.5, maxiter=3, steps=2, sigma=0.25, m=5, n_label=40, n=60)
+    d = DEFENSES.create("preempt_smooth", norm="l2", eps=0.5, maxiter=3, steps=2, m=5, n_label=40,
+                        **{"smoothing.sigma": 0.25, "smoothing.n": 60})
     assert (d.kind, d.randomized, d.delta) == ("preemptive", True, 0.5)
     spy = Spy(ridge_model)
     torch.manual_seed(0)
@@ -374,11 +375,11 @@ def test_majority_vote_without_abstention(digits_test):
     torch.manual_seed(0)
     assert (strict.classify(CoinFlip(), x) == ABSTAIN).float().mean() > 0.8  # a coin flip: PREDICT abstains
     torch.manual_seed(0)
-    counts = vote._sample_noise(CoinFlip(), x, 50)
+    counts = vote.sample_noise(CoinFlip(), x, 50)
     torch.manual_seed(0)
     ours = vote.classify(CoinFlip(), x)
     assert torch.equal(ours, counts.argmax(1)) and set(ours.tolist()) <= {0, 1}
-    d = DEFENSES.create("preempt_smooth", sigma=0.5, n=50, abstain=False)
+    d = DEFENSES.create("preempt_smooth", smoothing=Smoothing(sigma=0.5, n=50, abstain=False))  # a part given built
     torch.manual_seed(0)
     assert torch.equal(d.classify(CoinFlip(), x), ours)
     assert vote.classify(CoinFlip(), x[:0]).shape == (0,)
@@ -447,7 +448,7 @@ def test_certify_preempt_smooth_certifies_the_robustified_images(tmp_path, ridge
     assert main(argv) == 0
     with open(out / "certified_samples.csv", newline="") as fh:
         samples = list(csv.DictReader(fh))
-    d = DEFENSES.create("preempt_smooth", sigma=0.25, n0=50, n_certify=300, maxiter=2, steps=2)
+    d = DEFENSES.create("preempt_smooth", maxiter=2, steps=2, **{"smoothing.n0": 50, "smoothing.n_certify": 300})
     x, y = digits_test.x[:6], digits_test.y[:6]
     x_r = robustify_dataset(d, ridge_model, x, y, batch_size=3, seed=0)
     assert not torch.equal(x_r, x) and float((x_r - x).flatten(1).norm(dim=1).max()) <= 0.5 * (1 + 1e-5)
@@ -456,7 +457,8 @@ def test_certify_preempt_smooth_certifies_the_robustified_images(tmp_path, ridge
     assert [s["radius"] for s in samples] == [f"{float(r):.4f}" for r in cert.radius]
     with open(out / "certified.csv", newline="") as fh:
         assert next(csv.DictReader(fh))["defense"] == "preempt_smooth"
-    assert main(argv + ["--set", "sigma=0.5"]) == 2  # certify's own option, not a --set
+    assert main(argv + ["--set", "preempt_smooth.smoothing.sigma=0.5"]) == 2  # certify's own option, not a --set
+    assert main(argv + ["--set", "sigma=0.5"]) == 2  # preempt_smooth's sigma is its part's
     assert main(argv + ["--set", "nonsense=1"]) == 2
 
 

@@ -51,8 +51,20 @@ class Defense:
         """Train and save at ``out`` what the defense learns; returns the ``--set`` that makes a run use the file."""
         raise NotImplementedError
 
+    # Which part of the defense CERTIFIES an L2 radius (Cohen et al.'s CERTIFY; ``harness certify``): "" the
+    # defense itself, the name of a part (``preempt_smooth``: its ``smoothing``), None: none.
+    certifier: ClassVar[str | None] = None
+
+    def certifying_part(self) -> "Defense":
+        """The (part of the) defense whose ``certify(model, x, n0=, n=, alpha=)`` ``harness certify`` calls."""
+        if self.certifier is None:
+            raise NotImplementedError(f"{type(self).__name__} certifies nothing")
+        return getattr(self, self.certifier) if self.certifier else self
+
     def describe(self) -> dict:
-        return {k: v for k, v in vars(self).items() if not k.startswith("_") and isinstance(v, (int, float, str, bool, type(None)))}
+        """The resolved parameters (for run.json and the config hash); a part's own, nested under its name."""
+        return {k: v.describe() if isinstance(v, Defense) else v for k, v in vars(self).items()
+                if not k.startswith("_") and isinstance(v, (int, float, str, bool, type(None), Defense))}
 
 
 class Preemptive(Defense):

@@ -5,6 +5,11 @@ its typed keyword parameters are read from the signature, so ``harness list`` ca
 ``--set key=value`` can convert strings to the right type.  Third-party packages plug in through the entry
 point groups ``harness.datasets``, ``harness.models``, ``harness.attacks``, ``harness.defenses`` and
 ``harness.recipes``: each entry point names a module (or callable) that registers on import.
+
+Composition: a parameter whose default is a ``Part`` holds another plugin (preempt_smooth holds a ``smoothing``).
+``create`` builds the part from the keys under its name (``smoothing.sigma=0.25``, any depth) and hands the
+factory the built object; on the command line the path starts with the plugin's name
+(``--set preempt_smooth.smoothing.sigma=0.25``).  ``Entry.tree()`` lists every parameter path of a plugin.
 """
 from __future__ import annotations
 
@@ -20,13 +25,31 @@ from .errors import UsageError
 
 
 @dataclass(frozen=True)
+class Part:
+    """The default of a parameter that holds a plugin of registry ``kind``: the one registered as ``name``."""
+
+    kind: str
+    name: str
+
+    def build(self, **kwargs) -> Any:
+        """The default part with ``kwargs`` (for a factory called directly, outside ``create``)."""
+        return REGISTRIES[self.kind].create(self.name, **kwargs)
+
+
+@dataclass(frozen=True)
 class Param:
     name: str
     type: Any
     default: Any
 
+    @property
+    def part(self) -> Part | None:
+        return self.default if isinstance(self.default, Part) else None
+
     def parse(self, text: str) -> Any:
         """Convert a ``--set`` string to this parameter's type; a clear UsageError otherwise."""
+        if self.part:  # a part named by its registered name
+            return text
         kind = self.type
         if kind is inspect.Parameter.empty or kind is Any:
             kind = type(self.default) if self.default is not None else str
@@ -74,6 +97,23 @@ class Entry:
     description: str
     params: dict[str, Param] = field(default_factory=dict)
     paper: dict[str, str] = field(default_factory=dict)  # parameter -> the paper's value, where a default differs or is tuned
+
+    def param(self, path: str) -> Param | None:
+        """The parameter at a dotted ``path`` (``smoothing.sigma``: a part's parameter), None if there is none."""
+        head, _, rest = path.partition(".")
+        p = self.params.get(head)
+        if not rest or p is None:
+            return p
+        return REGISTRIES[p.part.kind].get(p.part.name).param(rest) if p.part else None
+
+    def tree(self, prefix: str = "") -> list[tuple[str, Param]]:
+        """Every parameter path with its Param, a part's parameters under its name (``harness list`` shows them)."""
+        out = []
+        for p in self.params.values():
+            out.append((prefix + p.name, p))
+            if p.part:
+                out += REGISTRIES[p.part.kind].get(p.part.name).tree(f"{prefix}{p.name}.")
+        return out
 
 
 class Registry:
@@ -128,6 +168,7 @@ class Registry:
     def create(self, name: str, **kwargs) -> Any:
         """Build the plugin ``name``; keyword arguments override its defaults."""
         entry = self.get(name)
+        kwargs = _build_parts(entry, kwargs)
         unknown = [k for k in kwargs if k not in entry.params and not _accepts_var_kw(entry.factory)]
         if unknown:
             raise UsageError(f"{name} has no parameter {unknown[0]!r}; it takes: {', '.join(entry.params) or 'none'}")
@@ -149,6 +190,29 @@ class Registry:
     def __contains__(self, name: str) -> bool:
         self._load_plugins()
         return name in self._entries
+
+
+def _build_parts(entry: Entry, kwargs: dict) -> dict:
+    """Build each part of ``entry`` from the keys under its name; a part given as an object is kept as it is.
+    A part may also be given as another registered name of its kind (``smoothing="smoothing"``)."""
+    for key in kwargs:
+        head = key.partition(".")[0]
+        if "." in key and not (head in entry.params and entry.params[head].part):
+            raise UsageError(f"{entry.name} has no part {head!r}; its parameters: "
+                             f"{', '.join(path for path, _ in entry.tree())}")
+    out = {k: v for k, v in kwargs.items() if "." not in k}
+    for p in entry.params.values():
+        if not p.part:
+            continue
+        sub = {k[len(p.name) + 1:]: v for k, v in kwargs.items() if k.startswith(p.name + ".")}
+        given = out.get(p.name)
+        if given is not None and not isinstance(given, (str, Part)):
+            if sub:
+                raise UsageError(f"{entry.name}.{p.name} is given built; it takes no {next(iter(sub))!r}")
+            continue
+        name = given.name if isinstance(given, Part) else given or p.part.name
+        out[p.name] = REGISTRIES[p.part.kind].create(name, **sub)
+    return out
 
 
 def _signature_params(factory) -> dict[str, Param]:
