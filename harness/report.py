@@ -171,6 +171,7 @@ def to_markdown(rows: list[dict], meta: dict) -> str:
              f"Accuracy in percent on {rows[0]['n']} samples ({meta['note']}); seed {meta['seed']}, "
              f"config {meta['config_hash']}. Robust accuracy is the worst case per sample over the attacks; "
              "an adversarial image outside the budget of the original image counts as defended (column invalid).", "",
+             *[f"> **Warning:** {w}" for w in meta.get("warnings", [])], *([""] if meta.get("warnings") else []),
              tabulate(body, headers=head, tablefmt="github", disable_numparse=True), "", "## All cells", "",
              tabulate([[r[c] for c in full_cols] for r in rows], headers=full_cols, tablefmt="github", disable_numparse=True), ""]
     det = [r for r in rows if r.get("robust_acc_reject_defended", "") != ""]
