@@ -1,32 +1,32 @@
-"""A model wrapper that counts forward and backward passes per sample (for timings.csv)."""
+"""The engine's model wrapper that counts forward and backward passes per sample (for timings.csv)."""
 from __future__ import annotations
 
 import torch
 from torch import nn
 
+from .core.counting import PassCounter
 from .core.wrapper import ModelWrapper
 
 
 class CountingModel(ModelWrapper):
-    """Counts the samples that go through ``forward`` and the samples whose logits receive a gradient."""
+    """``model``, counting the samples through ``forward`` and those whose logits receive a gradient."""
 
     def __init__(self, model: nn.Module):
         super().__init__(model)
-        self.forwards = 0
-        self.backwards = 0
+        self.counter = PassCounter()
+
+    @property
+    def forwards(self) -> int:
+        return self.counter.forwards
+
+    @property
+    def backwards(self) -> int:
+        return self.counter.backwards
 
     def reset(self) -> tuple[int, int]:
-        counts = (self.forwards, self.backwards)
-        self.forwards = self.backwards = 0
-        return counts
+        return self.counter.reset()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.model(x)
-        n = x.shape[0]
-        self.forwards += n
-        if out.requires_grad:
-            out.register_hook(lambda g: self._count_backward(n))
+        self.counter.record(out)
         return out
-
-    def _count_backward(self, n: int) -> None:
-        self.backwards += n

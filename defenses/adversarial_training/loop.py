@@ -1,4 +1,4 @@
-"""The adversarial-training loop: pass counting, early stopping (Rice et al. 2020), the ``Recipe`` base and
+"""The adversarial-training loop: early stopping (Rice et al. 2020), the ``Recipe`` base and
 ``train`` (``fit``'s conventions, counting passes).  See the package docstring."""
 from __future__ import annotations
 
@@ -11,38 +11,13 @@ from torch import nn
 from tqdm import tqdm
 
 from attacks.pgd import pgd
+from harness.core.counting import PassCounter
 from harness.core.errors import UsageError
 from harness.core.geometry import NORMS
 from harness.core.training import BatchFn, OwnLoop
 
 # ---------------------------------------------------------------------------------------------------------------
-# Counting and early stopping
-
-
-class PassCounter:
-    """Per-sample forward and backward passes through ``model``: a forward hook adds the batch size for every
-    call, and a gradient hook on the logits adds it again when they receive a gradient.  ``close()`` removes it."""
-
-    def __init__(self, model: nn.Module):
-        self.forwards = 0
-        self.backwards = 0
-        self._handle = model.register_forward_hook(self._forward)
-
-    def _forward(self, module, inputs, out) -> None:
-        n = out.shape[0]
-        self.forwards += n
-        if out.requires_grad:
-            out.register_hook(lambda g: self._backward(n))
-
-    def _backward(self, n: int) -> None:
-        self.backwards += n
-
-    @property
-    def counts(self) -> tuple[int, int]:
-        return self.forwards, self.backwards
-
-    def close(self) -> None:
-        self._handle.remove()
+# Early stopping
 
 
 def held_out_count(val: float, n: int) -> int:
