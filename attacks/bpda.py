@@ -24,7 +24,7 @@ from torch import nn
 from harness.core.attack import Attack
 from harness.core.defense import Preprocessor
 from harness.core.errors import UsageError
-from harness.core.registry import ATTACKS
+from harness.core.registry import ATTACKS, Part
 
 
 class _BPDAFunction(torch.autograd.Function):
@@ -81,52 +81,44 @@ def bpda_surface(defense, classifier: nn.Module, backward: str = "identity") -> 
     return nn.Sequential(BPDAWrapper(purify, back), classifier)
 
 
-@ATTACKS.register("bpda", "BPDA (Athalye et al. 2018): a gradient attack (inner=pgd) through P with P's backward replaced by identity|approx")
+@ATTACKS.register("bpda", "BPDA (Athalye et al. 2018): a gradient attack (inner: pgd) through P with P's backward replaced by identity|approx")
 class BPDA(Attack):
-    """BPDA (Athalye et al. 2018): a gradient attack (inner=pgd) through P with P's backward replaced by identity|approx.
+    """BPDA (Athalye et al. 2018): a gradient attack (inner: pgd) through P with P's backward replaced by identity|approx.
 
-    ``inner``: a registered, non-adaptive gradient attack, built with this attack's budget and those of
-    ``steps``, ``alpha``, ``restarts``, ``loss`` that it takes (PGD: 40 steps of eps/4 by default, as the
-    40-step PGD of JATP's evaluation).  Adaptive: it receives the defense and the bare classifier.
+    ``inner``: a part, any registered non-adaptive attack, given this attack's budget; by default PGD with 40 steps
+    of eps/4 (the 40-step PGD of JATP's evaluation).  Its parameters are reached by path
+    (``--set bpda.inner.steps=100``); another attack by name (``--set bpda.inner=ta.CW --set bpda.inner.c=10``: the
+    C&W form ||x' - x||^2 + c L(f(P(x'))) of the Defense-GAN slides' objective (1)).  Adaptive: it receives the
+    defense and the bare classifier.
     """
 
     adaptive = True
 
-    def __init__(self, norm: Literal["linf", "l2"] | None = None, eps: float = 0.0, inner: str = "pgd",
-                 steps: int = 40, alpha: float | None = None, restarts: int = 1,
-                 backward: Literal["identity", "approx"] = "identity", loss: Literal["ce", "cw", "dlr"] = "ce"):
+    def __init__(self, norm: Literal["linf", "l2"] | None = None, eps: float = 0.0,
+                 inner: Attack = Part("attacks", "pgd", steps=40),
+                 backward: Literal["identity", "approx"] = "identity"):
         if backward not in ("identity", "approx"):
             raise UsageError(f"bpda backward must be identity or approx, got {backward!r}")
-        if inner == "bpda":
+        inner = inner.build() if isinstance(inner, Part) else inner
+        if isinstance(inner, BPDA):
             raise UsageError("bpda cannot wrap itself")
-        entry = ATTACKS.get(inner)
-        if getattr(entry.factory, "adaptive", False):
-            raise UsageError(f"bpda needs a plain gradient attack as inner, and {inner} is adaptive")
-        self.inner, self.steps, self.alpha, self.restarts, self.backward, self.loss = (
-            inner, int(steps), alpha, int(restarts), backward, loss)
-        wanted = {"steps": self.steps, "alpha": alpha, "restarts": self.restarts, "loss": loss}
-        kw = {k: v for k, v in wanted.items() if k in entry.params}
-        if "norm" in entry.params:
-            kw["norm"] = norm or getattr(entry.factory, "norms", ("linf",))[0]
-        if "eps" in entry.params:
-            kw["eps"] = eps
-        self._inner = ATTACKS.create(inner, **kw)
+        if inner.adaptive:
+            raise UsageError(f"bpda needs a plain gradient attack as inner, and {type(inner).__name__} is adaptive")
+        self.inner, self.backward = inner, backward
         # Against a randomized P one lucky draw is no success: the inner attack then takes all its steps.
-        self._inner_randomized = ATTACKS.create(inner, **kw, early_stop=False) if "early_stop" in entry.params \
-            else self._inner
-        self.norms = self._inner.norms
-        self.set_budget(norm or self._inner.norm, eps)
+        self._inner_randomized = ATTACKS.rebuild(inner, early_stop=False) if getattr(inner, "early_stop", False) else inner
+        self.norms = inner.norms
+        self.set_budget(norm or inner.norm, eps)
 
     def set_budget(self, norm: str, eps: float) -> None:
         super().set_budget(norm, eps)
-        if hasattr(self, "_inner"):
-            self._inner.set_budget(norm, eps)
-            self._inner_randomized.set_budget(norm, eps)
+        self.inner.set_budget(norm, eps)
+        self._inner_randomized.set_budget(norm, eps)
 
     def perturb(self, model, x: torch.Tensor, y: torch.Tensor, defense=None, classifier=None, **kw) -> torch.Tensor:
         """Run ``inner`` on classifier ∘ BPDA(P); ``model`` (the white-box surface) is used without a preprocessor.
         Against a randomized defense the inner attack runs without early stopping (every sample takes every step)."""
         surface = bpda_surface(defense, classifier, self.backward) if classifier is not None and defense is not None \
             else model
-        inner = self._inner_randomized if defense is not None and defense.randomized else self._inner
+        inner = self._inner_randomized if defense is not None and defense.randomized else self.inner
         return inner.perturb(surface, x, y)

@@ -50,13 +50,13 @@ PRESETS = {
 
 
 def build_attacks(eps: float, steps: int) -> list:
-    from attacks.bpda import BPDA
     from attacks.pgd import PGD
 
     return [("PGD", PGD(norm="linf", eps=eps, steps=steps, alpha=eps / 4, threat="white-box")),
             ("DLR", PGD(norm="linf", eps=eps, steps=steps, alpha=eps / 4, loss="dlr", threat="white-box")),
-            ("BPDA", BPDA(norm="linf", eps=eps, steps=steps, alpha=eps / 4)),
-            ("BPDA-raw", BPDA(norm="linf", eps=eps, steps=steps, alpha=eps / 4, backward="approx")),
+            ("BPDA", ATTACKS.create("bpda", norm="linf", eps=eps, **{"inner.steps": steps, "inner.alpha": eps / 4})),
+            ("BPDA-raw", ATTACKS.create("bpda", norm="linf", eps=eps, backward="approx",
+                                        **{"inner.steps": steps, "inner.alpha": eps / 4})),
             ("Obl. PGD", PGD(norm="linf", eps=eps, steps=steps, alpha=eps / 4, threat="oblivious"))]
 
 

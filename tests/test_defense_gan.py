@@ -116,7 +116,7 @@ def test_bpda_identity_equals_hand_written_straight_through_pgd(clf, digits_test
     d = DEFENSES.create("defense_gan", L=25, R=2)
     x, y = digits_test.x[:40], digits_test.y[:40]
     eps, steps = 0.3, 5
-    attack = ATTACKS.create("bpda", norm="linf", eps=eps, steps=steps, backward="identity")
+    attack = ATTACKS.create("bpda", norm="linf", eps=eps, backward="identity", **{"inner.steps": steps})
     torch.manual_seed(7)
     x_bpda = attack.perturb(d.surface(clf, "white-box"), x, y, defense=d, classifier=clf)
     torch.manual_seed(7)

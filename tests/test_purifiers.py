@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from attacks.bpda import BPDA, BPDAWrapper, bpda_surface
+from attacks.bpda import BPDAWrapper, bpda_surface
 from attacks.pgd import PGD
 from defenses.purifiers import training
 from defenses.purifiers.jatp import jatp_loss
@@ -136,8 +136,7 @@ def test_bpda_with_the_exact_surrogate_is_the_white_box_attack():
     torch.manual_seed(5)
     x_wb = PGD(norm="linf", eps=0.1, steps=5, early_stop=False).perturb(defense.surface(model, "white-box"), x, y)
     torch.manual_seed(5)
-    atk = BPDA(norm="linf", eps=0.1, steps=5, backward="approx")
-    atk._inner.early_stop = False
+    atk = ATTACKS.create("bpda", norm="linf", eps=0.1, backward="approx", **{"inner.steps": 5, "inner.early_stop": False})
     x_bpda = atk.perturb(model, x, y, defense=defense, classifier=model)
     assert torch.equal(x_wb, x_bpda)
 
@@ -154,8 +153,14 @@ def test_bpda_errors_are_one_line_usage_errors():
         ATTACKS.create("bpda", backward="nope")
     with pytest.raises(UsageError, match="approx"):
         bpda_surface(_NoApprox(), ToyLinear(), "approx")
-    atk = ATTACKS.create("bpda", norm="l2", eps=0.5, steps=3)
-    assert (atk.norm, atk._inner.norm, atk._inner.eps, atk._inner.steps) == ("l2", "l2", 0.5, 3)
+    atk = ATTACKS.create("bpda", norm="l2", eps=0.5, **{"inner.steps": 3})
+    assert (atk.norm, atk.inner.norm, atk.inner.eps, atk.inner.steps) == ("l2", "l2", 0.5, 3)
+    assert ATTACKS.create("bpda").inner.steps == 40  # the part's default, not PGD's 20
+    assert (atk._inner_randomized.steps, atk._inner_randomized.early_stop, atk.inner.early_stop) == (3, False, True)
+    atk.set_budget("l2", 0.25)  # one object, many budgets: both inner variants follow
+    assert atk.inner.eps == atk._inner_randomized.eps == 0.25
+    cw = ATTACKS.create("bpda", norm="l2", eps=0.5, inner="ta.CW", **{"inner.c": 10.0, "inner.lr": 0.05})
+    assert (cw.inner.registry_name, cw.describe()["inner"]["param.c"]) == ("ta.CW", 10.0)  # the slides' C&W form
 
 
 # ------------------------------------------------------------------------------------------ white-box through P
@@ -203,7 +208,7 @@ def test_gradient_masking_is_exposed_by_bpda(plain_target, test_data):
     torch.manual_seed(0)
     pgd = run_cell(defense, plain_target, PGD(norm="linf", eps=0.1, steps=20), "white-box", x, x, y, clean)
     torch.manual_seed(0)
-    bpda = run_cell(defense, plain_target, BPDA(norm="linf", eps=0.1, steps=20), "white-box", x, x, y, clean)
+    bpda = run_cell(defense, plain_target, ATTACKS.create("bpda", norm="linf", eps=0.1, **{"inner.steps": 20}), "white-box", x, x, y, clean)
     acc_pgd, acc_bpda = pgd.robust.float().mean().item(), bpda.robust.float().mean().item()
     assert acc_pgd >= 0.85 and acc_bpda <= 0.4, (acc_pgd, acc_bpda)
     assert bpda.valid.all() and (bpda.dist[bpda.attacked] <= 0.1 + 1e-6).all()
@@ -216,7 +221,7 @@ def test_gradient_masking_is_exposed_by_bpda(plain_target, test_data):
 def test_cli_runs_quantize_against_pgd_and_bpda(tmp_path, capsys):
     out = tmp_path / "run"
     rc = cli_main(["run", "--defense", "quantize", "--attack", "pgd_linf", "--attack", "bpda", "--model", "digits_cnn",
-                   "--n", "40", "--set", "bpda.steps=10", "--quiet", "--out", str(out)])
+                   "--n", "40", "--set", "bpda.inner.steps=10", "--quiet", "--out", str(out)])
     assert rc == 0
     rows = (out / "results.csv").read_text().splitlines()
     cell = {r.split(",")[3]: float(r.split(",")[9]) for r in rows[1:]}

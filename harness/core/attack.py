@@ -61,8 +61,9 @@ class Attack:
         return AttackResult(self.perturb(model, x, y, **kw))
 
     def describe(self) -> dict:
-        """The attack's resolved parameters (they go in run.json and the config hash)."""
-        return {k: v for k, v in vars(self).items() if not k.startswith("_") and _plain(v)}
+        """The attack's resolved parameters (they go in run.json and the config hash); a part's, nested."""
+        return {k: v.describe() if isinstance(v, Attack) else v for k, v in vars(self).items()
+                if not k.startswith("_") and (_plain(v) or isinstance(v, Attack))}
 
 
 def _plain(v) -> bool:
