@@ -31,7 +31,7 @@ from torch import nn
 from harness.core.attack import Attack
 from harness.core.errors import UsageError
 from harness.core.geometry import NORMS
-from harness.core.registry import ATTACKS
+from harness.core.registry import ATTACKS, Part
 
 
 class EOTModel(nn.Module):
@@ -48,34 +48,30 @@ class EOTModel(nn.Module):
 
 @ATTACKS.register("eot", "EOT (Athalye et al. 2018) version of a gradient attack: the inner attack sees the mean softmax over `samples` draws")
 class EOT(Attack):
-    """Run the registered attack ``inner`` (pgd, pgd_linf, pgd_l2, fgsm, ...) on ``EOTModel(surface, samples)``.
+    """Run the attack ``inner`` (a part: pgd, pgd_linf, pgd_l2, fgsm, ...) on ``EOTModel(surface, samples)``.
 
-    ``steps``, ``alpha``, ``restarts`` and ``early_stop`` are passed to the inner attack where it takes them.
-    ``early_stop`` is off by default: the inner attack's success check sees only a K-draw estimate, and the
-    harness judges each adversarial image by classifying it ``--passes`` times with the randomized defense.
+    The inner attack's parameters are reached by path (``--set eot.inner.steps=40``).  Its early stop is off by
+    default (``Part`` default ``early_stop=False``): the inner attack's success check sees only a K-draw estimate,
+    and the harness judges each adversarial image by classifying it ``--passes`` times with the randomized defense.
     """
 
     norms = NORMS
 
-    def __init__(self, inner: str = "pgd", samples: int = 10, norm: Literal["linf", "l2"] | None = None,
-                 eps: float = 0.0, steps: int = 20, alpha: float | None = None, restarts: int = 1,
-                 early_stop: bool = False, threat: str | None = None):
-        if inner == "eot":
+    def __init__(self, inner: Attack = Part("attacks", "pgd", early_stop=False), samples: int = 10,
+                 norm: Literal["linf", "l2"] | None = None, eps: float = 0.0, threat: str | None = None):
+        inner = inner.build() if isinstance(inner, Part) else inner
+        if isinstance(inner, EOT):
             raise UsageError("eot: the inner attack cannot be eot itself")
         if samples < 1:
             raise UsageError(f"eot: samples must be >= 1, got {samples}")
-        entry = ATTACKS.get(inner)
-        if getattr(entry.factory, "adaptive", False):
-            raise UsageError(f"eot: the inner attack {inner!r} is adaptive; EOT wraps plain gradient attacks")
-        kw = {"norm": norm, "eps": eps, "steps": steps, "alpha": alpha, "restarts": restarts, "early_stop": early_stop}
-        self._inner = ATTACKS.create(inner, **{k: v for k, v in kw.items() if k in entry.params})
-        self.inner, self.samples = inner, int(samples)
-        self.steps, self.alpha, self.restarts, self.early_stop, self.threat = steps, alpha, restarts, early_stop, threat
-        self.set_budget(self._inner.norm, self._inner.eps)
+        if inner.adaptive:
+            raise UsageError(f"eot: the inner attack {type(inner).__name__} is adaptive; EOT wraps plain gradient attacks")
+        self.inner, self.samples, self.threat = inner, int(samples), threat
+        self.set_budget(norm or inner.norm, eps)
 
     def set_budget(self, norm: str, eps: float) -> None:
-        self._inner.set_budget(norm, eps)
+        self.inner.set_budget(norm, eps)
         super().set_budget(norm, eps)
 
     def perturb(self, model, x: torch.Tensor, y: torch.Tensor, **kw) -> torch.Tensor:
-        return self._inner.perturb(EOTModel(model, self.samples), x, y)
+        return self.inner.perturb(EOTModel(model, self.samples), x, y)

@@ -227,12 +227,12 @@ def main(argv=None) -> int:
         print(markdown(cres, [c for c in cols if not c.startswith("AA")]))
         print("\n" + "\n".join(checks(cres)))
     if args.dynamic_passes:
-        from attacks.eot import EOT
         from attacks.pgd import PGD
 
         dyn_attacks = [("PGD", PGD(norm="linf", eps=args.eps, steps=args.steps, alpha=args.eps / 4, threat="white-box",
                                    early_stop=False)),
-                       ("EOT-PGD", EOT(inner="pgd", samples=10, norm="linf", eps=args.eps, steps=args.steps, alpha=args.eps / 4))]
+                       ("EOT-PGD", ATTACKS.create("eot", samples=10, norm="linf", eps=args.eps,
+                                                  **{"inner.steps": args.steps, "inner.alpha": args.eps / 4}))]
         dyn_rows = [("NRP", "nrp", {}), ("NRP dynamic", "nrp", {"dynamic": True})]
         dres, dn, dsec = table(args.model, dyn_rows, dyn_attacks, args.n, args.batch_size, args.seed, args.quiet, sets,
                                passes=args.dynamic_passes, **where)

@@ -314,16 +314,17 @@ def test_eot_gradient_is_mean_of_per_draw_gradients(digits_test):
 
 def test_eot_attack_wraps_a_registered_attack(ridge_model, digits_test):
     x, y = digits_test.x[:16], digits_test.y[:16]
-    eot = ATTACKS.create("eot", inner="pgd_l2", samples=3, eps=1.0, steps=5)
-    assert (eot.norm, eot.inner, eot._inner.norm, eot._inner.steps) == ("l2", "pgd_l2", "l2", 5)
+    eot = ATTACKS.create("eot", inner="pgd_l2", samples=3, eps=1.0, **{"inner.steps": 5})
+    assert (eot.norm, eot.inner.registry_name, eot.inner.norm, eot.inner.steps, eot.inner.early_stop) == (
+        "l2", "pgd_l2", "l2", 5, False)
     eot.set_budget("l2", 0.5)
-    assert eot._inner.eps == 0.5
+    assert eot.inner.eps == 0.5
     smooth = Smoothing(sigma=0.25, m=2)
     torch.manual_seed(0)
     x_adv = eot.perturb(smooth.surface(ridge_model, "white-box"), x, y)
     assert float((x_adv - x).flatten(1).norm(dim=1).max()) <= 0.5 * (1 + 1e-5)
     fgsm = ATTACKS.create("eot", inner="fgsm", samples=2, norm="linf", eps=0.1)  # no steps/restarts: not passed
-    assert fgsm._inner.eps == 0.1
+    assert fgsm.inner.eps == 0.1
     with pytest.raises(Exception, match="eot"):
         ATTACKS.create("eot", inner="eot")
 
