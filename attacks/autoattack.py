@@ -221,6 +221,7 @@ class FABT(_Targeted):
 @ATTACKS.register("square", "Square Attack (Andriushchenko et al. 2020, pyautoattack); score-based, 5000 queries")
 class Square(AutoAttackBase):
     single = "square"
+    gradients = "gradient-free"
 
     def __init__(self, norm: Literal["linf", "l2"] | None = None, eps: float = 0.0, n_queries: int = 5000,
                  batch_size: int = 250, verbose: bool = False, threat: str | None = None):

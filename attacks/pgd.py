@@ -138,6 +138,8 @@ class PGDL2(PGD):
 
 @ATTACKS.register("fgsm", "FGSM (Goodfellow et al. 2015): one step of size eps; FGM for L2")
 class FGSM(PGD):
+    gradients = "single-step"
+
     def __init__(self, norm: Literal["linf", "l2"] | None = None, eps: float = 0.0, loss: Literal["ce", "cw", "dlr"] = "ce",
                  targeted: bool = False, target: Literal["random", "least"] = "random", threat: str | None = None):
         super().__init__(norm=norm, eps=eps, steps=1, alpha=None, random_start=False, restarts=1, loss=loss,

@@ -27,6 +27,7 @@ from pathlib import Path
 from tabulate import tabulate
 
 from .evaluate import DefenseResult
+from .flags import masking_flags, warnings
 from .metrics import accuracy, norm_summary
 
 COLUMNS = ["dataset", "model", "defense", "attack", "threat", "norm", "eps", "n", "clean_acc", "robust_acc",
@@ -34,6 +35,7 @@ COLUMNS = ["dataset", "model", "defense", "attack", "threat", "norm", "eps", "n"
 EXTRA_COLUMNS = ["clean_ci_low", "clean_ci_high", "attacked", "invalid", "mean_dist", "max_dist", "robust_acc_majority"]
 DETECTOR_COLUMNS = ["robust_acc_reject_defended", "rejected", "det_auroc"]
 CERTIFIED_COLUMNS = ["certified_acc", "certified_ci_low", "certified_ci_high"]
+FLAG_COLUMNS = ["flags"]  # only when a gradient-masking check fired (harness.flags)
 TIMING_COLUMNS = ["defense", "attack", "stage", "seconds", "images_per_s", "forward_per_sample", "backward_per_sample", "eps"]
 
 
@@ -171,7 +173,7 @@ def to_markdown(rows: list[dict], meta: dict) -> str:
              f"Accuracy in percent on {rows[0]['n']} samples ({meta['note']}); seed {meta['seed']}, "
              f"config {meta['config_hash']}. Robust accuracy is the worst case per sample over the attacks; "
              "an adversarial image outside the budget of the original image counts as defended (column invalid).", "",
-             *[f"> **Warning:** {w}" for w in meta.get("warnings", [])], *([""] if meta.get("warnings") else []),
+             *[f"- **Warning:** {w}" for w in meta.get("warnings", [])], *([""] if meta.get("warnings") else []),
              tabulate(body, headers=head, tablefmt="github", disable_numparse=True), "", "## All cells", "",
              tabulate([[r[c] for c in full_cols] for r in rows], headers=full_cols, tablefmt="github", disable_numparse=True), ""]
     det = [r for r in rows if r.get("robust_acc_reject_defended", "") != ""]
@@ -231,11 +233,21 @@ def write_atomic(out: Path, files: dict[str, str]) -> None:
                 os.unlink(tmp)
 
 
-def write_report(out: Path, results: list[DefenseResult], labels, meta: dict, run_info: dict, samples: bool = True) -> list[dict]:
+def write_report(out: Path, results: list[DefenseResult], labels, meta: dict, run_info: dict, samples: bool = True,
+                 gradients: dict[str, str] | None = None) -> list[dict]:
+    """Write the run's files atomically; ``gradients`` (attack name -> ``Attack.gradients``): run the
+    gradient-masking checks, whose flags go in a ``flags`` column and in results.md's warnings."""
     rows = result_rows(results, dataset=meta["dataset"], model=meta["model"], seed=meta["seed"], config_hash=meta["config_hash"])
     detector = any(res.kind == "detector" for res in results)
     certified = any(c.certifies for res in results for c in res.cells)
-    columns = COLUMNS + EXTRA_COLUMNS + (DETECTOR_COLUMNS if detector else []) + (CERTIFIED_COLUMNS if certified else [])
+    flags = masking_flags(rows, gradients or {})
+    flagged = any(flags)
+    if flagged:
+        for row, fs in zip(rows, flags):
+            row["flags"] = "; ".join(f.split(":")[0] for f in fs)
+        meta = {**meta, "warnings": [*meta.get("warnings", []), *warnings(rows, flags)]}
+    columns = COLUMNS + EXTRA_COLUMNS + (DETECTOR_COLUMNS if detector else []) + (CERTIFIED_COLUMNS if certified else []) \
+        + (FLAG_COLUMNS if flagged else [])
     files = {"results.csv": to_csv(rows, columns),
              "results.md": to_markdown(rows, meta),
              "timings.csv": to_csv(timing_rows(results), TIMING_COLUMNS),

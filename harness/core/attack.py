@@ -41,6 +41,9 @@ class Attack:
     # samples are provably robust in the budget around the image it is handed.  Its cells report certified
     # accuracy, stay out of the worst case over the attacks, and bound it from below.
     certifies: ClassVar[bool] = False
+    # What the attack asks of the model, for the gradient-masking checks (``harness.flags``): "iterative" gradient
+    # steps, one "single-step" gradient step, or "gradient-free" queries of the output.
+    gradients: ClassVar[str] = "iterative"
     norm: str = "linf"
     eps: float = 0.0
     threat: str | None = None
