@@ -1,0 +1,126 @@
+"""The OOD detectors in the harness (``Detector`` kind; ``defenses.ood``): ``msp_detector`` and ``safe_spot_ood``
+reject inputs whose score is below the 95%-TPR threshold set on clean in-distribution data."""
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+from attacks.pgd import PGD
+from harness.core.defense import ABSTAIN, Detector
+from harness.core.errors import UsageError
+from harness.core.registry import DEFENSES
+from harness.data import load
+from harness.ood_metrics import TPR, threshold_at_tpr
+
+from ..safe_spot import SafeSpot
+from .scores import combine, msp, safe_spot_parts, safe_spot_score
+
+
+class ThresholdDetector(Detector):
+    """A Detector that rejects (classify -> -1) inputs whose score is below tau, and otherwise returns the
+    classifier's prediction.  tau = ``threshold`` if given, else the largest value that accepts >= ``tpr`` of the
+    clean ``calib_split`` images of ``dataset`` (calibrated on first use with the evaluated model, on the first
+    ``calib_n`` = 1000 images of the split, all of them for None: the safe-spot score costs a search per image, so a
+    whole CIFAR training split would take far longer than the evaluation).  Scores of the last ``classify`` call are reused by a ``score`` call
+    on the very same tensor (so the harness's rejection and detection numbers come from one scoring)."""
+
+    def __init__(self, tpr: float = TPR, threshold: float | None = None, dataset: str = "digits",
+                 calib_split: str = "train", calib_n: int | None = 1000, data_dir: str | None = None):
+        if not 0 < tpr <= 1:
+            raise UsageError(f"detector: tpr must be in (0, 1], got {tpr}")
+        self.tpr, self.threshold, self.dataset, self.calib_split = float(tpr), threshold, dataset, calib_split
+        self.calib_n, self.data_dir = calib_n, data_dir
+        self._tau: float | None = None if threshold is None else float(threshold)
+        self._cache = None
+
+    def _score(self, model, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def score(self, model, x: torch.Tensor) -> torch.Tensor:
+        c = self._cache
+        if c is not None and c[0] is x and c[1] == x._version:
+            return c[2]
+        s = self._score(model, x.detach()).detach()
+        self._cache = (x, x._version, s)
+        return s
+
+    @property
+    def tau(self) -> float | None:
+        return self._tau
+
+    def calibrate(self, model, x: torch.Tensor | None = None) -> float:
+        """Set tau at ``tpr`` of the scores of ``x`` (default: the calibration split)."""
+        if x is None:
+
+            data = load(self.dataset, self.calib_split, self.data_dir)
+            x = data.take(None if self.calib_n is None else min(self.calib_n, len(data))).x
+        device = next((p.device for p in model.parameters()), torch.device("cpu"))
+        self._tau = threshold_at_tpr(self.score(model, x.to(device)).cpu(), self.tpr)
+        return self._tau
+
+    def prepare(self, model, x, y):
+        if self._tau is None:
+            self.calibrate(model)
+        return x
+
+    @torch.no_grad()
+    def classify(self, model, x: torch.Tensor) -> torch.Tensor:
+        if self._tau is None:
+            self.calibrate(model)
+        pred = model(x).argmax(1)
+        return torch.where(self.score(model, x) >= self._tau, pred, torch.full_like(pred, ABSTAIN))
+
+
+@DEFENSES.register("msp_detector", "maximum-softmax-probability OOD detector (Hendrycks & Gimpel 2017): rejects below "
+                                   "the 95%-TPR threshold")
+class MSPDetector(ThresholdDetector):
+    """Score max_y C(x)_y; rejects inputs below tau (95% TPR on the clean training split by default)."""
+
+    def _score(self, model, x):
+        return msp(model, x)
+
+    def surrogate_score(self, model, x):
+        return F.softmax(model(x), 1).amax(1)
+
+
+@DEFENSES.register("safe_spot_ood", "safe-spot OOD detector (safe-spot paper, sec. 3.6): D = mu MSP(x) + (1-mu) MSP(x_a*), "
+                                    "rejects below the 95%-TPR threshold")
+class SafeSpotOOD(ThresholdDetector):
+    """Score D(x) = mu * MSP(x) + (1 - mu) * MSP(x_a*) (section 3.6): x_s* = the safe spot of x for c(x) by
+    ``method`` (default "full" = Algorithm 1 with ``maxiter``, ``inner_steps``, ``n_starts``, ``beta``, ``init``;
+    "pgd" = S-PGD with ``steps``; "fgsm" = S-FGSM), x_a* = ``adv_steps``-step PGD (step ``adv_alpha`` = eps/4, random
+    start) up CE(., c(x)) within B_eps(x_s*).  Rejects inputs below tau (95% TPR on the clean training split by
+    default).  The model should be trained for it (eq. (4), ``train_ood``; or at least safe-spot-aware, e.g. the zoo's
+    ``digits_cnn_spgd_adv``, the model of Figure 3).  ``surrogate_score``: D with x_a* - x held constant (straight-
+    through), what ``pgd_detector`` differentiates.
+    """
+
+    def __init__(self, mu: float = 0.5, method: Literal["fgsm", "pgd", "full"] = "full",
+                 norm: Literal["linf", "l2"] = "linf", eps: float = 0.1, delta: float | None = None, steps: int = 20,
+                 maxiter: int = 100, inner_steps: int = 20, n_starts: int = 1, beta: float | None = None,
+                 init: Literal["clean", "random"] = "clean", adv_steps: int = 20, adv_alpha: float | None = None,
+                 adv_term: Literal["msp", "pred"] = "msp", tpr: float = TPR, threshold: float | None = None,
+                 dataset: str = "digits", calib_split: str = "train", calib_n: int | None = 1000,
+                 data_dir: str | None = None):
+        super().__init__(tpr, threshold, dataset, calib_split, calib_n, data_dir)
+        if not 0 <= mu <= 1:
+            raise UsageError(f"safe_spot_ood: mu must be in [0, 1], got {mu}")
+        self.mu, self.method, self.adv_steps, self.adv_alpha, self.adv_term = float(mu), method, int(adv_steps), adv_alpha, adv_term
+        self.spot = SafeSpot(method=method, norm=norm, eps=eps, delta=delta, steps=steps, maxiter=maxiter,
+                             inner_steps=inner_steps, n_starts=n_starts, beta=beta, init=init)
+        self.norm, self.eps, self.delta = self.spot.norm, self.spot.eps, self.spot.delta
+        self.steps, self.maxiter, self.inner_steps, self.n_starts, self.beta, self.init = steps, maxiter, inner_steps, n_starts, beta, init
+
+    def adversary(self) -> PGD:
+        return PGD(norm=self.norm, eps=self.eps, steps=self.adv_steps, alpha=self.adv_alpha, random_start=True,
+                   early_stop=False)
+
+    def _score(self, model, x):
+        return safe_spot_score(model, x, self.spot, self.adversary(), self.mu, self.adv_term)
+
+    def surrogate_score(self, model, x):
+        r = safe_spot_parts(model, x.detach(), self.spot, self.adversary())
+        x_a = x + (r["x_a"] - x).detach()  # straight-through: the safe-spot/adversarial displacement held constant
+        return combine(F.softmax(model(x), 1), F.softmax(model(x_a), 1), r["c"], self.mu, self.adv_term)
