@@ -11,6 +11,7 @@ from torch import nn
 
 from attacks.pgd import PGD
 from harness.core.errors import UsageError
+from harness.core.training import train_epochs
 
 from ..safe_spot import search
 
@@ -103,39 +104,28 @@ def train_ood(model: nn.Module, x_in: torch.Tensor, y_in: torch.Tensor, x_out: t
         x_s = search(model, xb, yb, search_method, norm, delta, search_steps, None, True)
         return attack.iterate(model, x_s, yb, None)
 
-    for _ in range(epochs):
-        perm = torch.randperm(len(x_in), generator=gen)
-        sums, count = {}, 0
-        for i in range(0, len(x_in), batch_size):
-            idx = perm[i:i + batch_size]
-            xb, yb = x_in[idx].to(device), y_in[idx].to(device)
-            xo = next_outliers() if use_out else None
-            model.eval()
-            if objective == "safe_spot":
-                xa = spot_adversarial(xb, yb).detach()
-                if use_out and lam != 0:
-                    with torch.no_grad():
-                        c_out = model(xo).argmax(1)  # c(x^_o): outliers are unlabelled
-                    xoa = spot_adversarial(xo, c_out).detach()
-            model.train()
-            if objective == "standard":
-                terms = {"ce_in": F.cross_entropy(model(xb), yb)}
-                loss = terms["ce_in"]
-            elif objective == "oe":
-                loss, terms = oe_loss(model(xb), yb, model(xo), oe_weight)
-            else:
-                loss, terms = eq4_loss(model(xa), yb, model(xo) if use_out and gamma != 0 else None,
-                                       model(xoa) if use_out and lam != 0 else None,
-                                       c_out if use_out and lam != 0 else None, gamma, lam)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            for k, v in terms.items():
-                sums[k] = sums.get(k, 0.0) + v.item() * len(idx)
-            count += len(idx)
-        if not all(math.isfinite(v) for v in sums.values()):
-            raise FloatingPointError(f"train_ood ({objective}): a loss term became non-finite: {sums}")
-        if history is not None:
-            history.append({k: v / count for k, v in sums.items()})
+    def step(idx):
+        xb, yb = x_in[idx].to(device), y_in[idx].to(device)
+        xo = next_outliers() if use_out else None
+        model.eval()
+        if objective == "safe_spot":
+            xa = spot_adversarial(xb, yb).detach()
+            if use_out and lam != 0:
+                with torch.no_grad():
+                    c_out = model(xo).argmax(1)  # c(x^_o): outliers are unlabelled
+                xoa = spot_adversarial(xo, c_out).detach()
+        model.train()
+        if objective == "standard":
+            terms = {"ce_in": F.cross_entropy(model(xb), yb)}
+            return terms["ce_in"], terms
+        if objective == "oe":
+            return oe_loss(model(xb), yb, model(xo), oe_weight)
+        return eq4_loss(model(xa), yb, model(xo) if use_out and gamma != 0 else None,
+                        model(xoa) if use_out and lam != 0 else None, c_out if use_out and lam != 0 else None, gamma, lam)
+
+    log = [] if history is not None else None
+    train_epochs(len(x_in), step, opt, sched, epochs=epochs, batch_size=batch_size, gen=gen, quiet=True, log=log,
+                 desc=f"train_ood ({objective})")
+    if history is not None:  # the terms only, as before ("loss" is their weighted sum)
+        history += [{k: v for k, v in epoch.items() if k != "loss"} for epoch in log]
     return model.eval()

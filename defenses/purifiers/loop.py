@@ -8,11 +8,11 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from harness.core.artifacts import TRAIN_THREADS, atomic_save
 from harness.core.errors import UsageError
 from harness.core.registry import parse_number
+from harness.core.training import train_epochs
 
 from .methods import Context, Method, get_method
 from .preprocessor import weights_digest
@@ -92,27 +92,17 @@ def _fit(method: Method, ctx: Context, x: torch.Tensor, y: torch.Tensor, quiet: 
     steps_per_epoch = (len(x_in) + bs - 1) // bs
     milestones = [round(f * epochs) * steps_per_epoch for f in cfg.get("milestones", ())]
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=milestones, gamma=cfg.get("gamma", 0.1))
-    bar = tqdm(range(epochs), desc=f"training {method.name} purifier (first use, cached)", disable=quiet, leave=False)
-    for _ in bar:
-        perm = torch.randperm(len(x_in), generator=gen)
-        sums: dict[str, float] = {}
-        for i in range(0, len(x_in), bs):
-            idx = perm[i:i + bs]
-            xin, xb, yb = x_in[idx].to(device), x_clean[idx].to(device), y_all[idx].to(device)
-            net.eval()
-            xt = method.craft(ctx, xin, xb, yb).detach()
-            net.train()
-            loss, terms = method.loss(ctx, xt, xb, yb)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            for k, v in {"loss": loss.detach(), **terms}.items():
-                sums[k] = sums.get(k, 0.0) + float(v) * len(idx)
-        means = {k: v / len(x_in) for k, v in sums.items()}
-        if log is not None:
-            log.append(means)
-        bar.set_postfix(loss=f"{means['loss']:.4f}")
+
+    def step(idx):
+        xin, xb, yb = x_in[idx].to(device), x_clean[idx].to(device), y_all[idx].to(device)
+        net.eval()
+        xt = method.craft(ctx, xin, xb, yb).detach()
+        net.train()
+        loss, terms = method.loss(ctx, xt, xb, yb)
+        return loss, {k: torch.as_tensor(v) for k, v in terms.items()}
+
+    train_epochs(len(x_in), step, opt, sched, epochs=epochs, batch_size=bs, gen=gen, quiet=quiet, log=log,
+                 desc=f"training {method.name} purifier (first use, cached)")
     net.eval()
 
 

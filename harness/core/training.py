@@ -1,8 +1,13 @@
-"""The one training loop (``fit``) and the budget warm-up of adversarial training (``eps_ramp``).
+"""The one training loop (``train_epochs``), the classifier trainer on it (``fit``) and the budget warm-up of
+adversarial training (``eps_ramp``).
 
-A recipe (registered in ``RECIPES``: ``defenses.recipes``, ``defenses.preempt``, ``defenses.smoothing``,
-``defenses.safe_spot``) turns a clean batch into the batch the model is trained on; ``fit`` trains a classifier on
-it (SGD with momentum, cosine schedule, seeded shuffling, a tqdm bar).  This module imports nothing of the project.
+``train_epochs`` is the loop every trainer of the project runs (classifiers, purifiers, MagNet's autoencoder, the
+OOD detector's model): per epoch a seeded permutation of the samples, per batch a step that returns the loss, then
+zero_grad / backward / optimizer step / scheduler step, the epoch's mean of each loss term logged, a tqdm bar.  A
+trainer brings its optimizer, schedule and step.  A recipe (registered in ``RECIPES``: ``defenses.recipes``,
+``defenses.preempt``, ``defenses.smoothing``, ``defenses.safe_spot``) turns a clean batch into the batch the model
+is trained on; ``fit`` trains a classifier on it (SGD with momentum, cosine schedule).  Imports nothing of the
+project.
 """
 from __future__ import annotations
 
@@ -15,6 +20,36 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 BatchFn = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+# One training step on the samples ``idx``: (the loss to minimise, named terms to log; {} logs the loss alone).
+Step = Callable[[torch.Tensor], "tuple[torch.Tensor, dict[str, torch.Tensor]]"]
+
+
+def train_epochs(n: int, step: Step, opt: torch.optim.Optimizer, sched, *, epochs: int, batch_size: int,
+                 gen: torch.Generator, desc: str = "train", quiet: bool = False, log: list | None = None) -> None:
+    """Run ``epochs`` passes over ``n`` samples in batches of ``batch_size`` (order: ``torch.randperm(n, generator=gen)``
+    per epoch): ``loss, terms = step(idx)``, then zero_grad, backward, ``opt.step()``, ``sched.step()``.
+
+    ``log`` receives per epoch the mean over samples of "loss" and of each term.  A non-finite mean raises
+    FloatingPointError (a model trained on NaN losses is worse than no model)."""
+    bar = tqdm(range(epochs), desc=desc, disable=quiet, leave=False)
+    for _ in bar:
+        perm = torch.randperm(n, generator=gen)
+        sums: dict[str, torch.Tensor] = {}
+        for i in range(0, n, batch_size):
+            idx = perm[i:i + batch_size]
+            loss, terms = step(idx)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            for k, v in {"loss": loss, **terms}.items():  # summed on the device: no sync per batch
+                sums[k] = sums.get(k, 0.0) + v.detach().double() * len(idx)
+        means = {k: float(v) / n for k, v in sums.items()}
+        if not all(math.isfinite(v) for v in means.values()):
+            raise FloatingPointError(f"{desc}: a loss term became non-finite: {means}")
+        if log is not None:
+            log.append(means)
+        bar.set_postfix(loss=f"{means['loss']:.4f}")
 
 
 class OwnLoop:
@@ -48,21 +83,15 @@ def fit(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, make_batch: Ba
     steps_per_epoch = math.ceil(len(x) / batch_size)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / (epochs * steps_per_epoch))))
-    bar = tqdm(range(epochs), desc=desc, disable=quiet, leave=False)
-    for _ in bar:
-        perm = torch.randperm(len(x), generator=gen)
-        for i in range(0, len(x), batch_size):
-            idx = perm[i:i + batch_size]
-            xb, yb = x[idx].to(device), y[idx].to(device)
-            model.eval()
-            xt = make_batch(model, xb, yb).detach()
-            model.train()
-            loss = F.cross_entropy(model(xt), yb)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-        bar.set_postfix(loss=f"{loss.item():.3f}")
+
+    def step(idx):
+        xb, yb = x[idx].to(device), y[idx].to(device)
+        model.eval()
+        xt = make_batch(model, xb, yb).detach()
+        model.train()
+        return F.cross_entropy(model(xt), yb), {}
+
+    train_epochs(len(x), step, opt, sched, epochs=epochs, batch_size=batch_size, gen=gen, desc=desc, quiet=quiet)
     return model.eval()
 
 
