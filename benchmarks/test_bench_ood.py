@@ -21,10 +21,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from defenses.ood import SafeSpotOOD
+from harness.core.registry import DEFENSES
 from harness.data import load
 from harness.models.small import SmallCNN
 from harness.models.zoo import torch_threads
+from harness.plugins import load_builtins
 
 TARGET, LIMIT = 1.15, 1.4
 
@@ -38,8 +39,10 @@ def test_safe_spot_ood_score_images_per_second_vs_search_floor(benchmark, method
     x = load("digits", "test").x[:64]
     y = torch.randint(0, 10, (len(x),))
     maxiter, inner, steps, adv_steps = 10, 20, 20, 20
-    det = SafeSpotOOD(method=method, eps=0.1, maxiter=maxiter, inner_steps=inner, steps=steps, adv_steps=adv_steps,
-                      threshold=0.5)
+    load_builtins()
+    det = DEFENSES.create("safe_spot_ood", eps=0.1, threshold=0.5,
+                          **{"spot.method": method, "spot.maxiter": maxiter, "spot.inner_steps": inner,
+                             "spot.steps": steps, "adversary.steps": adv_steps})
     search = maxiter * (inner + 1) if method == "full" else steps
     passes, forwards = search + adv_steps, 2
     floor_times, score_times = [], []

@@ -280,7 +280,8 @@ def test_detector_threshold_accepts_95_percent_of_its_calibration_split(adv):
 def test_detectors_in_a_harness_run_with_the_adaptive_attack(adv):
     data = load("digits", "test").take(40)
     defs = [("msp", DEFENSES.create("msp_detector")),
-            ("ss", DEFENSES.create("safe_spot_ood", method="pgd", steps=5, adv_steps=5, calib_n=200))]
+            ("ss", DEFENSES.create("safe_spot_ood", calib_n=200, **{"spot.method": "pgd", "spot.steps": 5,
+                                                                    "adversary.steps": 5}))]
     atts = [("pgd", ATTACKS.create("pgd_linf", eps=0.1)), ("adaptive", ATTACKS.create("pgd_detector", eps=0.1, steps=5))]
     res = evaluate(adv, data, defs, atts, batch_size=500, seed=0, device=torch.device("cpu"), quiet=True)
     for r in res:

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from attacks.pgd import PGD
 from harness.core.defense import ABSTAIN, Detector
 from harness.core.errors import UsageError
-from harness.core.registry import DEFENSES
+from harness.core.registry import DEFENSES, Part
 from harness.data import load
 from harness.ood_metrics import TPR, threshold_at_tpr
 
@@ -88,39 +88,46 @@ class MSPDetector(ThresholdDetector):
 @DEFENSES.register("safe_spot_ood", "safe-spot OOD detector (safe-spot paper, sec. 3.6): D = mu MSP(x) + (1-mu) MSP(x_a*), "
                                     "rejects below the 95%-TPR threshold")
 class SafeSpotOOD(ThresholdDetector):
-    """Score D(x) = mu * MSP(x) + (1 - mu) * MSP(x_a*) (section 3.6): x_s* = the safe spot of x for c(x) by
-    ``method`` (default "full" = Algorithm 1 with ``maxiter``, ``inner_steps``, ``n_starts``, ``beta``, ``init``;
-    "pgd" = S-PGD with ``steps``; "fgsm" = S-FGSM), x_a* = ``adv_steps``-step PGD (step ``adv_alpha`` = eps/4, random
-    start) up CE(., c(x)) within B_eps(x_s*).  Rejects inputs below tau (95% TPR on the clean training split by
-    default).  The model should be trained for it (eq. (4), ``train_ood``; or at least safe-spot-aware, e.g. the zoo's
-    ``digits_cnn_spgd_adv``, the model of Figure 3).  ``surrogate_score``: D with x_a* - x held constant (straight-
-    through), what ``pgd_detector`` differentiates.
+    """Score D(x) = mu * MSP(x) + (1 - mu) * MSP(x_a*) (section 3.6): x_s* = the safe spot of x for c(x), found by the
+    part ``spot`` (a ``safe_spot`` search: default "full" = Algorithm 1; ``--set safe_spot_ood.spot.method=pgd``),
+    x_a* = the part ``adversary`` (PGD, default 20 steps of eps/4 from a random start, every step taken) up
+    CE(., c(x)) within B_eps(x_s*).  The budget ``norm``, ``eps``, ``delta`` is the detector's: it hands it to both
+    parts.  Rejects inputs below tau (95% TPR on the clean training split by default).  The model should be trained
+    for it (eq. (4), ``train_ood``; or at least safe-spot-aware, e.g. the zoo's ``digits_cnn_spgd_adv``, the model of
+    Figure 3).  ``surrogate_score``: D with x_a* - x held constant (straight-through), what ``pgd_detector``
+    differentiates.
     """
 
-    def __init__(self, mu: float = 0.5, method: Literal["fgsm", "pgd", "full"] = "full",
-                 norm: Literal["linf", "l2"] = "linf", eps: float = 0.1, delta: float | None = None, steps: int = 20,
-                 maxiter: int = 100, inner_steps: int = 20, n_starts: int = 1, beta: float | None = None,
-                 init: Literal["clean", "random"] = "clean", adv_steps: int = 20, adv_alpha: float | None = None,
+    def __init__(self, mu: float = 0.5, norm: Literal["linf", "l2"] = "linf", eps: float = 0.1,
+                 delta: float | None = None, spot: SafeSpot = Part("defenses", "safe_spot"),
+                 adversary: PGD = Part("attacks", "pgd", random_start=True, early_stop=False),
                  adv_term: Literal["msp", "pred"] = "msp", tpr: float = TPR, threshold: float | None = None,
                  dataset: str = "digits", calib_split: str = "train", calib_n: int | None = 1000,
                  data_dir: str | None = None):
         super().__init__(tpr, threshold, dataset, calib_split, calib_n, data_dir)
         if not 0 <= mu <= 1:
             raise UsageError(f"safe_spot_ood: mu must be in [0, 1], got {mu}")
-        self.mu, self.method, self.adv_steps, self.adv_alpha, self.adv_term = float(mu), method, int(adv_steps), adv_alpha, adv_term
-        self.spot = SafeSpot(method=method, norm=norm, eps=eps, delta=delta, steps=steps, maxiter=maxiter,
-                             inner_steps=inner_steps, n_starts=n_starts, beta=beta, init=init)
+        spot = spot.build() if isinstance(spot, Part) else spot
+        adversary = adversary.build() if isinstance(adversary, Part) else adversary
+        if not isinstance(spot, SafeSpot) or not isinstance(adversary, PGD):
+            raise UsageError("safe_spot_ood: spot must be a safe_spot search and adversary a PGD attack")
+        budget = {"norm": norm, "eps": eps, "delta": delta}
+        given = sorted(set(budget) & set(DEFENSES.built_with(spot)))
+        if given:
+            raise UsageError(f"safe_spot_ood: the budget is the detector's; set safe_spot_ood.{given[0]}, not spot.{given[0]}")
+        self.mu, self.adv_term = float(mu), adv_term
+        self.spot = DEFENSES.rebuild(spot, **budget)
         self.norm, self.eps, self.delta = self.spot.norm, self.spot.eps, self.spot.delta
-        self.steps, self.maxiter, self.inner_steps, self.n_starts, self.beta, self.init = steps, maxiter, inner_steps, n_starts, beta, init
+        self.adversary = adversary
+        adversary.set_budget(self.norm, self.eps)
 
-    def adversary(self) -> PGD:
-        return PGD(norm=self.norm, eps=self.eps, steps=self.adv_steps, alpha=self.adv_alpha, random_start=True,
-                   early_stop=False)
+    def describe(self) -> dict:
+        return {**super().describe(), "spot": self.spot.describe(), "adversary": self.adversary.describe()}
 
     def _score(self, model, x):
-        return safe_spot_score(model, x, self.spot, self.adversary(), self.mu, self.adv_term)
+        return safe_spot_score(model, x, self.spot, self.adversary, self.mu, self.adv_term)
 
     def surrogate_score(self, model, x):
-        r = safe_spot_parts(model, x.detach(), self.spot, self.adversary())
+        r = safe_spot_parts(model, x.detach(), self.spot, self.adversary)
         x_a = x + (r["x_a"] - x).detach()  # straight-through: the safe-spot/adversarial displacement held constant
         return combine(F.softmax(model(x), 1), F.softmax(model(x_a), 1), r["c"], self.mu, self.adv_term)

@@ -192,6 +192,10 @@ class Registry:
                 pass
         return obj
 
+    def built_with(self, obj: Any) -> dict:
+        """The keyword arguments ``create`` built ``obj`` with (empty for an object built otherwise)."""
+        return dict(getattr(obj, "_registry_kwargs", {}))
+
     def rebuild(self, obj: Any, **changes) -> Any:
         """Another ``obj`` as ``create`` built it, with ``changes`` (BPDA's inner attack without early stop)."""
         if not hasattr(obj, "_registry_kwargs"):
