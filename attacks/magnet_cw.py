@@ -91,7 +91,7 @@ class MagNetCW(Attack):
     def perturb(self, model, x: torch.Tensor, y: torch.Tensor, defense=None, classifier=None, **kw) -> torch.Tensor:
         x = x.detach()
         n = len(x)
-        clf = classifier if classifier is not None else getattr(model, "classifier", model)
+        clf = classifier if classifier is not None else model
         detector = isinstance(defense, Detector)
         tau = None
         if detector:

@@ -76,9 +76,8 @@ class MagNet(ThresholdDetector, nn.Module):
         return self.ae(x)
 
     def parts(self, model: nn.Module, x: torch.Tensor) -> dict:
-        """One pass (differentiable when ``x`` requires a gradient): the reformed image, the logits the defended
-        classifier decides on (Z(ae(x)), or Z(x) without the reformer) and every detector's D(x)."""
-        model = model.classifier if isinstance(model, _Reformed) else model
+        """One pass of the bare classifier ``model`` (differentiable when ``x`` requires a gradient): the reformed
+        image, the logits the defended classifier decides on (Z(ae(x)), or Z(x) without the reformer) and every detector's D(x)."""
         recon = self.ae(x)
         z_r = model(recon) if self.reformer or any(k == "jsd" for _, k, _ in self._detectors) else None
         z_x = model(x) if not self.reformer or any(k == "jsd" for _, k, _ in self._detectors) else None
@@ -105,16 +104,16 @@ class MagNet(ThresholdDetector, nn.Module):
         return self.combine(self.detector_values(model, x), x)
 
     def surrogate_score(self, model, x: torch.Tensor) -> torch.Tensor:
-        """The score itself, differentiable (D and ae are): what ``pgd_detector`` ascends.  ``model`` may be the
-        bare classifier or the white-box surface (its classifier is then used for the JSD detectors)."""
+        """The score itself, differentiable (D and ae are): what ``pgd_detector`` ascends (``model``: the bare
+        classifier, as ``Detector.surrogate_score`` says)."""
         if self._tau is None:
-            self.calibrate(model.classifier if isinstance(model, _Reformed) else model)
+            self.calibrate(model)
         return self.combine(self.parts(model, x)["values"], x)
 
     def attack_parts(self, model, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(logits of the defended classifier, score) in one differentiable pass (for ``magnet_cw``)."""
         if self._tau is None:
-            self.calibrate(model.classifier if isinstance(model, _Reformed) else model)
+            self.calibrate(model)
         r = self.parts(model, x)
         return r["logits"], self.combine(r["values"], x)
 

@@ -181,7 +181,8 @@ class Detector(Defense):
         raise NotImplementedError
 
     def surrogate_score(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        """A differentiable stand-in for ``score``: what an adaptive attack differentiates."""
+        """A differentiable stand-in for ``score``: what an adaptive attack differentiates.  ``model`` here and in
+        ``attack_parts`` is the bare classifier (adaptive attacks receive it as ``classifier=``), never a surface."""
         raise NotImplementedError
 
     def attack_parts(self, model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
