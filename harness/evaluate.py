@@ -21,6 +21,7 @@ from harness.core.errors import UsageError
 
 from .counting import CountingModel
 from .data.base import ImageSet
+from .precision import AutocastAttack, under
 from .threat import Verdict, resolve_threat, run_cell
 
 
@@ -103,8 +104,11 @@ def served(defenses: list[tuple[str, Defense | dict[float, Defense]]], eps: list
 
 def evaluate(model: torch.nn.Module, data: ImageSet, defenses: list[tuple[str, Defense | dict[float, Defense]]],
              attacks: list[tuple[str, Attack]], *, batch_size: int, seed: int, device: torch.device,
-             passes: int = 1, quiet: bool = False, eps: list[float] | None = None) -> list[DefenseResult]:
-    """Run every (defense, attack, eps) cell; ``eps``: the budgets (None: each attack's own, one budget)."""
+             passes: int = 1, quiet: bool = False, eps: list[float] | None = None, amp=None) -> list[DefenseResult]:
+    """Run every (defense, attack, eps) cell; ``eps``: the budgets (None: each attack's own, one budget).
+
+    ``amp``: a factory of autocast contexts for ``defense.prepare`` and ``attack.run`` (``harness.precision``;
+    None: fp32); the clean verdict, the judge and certifiers (their bounds must be sound) stay in fp32."""
     model = CountingModel(model.to(device).eval())
     for p in model.parameters():
         p.requires_grad_(False)
@@ -130,7 +134,7 @@ def evaluate(model: torch.nn.Module, data: ImageSet, defenses: list[tuple[str, D
             model.reset()
             torch.manual_seed(cell_seed(seed, dname, "prepare", b))
             t0 = time.perf_counter()
-            x_seen = defense.prepare(model, xb, yb).detach()
+            x_seen = under(amp, defense.prepare, model, xb, yb).detach().to(xb.dtype)
             clean = defense.classify(model, x_seen) == yb
             res.prepare_seconds += time.perf_counter() - t0
             f, bw = model.reset()
@@ -143,7 +147,8 @@ def evaluate(model: torch.nn.Module, data: ImageSet, defenses: list[tuple[str, D
                     attack.set_budget(attack.norm, e)
                 torch.manual_seed(cell_seed(seed, dname, aname, b))  # not eps: a budget's rows as in a run of its own
                 t0 = time.perf_counter()
-                verdict = run_cell(defense, model, attack, threats[dname, aname], xb, x_seen, yb, clean, passes)
+                att = attack if amp is None or attack.certifies else AutocastAttack(attack, amp, device.type)
+                verdict = run_cell(defense, model, att, threats[dname, aname], xb, x_seen, yb, clean, passes)
                 st = stats[k]
                 st[0] += time.perf_counter() - t0
                 f, bw = model.reset()

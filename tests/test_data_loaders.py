@@ -474,3 +474,30 @@ def test_cifar10_png_take_decodes_only_n(tmp_path, monkeypatch):
                                                                        full.default_eps)
     eager, labels, _ = read_image_folder(tmp_path / "cifar10_test_images", classes=CIFAR10_CLASSES)
     assert torch.equal(full.x, torch.from_numpy(eager).float() / 255) and full.y.tolist() == labels.tolist()
+
+
+def test_cifar10_png_run_decodes_only_the_images_it_evaluates(tmp_path, monkeypatch):
+    """``harness run --n 4`` on the PNG copy opens 4 files, not the whole folder (memory flat in the folder size)."""
+    from PIL import Image
+
+    from harness.cli import main
+    from harness.models.small import small_cnn
+
+    rng = np.random.default_rng(1)
+    for cls in CIFAR10_CLASSES:
+        for i in range(2):
+            path = tmp_path / "cifar10_test_images" / cls / f"img_{i}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8), "RGB").save(path)
+    torch.manual_seed(0)
+    torch.save(small_cnn(in_channels=3, image_size=32).state_dict(), tmp_path / "model.pt")
+    opened: list[str] = []
+    real_open = Image.open
+    monkeypatch.setattr(Image, "open", lambda fp, *a, **k: opened.append(str(fp)) or real_open(fp, *a, **k))
+    out = tmp_path / "run"
+    assert main(["run", "--dataset", "cifar10", "--data-dir", str(tmp_path), "--model", str(tmp_path / "model.pt"),
+                 "--arch", "small_cnn", "--attack", "fgsm", "--n", "4", "--device", "cpu", "--quiet",
+                 "--out", str(out)]) == 0
+    first = sorted((tmp_path / "cifar10_test_images").rglob("*.png"))[:4]
+    assert sorted(opened) == sorted(map(str, first))
+    assert (out / "results.csv").read_text().splitlines()[1].split(",")[7] == "4"  # n
