@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Set up .venv for the harness.  `./setup.sh` for running, `./setup.sh --dev` adds the test tools.
+# Set up .venv for the harness.  `./setup.sh` for running, `./setup.sh --dev` adds the test tools and Ray.
 # - Where the interpreter already has torch (say a CUDA build), the venv sees it (--system-site-packages)
 #   and keeps it.  Where it has none, torch==2.13.0 (the CPU build) is installed before anything else,
 #   so that no dependency pulls several GB of CUDA wheels.
@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 PY=${PYTHON:-python3}
 extras=""
-[ "${1:-}" = "--dev" ] && extras="[dev]"
+[ "${1:-}" = "--dev" ] && extras="[dev,ray]"  # ray: harness grid --backend ray, and its test
 pipq() { .venv/bin/python -m pip install -q --disable-pip-version-check "$@" 2>&1 | grep -v "is ignored: it is neither" || true; }
 say() { echo "setup.sh: $*" >&2; }
 if [ ! -x .venv/bin/python ]; then

@@ -35,14 +35,18 @@ def build_parser() -> argparse.ArgumentParser:
                 epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    def common(sp):
+    from .batching import parse_batch_size
+
+    def common(sp, auto_batch=False):
         sp.add_argument("--dataset", default="digits",
                         help="dataset name (default digits, embedded; see 'harness list datasets')")
         sp.add_argument("--data-dir", default=None,
                         help="folder holding the files of a dataset that is not embedded (mnist, cifar10, ...)")
         sp.add_argument("--split", default=None, help="dataset split (default: test for run, train for train)")
         sp.add_argument("--arch", default=None, help="architecture of a --model checkpoint path ('harness list models')")
-        sp.add_argument("--batch-size", type=int, default=None, help="images per batch (default 500; train: 128)")
+        sp.add_argument("--batch-size", type=parse_batch_size if auto_batch else int, default=None,
+                        help="images per batch (default 500; train: 128)" + ("; auto: the largest that fits the device "
+                             "(a probe halving on out-of-memory from min(n, 4096) on CUDA; 500 on the CPU)" if auto_batch else ""))
         sp.add_argument("--seed", type=int, default=0, help="seed of every random draw (default 0): same seed, same CSV")
         sp.add_argument("--device", default="auto", help="auto|cpu|cuda[:i]")
         sp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -64,7 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--passes", type=int, default=10, help="classifications of each adversarial image by a randomized defense")
     r.add_argument("--out", default=None, help="output folder (default runs/<config hash>)")
     r.add_argument("--no-samples", action="store_true", help="do not write samples.csv")
-    common(r)
+    r.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"),
+                   help="autocast dtype of the defenses' preparation and the attacks (default fp32; fp16 on CUDA only); "
+                        "verdicts are always fp32, and a low precision is checked against fp32 on a sample")
+    r.add_argument("--fidelity-n", type=int, default=None,
+                   help="images of the fp32 fidelity check of a --precision other than fp32 (default 100; 0: none)")
+    common(r, auto_batch=True)
 
     ls = sub.add_parser("list", help="list plugins")
     ls.add_argument("kind", nargs="?", default=None, help="datasets|models|zoo|attacks|defenses|recipes")
@@ -105,6 +114,15 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--tolerance", type=float, default=1.0, help="points of accuracy allowed to be lost")
     c.add_argument("results")
     c.add_argument("--debug", action="store_true")
+
+    g = sub.add_parser("grid", help="run a grid of runs from a TOML file (docs/GRIDS.md); resumes where it stopped")
+    g.add_argument("file", help="grid file, e.g. reports/grids/ci_default.toml")
+    g.add_argument("--out", default=None, help="output folder (default: the file's [grid] out, else runs/grids/<stem>)")
+    g.add_argument("--dry-run", action="store_true", help="list the cells, their state and commands; run nothing")
+    g.add_argument("--backend", default="local", choices=("local", "ray"), help="local (default) or ray (the [ray] extra)")
+    g.add_argument("--address", default=None, help="Ray cluster address (auto, HOST:6379, ray://HOST:10001)")
+    g.add_argument("--quiet", action="store_true", help="no progress bars and no table on stdout")
+    g.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
 
 
@@ -118,6 +136,10 @@ def main(argv: list[str] | None = None) -> int:
             from .check import run_check
 
             return run_check(args.baseline, args.results, args.tolerance)
+        if args.command == "grid":
+            from harness.grid import cmd_grid
+
+            return cmd_grid(args, run=main)
         from harness.plugins import load_builtins
 
         load_builtins()
@@ -166,9 +188,11 @@ def cmd_run(args, argv) -> int:
         require_positive,
         resolve_norm,
     )
+    from .batching import probe_batch_size
     from .config import Overrides, RunConfig, parse_eps_list
     from .data import load
     from .evaluate import evaluate
+    from .precision import FIDELITY_N, autocast_for, fidelity_check
     from .report import environment, write_report
 
     started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
@@ -180,7 +204,10 @@ def cmd_run(args, argv) -> int:
         DEFENSES.get(d)
     if args.model is not None:
         check_model(args.model, args.arch)
-    require_positive(n=args.n, batch_size=args.batch_size, passes=args.passes)
+    require_positive(n=args.n, batch_size=None if args.batch_size == "auto" else args.batch_size, passes=args.passes)
+    args.fidelity_n = FIDELITY_N if args.fidelity_n is None else args.fidelity_n
+    if args.fidelity_n < 0:
+        raise UsageError(f"--fidelity-n must be >= 0, got {args.fidelity_n}")
     norm = resolve_norm(args, attack_entries)
     data_kw = overrides.for_plugin(DATASETS, args.dataset)
     data = load(args.dataset, args.split or "test", args.data_dir, **data_kw) if data_kw else load(args.dataset, args.split or "test", args.data_dir)
@@ -188,6 +215,7 @@ def cmd_run(args, argv) -> int:
     eps_list = parse_eps_list(args.eps) if args.eps is not None else [data.default_eps[norm]]
     eps = eps_list[0]
     device = pick_device(args.device)
+    amp = autocast_for(args.precision, device)  # fp16 off CUDA: UsageError
     torch.manual_seed(args.seed)
     context = defense_context(args, data)
     defenses = build_defenses(defense_names, overrides, norm, eps_list, context)
@@ -197,27 +225,35 @@ def cmd_run(args, argv) -> int:
             raise UsageError(f"attack {name} works in {attack.norm}, but --norm {norm} was given")
     model, model_name = load_model(args.model, args.arch, data, overrides, device, args.quiet, args.data_dir)
     overrides.check_all_used()
-    batch_size = args.batch_size or 500
+    batch_size, batching = (probe_batch_size(model, data.x, data.y, device, amp) if args.batch_size == "auto"
+                            else (args.batch_size or 500, None))
     cfg = RunConfig(dataset=args.dataset, model=model_name, arch=args.arch,
                     defenses=[{"name": n, **describe(d)} for n, d in defenses],
                     attacks=[{"name": n, **a.describe()} for n, a in attacks], norm=norm,
                     eps=eps if len(eps_list) == 1 else eps_list, n=len(data),
                     batch_size=batch_size, seed=args.seed, passes=args.passes, split=args.split or "test",
                     data_dir=args.data_dir, device=str(device), out=args.out, quiet=args.quiet,
-                    extra={"set": sorted(args.set)})
+                    extra={"set": sorted(args.set), **({"precision": args.precision} if amp else {})})  # fp32: hash as before
     config_hash = cfg.hash()
     out = Path(args.out or Path("runs") / config_hash)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} exists and is not a folder")
     check_writable(out)
     results = evaluate(model, data, defenses, attacks, batch_size=batch_size, seed=args.seed, device=device,
-                       passes=args.passes, quiet=args.quiet, eps=eps_list if len(eps_list) > 1 else None)
-    meta = {"dataset": args.dataset, "model": model_name, "seed": args.seed, "config_hash": config_hash, "note": data.note or data.name}
+                       passes=args.passes, quiet=args.quiet, eps=eps_list if len(eps_list) > 1 else None, amp=amp)
+    fidelity, fid_warnings = fidelity_check(results, lambda m: evaluate(
+        model, data.take(m), defenses, attacks, batch_size=batch_size, seed=args.seed, device=device, passes=args.passes,
+        quiet=args.quiet, eps=eps_list if len(eps_list) > 1 else None), args.precision, len(data), args.fidelity_n)
+    meta = {"dataset": args.dataset, "model": model_name, "seed": args.seed, "config_hash": config_hash, "note": data.note or data.name,
+            **({"warnings": fid_warnings} if fid_warnings else {})}
     run_info = {"config": cfg.as_dict(), "config_hash": config_hash, "seed": args.seed, "argv": ["harness", *argv],
                 "device": device_name(device), "data_note": data.note, "started": started,
-                "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), **environment()}
+                "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), **environment(),
+                "precision": args.precision, **({"fidelity": fidelity} if fidelity else {}),
+                **({"batching": batching} if batching else {})}
     replaced = (out / "results.csv").exists()
-    rows = write_report(out, results, data.y, meta, run_info, samples=not args.no_samples)
+    rows = write_report(out, results, data.y, meta, run_info, samples=not args.no_samples,
+                        gradients={n: a.gradients for n, a in attacks if not a.certifies})
     if not args.quiet:
         from .report import to_markdown
 
