@@ -1,0 +1,1 @@
+"""The subcommands of ``harness`` (``harness.cli`` parses and dispatches): run, list, train."""

@@ -1,0 +1,111 @@
+"""``harness train``: a classifier with a recipe, or what a defense learns (a purifier for a target model, a
+generator from clean data), saved as a checkpoint."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from harness.core.errors import UsageError
+
+
+def cmd_train(args) -> int:
+    from harness.assembly import build_arch, check_writable, pick_device
+    from harness.config import Overrides
+    from harness.core.artifacts import atomic_save
+    from harness.core.registry import RECIPES
+    from harness.core.training import fit
+    from harness.data import load
+    from harness.models.checkpoint import load_checkpoint
+
+    if args.defense is not None:
+        return train_defense(args)
+    overrides = Overrides(args.set)
+    args.epochs = 15 if args.epochs is None else args.epochs
+    if args.epochs <= 0 or (args.lr is not None and not args.lr > 0):
+        raise UsageError("--epochs and --lr must be positive")
+    make_batch = RECIPES.create(args.recipe, **overrides.for_plugin(RECIPES, args.recipe))
+    data = load(args.dataset, args.split or "train", args.data_dir)
+    arch = args.arch or "small_cnn"
+    model, kw = build_arch(arch, data, overrides)
+    overrides.check_all_used()
+    device = pick_device(args.device)
+    if args.model:
+        model = load_checkpoint(model, args.model, arch)
+    out = Path(args.out)
+    check_writable(out.parent if out.parent != Path("") else Path("."))
+    model = fit(model.to(device), data.x, data.y, make_batch, epochs=args.epochs, lr=args.lr,
+                batch_size=args.batch_size, seed=args.seed, quiet=args.quiet, desc=f"train {arch} ({args.recipe})")
+    atomic_save(model.state_dict(), out)
+    meta = {"arch": arch, "arch_kw": kw, "recipe": args.recipe, "set": args.set, "dataset": args.dataset,
+            "split": args.split or "train", "epochs": args.epochs, "lr": args.lr, "seed": args.seed}
+    Path(str(out) + ".json").write_text(json.dumps(meta, indent=2) + "\n")
+    if not args.quiet:
+        print(f"wrote {out} (load with --model {out} --arch {arch})")
+    return 0
+
+
+def train_standalone(args) -> int:
+    """``harness train --defense NAME``: a defense that learns from clean data alone says how (``train_to_file``)."""
+    from defenses.purifiers.training import METHODS
+    from harness.assembly import check_writable, pick_device
+    from harness.config import parse_sets
+    from harness.core.defense import Defense
+    from harness.core.registry import DEFENSES
+
+    def trains_alone(name: str) -> bool:
+        factory = DEFENSES.get(name).factory
+        return isinstance(factory, type) and issubclass(factory, Defense) and factory.trains_alone
+
+    if not trains_alone(args.defense):
+        alone = [n for n in DEFENSES.list() if trains_alone(n)]
+        raise UsageError(f"--defense {args.defense} has nothing to train (trainable: {', '.join(sorted(METHODS))} "
+                         f"with --target-model; {', '.join(alone)})")
+    factory = DEFENSES.get(args.defense).factory
+    if args.epochs is not None and args.epochs <= 0:
+        raise UsageError("--epochs must be positive")
+    out = Path(args.out)
+    check_writable(out.parent if out.parent != Path("") else Path("."))
+    use = factory.train_to_file(out, dataset=args.dataset, split=args.split, data_dir=args.data_dir, epochs=args.epochs,
+                                seed=args.seed, quiet=args.quiet, device=pick_device(args.device),
+                                settings=parse_sets(args.set))
+    if not args.quiet:
+        print(f"wrote {out} (use: run --defense {args.defense} --set {use})")
+    return 0
+
+
+def train_defense(args) -> int:
+    """``harness train --defense NAME --target-model M``: train a purifier for M, save it for ``--set checkpoint=``."""
+    from defenses.purifiers.training import METHODS, parse_settings, standard_model, train_to_file, training_data
+    from harness.assembly import check_writable, load_model, pick_device
+    from harness.config import Overrides, parse_sets
+    from harness.core.registry import ZOO
+    from harness.data import load
+    from harness.models.zoo import load_zoo
+
+    if args.defense not in METHODS:
+        return train_standalone(args)
+    if args.epochs is not None and args.epochs <= 0:
+        raise UsageError("--epochs must be positive")
+    zoo_target = args.arch is None and args.target_model in ZOO
+    split = args.split or (training_data(args.target_model, args.dataset)[1] if zoo_target else "train")
+    data = load(args.dataset, split, args.data_dir)
+    device = pick_device(args.device)
+    settings = parse_settings(args.defense, parse_sets(args.set))
+    if "train_eps" not in settings:  # as the defenses: the dataset's Linf budget, steps of a quarter of it
+        settings["train_eps"] = float(data.default_eps["linf"])
+        if "train_step_size" in METHODS[args.defense].defaults:
+            settings.setdefault("train_step_size", settings["train_eps"] / 4)
+    if "epochs" in settings:  # --set epochs=N is --epochs N
+        if args.epochs is not None and args.epochs != settings["epochs"]:
+            raise UsageError(f"--epochs {args.epochs} and --set epochs={settings['epochs']} disagree; give one")
+        args.epochs = settings.pop("epochs")
+    target, target_name = load_model(args.target_model, args.arch, data, Overrides([]), device, args.quiet, args.data_dir)
+    out = Path(args.out)
+    check_writable(out.parent if out.parent != Path("") else Path("."))
+    feature = standard_model(args.dataset) if METHODS[args.defense].feature_net else None  # as the defense's default
+    feature_model = load_zoo(feature, device, args.quiet, args.data_dir) if feature else None
+    train_to_file(args.defense, target, data, out, epochs=args.epochs, feature_model=feature_model, quiet=args.quiet,
+                  **settings)
+    if not args.quiet:
+        print(f"wrote {out} (use: run --model {target_name} --defense {args.defense} --set {args.defense}.checkpoint={out})")
+    return 0
