@@ -247,6 +247,9 @@ def cmd_certify(args, argv: list[str]) -> int:
                                         "seconds": cert.seconds, "started": started,
                                         "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                                         **environment()}, indent=2, sort_keys=True, default=str) + "\n"
+    from .figures import certify_figures  # figures/certified_vs_radius.png and .pdf, linked from certified.md
+
+    files["certified.md"] += certify_figures(out, files["certified_curve.csv"], files["certified.csv"], meta)
     write_atomic(out, files)
     if not args.quiet:
         print(files["certified.md"].split("## Certified accuracy vs radius")[0].rstrip())

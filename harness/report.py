@@ -215,16 +215,19 @@ def git_commit() -> str | None:
     return sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
 
 
-def write_atomic(out: Path, files: dict[str, str]) -> None:
-    """Write each file to a temporary name in ``out`` and rename it into place: no half-written report."""
+def write_atomic(out: Path, files: dict[str, str | bytes]) -> None:
+    """Write each file (text, or bytes; a name may hold a sub-folder, ``figures/x.png``) to a temporary name beside
+    its place and rename it into place: no half-written report."""
     out.mkdir(parents=True, exist_ok=True)
     staged = []
     try:
         for name, text in files.items():
-            fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{name}.", suffix=".tmp")
-            with os.fdopen(fd, "w", newline="") as fh:
+            final = out / name
+            final.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp")
+            with os.fdopen(fd, "wb") if isinstance(text, bytes) else os.fdopen(fd, "w", newline="") as fh:
                 fh.write(text)
-            staged.append((tmp, out / name))
+            staged.append((tmp, final))
         for tmp, final in staged:
             os.replace(tmp, final)
     finally:
@@ -234,9 +237,11 @@ def write_atomic(out: Path, files: dict[str, str]) -> None:
 
 
 def write_report(out: Path, results: list[DefenseResult], labels, meta: dict, run_info: dict, samples: bool = True,
-                 gradients: dict[str, str] | None = None) -> list[dict]:
+                 gradients: dict[str, str] | None = None, figures: bool = True) -> list[dict]:
     """Write the run's files atomically; ``gradients`` (attack name -> ``Attack.gradients``): run the
-    gradient-masking checks, whose flags go in a ``flags`` column and in results.md's warnings."""
+    gradient-masking checks, whose flags go in a ``flags`` column and in results.md's warnings.  ``figures``:
+    draw the run's figures into ``out``/figures (``harness.figures``; only those with something to show) and
+    link them from results.md; results.csv is the same either way."""
     rows = result_rows(results, dataset=meta["dataset"], model=meta["model"], seed=meta["seed"], config_hash=meta["config_hash"])
     detector = any(res.kind == "detector" for res in results)
     certified = any(c.certifies for res in results for c in res.cells)
@@ -252,9 +257,14 @@ def write_report(out: Path, results: list[DefenseResult], labels, meta: dict, ru
              "results.md": to_markdown(rows, meta),
              "timings.csv": to_csv(timing_rows(results), TIMING_COLUMNS),
              "run.json": json.dumps(run_info, indent=2, sort_keys=True, default=str) + "\n"}
-    if samples:
-        srows = sample_rows(results, labels)
-        if srows:
-            files["samples.csv"] = to_csv(srows, list(srows[0]))
+    srows = sample_rows(results, labels) if samples else None
+    if srows:
+        files["samples.csv"] = to_csv(srows, list(srows[0]))
+    if figures:  # harness.figures: only what there is to draw (several budgets, distances, detector scores)
+        from .figures import Samples, run_figures
+
+        keys = {k for res in results for c in res.cells for k in c.verdict.extra}
+        files["results.md"] += run_figures(out, rows, srows if srows is not None else
+                                           Samples(keys, lambda: sample_rows(results, labels)), meta, run_info)
     write_atomic(out, files)
     return rows

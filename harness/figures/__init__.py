@@ -1,0 +1,301 @@
+"""Figures of runs, grids and certificates (matplotlib, Agg; PNG at 150 dpi and PDF), linked from the Markdown.
+
+A figure is drawn only when there is something to draw, so most runs import no matplotlib and write nothing more:
+
+| figure (under ``figures/``) | when | what |
+|---|---|---|
+| ``robust_vs_eps`` | a run or grid with >= 2 budgets | robust accuracy vs eps with its 95% interval as a band: a run has a panel per defense and a line per attack (the worst case wide and grey beneath them, the clean accuracy dashed), a grid a panel per attack (worst case first) and a line per cell |
+| ``distances`` | samples with ``*_dist`` points (the adaptive attacks' ``rec_dist``, ``adv_dist``) | histograms of ||x_hat_o - x_o|| and ||x_hat_o^a - x_o|| with eps dotted (preemptive paper, Figure 3) |
+| ``detector_scores`` | samples with ``score_clean`` / ``score_adv`` (detectors) | score histograms of the clean inputs and their adversarial images, with the threshold where the run says it |
+| ``certified_vs_radius`` | ``harness certify`` | certified accuracy vs L2 radius, the table's radii with intervals, the budget's radius dotted |
+| ``images`` | ``python -m harness.figures images ...`` | x_o / x_r / x_adv / abs(x_r - x_o) of the first images (Figure 6 style; ``harness.figures.images``) |
+
+The folder is ``figures/`` inside the run's (grid's, certify's) folder, not its top: a grid's Ray tasks hand back
+the top-level files of a cell as text, so the cells' figures stay out of that (the grid's own figures are drawn
+from the combined rows on the driver).  Figures never change results.csv.  A figure a run folder held from an
+earlier run and this run does not draw is removed, so the folder shows only this run's figures.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+FOLDER = "figures"
+RUN_FIGURES = ("robust_vs_eps", "distances", "detector_scores")
+CAPTIONS = {"robust_vs_eps": "Robust accuracy vs eps (95% intervals shaded)",
+            "distances": "Distances to x_o of the reconstruction and of the adversarial images (eps dotted)",
+            "detector_scores": "Detector scores: clean inputs vs their adversarial images",
+            "certified_vs_radius": "Certified accuracy vs L2 radius"}
+POINT_LABELS = {"rec": "reconstruction $\\hat{x}_o$", "adv": "adversarial $\\hat{x}_o^a$"}
+NORM_TEXT = {"linf": "L$\\infty$", "l2": "L2"}
+
+
+def image_grid(x_o, x_r, x_adv, path, **kw) -> list[Path]:
+    """x_o / x_r / x_adv / |x_r - x_o| of a few images (``harness.figures.plots.image_grid``)."""
+    from .plots import image_grid as draw
+
+    return draw(x_o, x_r, x_adv, path, **kw)
+
+
+def _num(text) -> float:
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _ok(x: float) -> bool:
+    return not math.isnan(x)
+
+
+def markdown(names: list[str], heading: str = "## Figures") -> str:
+    """The results.md section linking ``names`` (stems under figures/); empty when there is none."""
+    if not names:
+        return ""
+    lines = ["", heading, ""]
+    for name in names:
+        lines += [f"![{CAPTIONS.get(name, name)}]({FOLDER}/{name}.png)", "",
+                  f"{CAPTIONS.get(name, name)} ([PDF]({FOLDER}/{name}.pdf)).", ""]
+    return "\n".join(lines)
+
+
+def _tidy(folder: Path, owned, drawn) -> None:
+    """Remove the figures of ``owned`` that this run did not draw (left by an earlier run in the same folder)."""
+    if not folder.is_dir():
+        return
+    for name in owned:
+        if name not in drawn:
+            for ext in ("png", "pdf"):
+                (folder / f"{name}.{ext}").unlink(missing_ok=True)
+    try:
+        folder.rmdir()  # only when empty
+    except OSError:
+        pass
+
+
+def _curves(rows: list[dict], panel_of, line_of) -> tuple[dict, bool]:
+    """{panel: {line: [(eps, acc, lo, hi)]}} from results.csv rows; and whether some line has >= 2 budgets."""
+    panels: dict = {}
+    for r in rows:
+        eps, acc = _num(r.get("eps")), _num(r.get("robust_acc"))
+        if not (_ok(eps) and _ok(acc)):
+            continue
+        key = panel_of(r)
+        if key is None:
+            continue
+        lo, hi = _num(r.get("robust_ci_low")), _num(r.get("robust_ci_high"))
+        panels.setdefault(key, {}).setdefault(line_of(r), []).append((eps, acc, lo if _ok(lo) else acc, hi if _ok(hi) else acc))
+    several = any(len({p[0] for p in pts}) >= 2 for lines in panels.values() for pts in lines.values())
+    return panels, several
+
+
+def _norm_of(rows) -> str:
+    norms = sorted({r.get("norm", "") for r in rows if r.get("norm") in NORM_TEXT})
+    return ", ".join(NORM_TEXT[n] for n in norms)
+
+
+def _same(rows, key) -> str | None:
+    """The value of ``key`` common to every row, else None."""
+    values = list(dict.fromkeys(str(r.get(key, "")) for r in rows))
+    return values[0] if len(values) == 1 else None
+
+
+def run_figures(out: Path, rows: list[dict], samples, meta: dict, run_info: dict | None = None) -> str:
+    """Draw a run's figures into ``out``/figures from its results.csv rows and its samples.csv rows (``samples``: the
+    rows, or a ``Samples`` that builds them only when a figure needs them); returns the results.md section ('' if
+    none).  ``run_info``: run.json's content (a detector's configured threshold)."""
+    drawn = []
+    folder = Path(out) / FOLDER
+    title = f"{meta.get('dataset', '')} / {meta.get('model', '')}"
+    norm = _norm_of(rows)
+    attacks = list(dict.fromkeys(r["attack"] for r in rows if r["attack"] != "worst-case"))
+    from .plots import WORST
+
+    one_attack = len(attacks) == 1
+    panels, several = _curves(rows, lambda r: r["defense"] if not (one_attack and r["attack"] == "worst-case") else None,
+                              lambda r: WORST if r["attack"] == "worst-case" else f"{r['attack']} ({r['threat']})")
+    if several:
+        from .plots import robust_vs_eps
+
+        clean: dict = {}
+        for r in rows:
+            if r["attack"] == "worst-case" and _ok(_num(r.get("eps"))) and _ok(_num(r.get("clean_acc"))):
+                clean.setdefault(r["defense"], []).append((_num(r["eps"]), _num(r["clean_acc"])))
+        robust_vs_eps([(f"defense: {d}", list(lines.items()), clean.get(d)) for d, lines in panels.items()],
+                      folder / "robust_vs_eps",
+                      title=f"{title}: robust accuracy vs budget ({norm})", xlabel=f"eps ({norm})")
+        drawn.append("robust_vs_eps")
+    srows = samples
+    if isinstance(samples, Samples):
+        srows = samples() if any(k.endswith("_dist") or k.startswith("score_") for k in samples.keys) else None
+    if srows:
+        norms = {(r["defense"], r["attack"], r["eps"]): r["norm"] for r in rows}
+        if _distances(srows, norms, folder / "distances", title):
+            drawn.append("distances")
+        if _scores(srows, rows, run_info, folder / "detector_scores", title):
+            drawn.append("detector_scores")
+    _tidy(folder, RUN_FIGURES, drawn)
+    return markdown(drawn)
+
+
+class Samples:
+    """A run's samples.csv rows, built on first use; ``keys``: the per-sample extras the cells have (the columns
+    beyond the fixed ones), which say whether a figure needs the rows at all."""
+
+    def __init__(self, keys, build):
+        self.keys, self._build, self._rows = set(keys), build, None
+
+    def __call__(self):
+        if self._rows is None:
+            self._rows = self._build()
+        return self._rows
+
+
+def _cells(srows: list[dict]) -> dict:
+    cells: dict = {}
+    for s in srows:
+        cells.setdefault((s["defense"], s["attack"], s["eps"]), []).append(s)
+    return cells
+
+
+def _distances(srows, norms: dict, stem: Path, title: str) -> bool:
+    """Histograms of each ``<point>_dist`` column per (defense, attack, eps) cell, over the attacked samples."""
+    panels = []
+    for (d, a, e), ss in _cells(srows).items():
+        attacked = [s for s in ss if str(s.get("attacked")) == "1"]
+        cols = sorted((k for k in ss[0] if k.endswith("_dist") and any(s.get(k, "") != "" for s in attacked)),
+                      key=lambda k: (k != "rec_dist", k))
+        if not cols:
+            continue
+        eps = _num(e)
+        series = []
+        for col in cols:
+            vals = [v for v in (_num(s[col]) for s in attacked) if _ok(v)]
+            if not vals:
+                continue
+            name = col[:-5]
+            out = sum(v > eps * (1 + 1e-4) + 1e-6 for v in vals) / len(vals) if _ok(eps) else math.nan
+            label = POINT_LABELS.get(name, name)
+            series.append((label + (f": {100 * out:.0f}% > $\\epsilon$" if _ok(out) else ""), vals))
+        if series:
+            norm = NORM_TEXT.get(norms.get((d, a, e), ""), "")
+            marks = [(f"$\\epsilon$ = {eps:g}", eps, None)] if _ok(eps) else []
+            panels.append((f"{d} vs {a} ({norm} $\\epsilon$ = {e}, {len(attacked)} samples)", series, marks))
+    if not panels:
+        return False
+    from .plots import histograms
+
+    histograms(panels, stem, title=f"{title}: distance to the original image $x_o$", xlabel="$\\|x - x_o\\|$")
+    return True
+
+
+def _threshold(defense: str, run_info: dict | None):
+    """The detector's threshold where run.json's config gives it (``threshold`` set, not calibrated), else None."""
+    for d in ((run_info or {}).get("config") or {}).get("defenses") or []:
+        if d.get("name") == defense and isinstance(d.get("threshold"), (int, float)) and not isinstance(d.get("threshold"), bool):
+            return float(d["threshold"])
+    return None
+
+
+def _scores(srows, rows, run_info, stem: Path, title: str) -> bool:
+    """Score histograms (clean input vs its adversarial image) of each detector cell, over the attacked samples.
+
+    The threshold: the configured one if run.json has it; else, where the rejections are consistent with one
+    (every rejected adversarial image scores below every accepted one), the interval they leave for it, hatched."""
+    auroc = {(r["defense"], r["attack"], r["eps"]): r.get("det_auroc", "") for r in rows}
+    panels = []
+    for (d, a, e), ss in _cells(srows).items():
+        if "score_clean" not in ss[0]:
+            continue
+        pairs = [(_num(s.get("score_clean")), _num(s.get("score_adv")), _num(s.get("rejected"))) for s in ss
+                 if str(s.get("attacked")) == "1"]
+        clean = [c for c, _, _ in pairs if _ok(c) and math.isfinite(c)]
+        adv = [v for _, v, _ in pairs if _ok(v) and math.isfinite(v)]
+        if not (clean or adv):
+            continue
+        marks = []
+        tau = _threshold(d, run_info)
+        if tau is not None:
+            marks.append((f"threshold {tau:g}", tau, None))
+        else:
+            rej = [v for _, v, r in pairs if r == 1 and _ok(v) and math.isfinite(v)]
+            acc = [v for _, v, r in pairs if r == 0 and _ok(v) and math.isfinite(v)]
+            if rej and acc and max(rej) < min(acc):
+                marks.append(("threshold: in this interval\n(inferred from the rejections)", max(rej), min(acc)))
+        au = auroc.get((d, a, e), "")
+        series = [(f"clean ({len(clean)})", clean), (f"adversarial ({len(adv)})", adv)]
+        panels.append((f"{d} vs {a} ($\\epsilon$ = {e})" + (f", AUROC {au}%" if au else ""),
+                       [s for s in series if s[1]], marks))
+    if not panels:
+        return False
+    from .plots import histograms
+
+    histograms(panels, stem, title=f"{title}: detector scores of the attacked samples (an input scoring below the "
+               "threshold is rejected)", xlabel="detector score", lo=None)
+    return True
+
+
+def grid_figures(out: Path, rows: list[dict], labels: dict[str, dict], varying: list[str], name: str) -> str:
+    """The grid's robust-vs-eps figure from its combined rows: a panel per attack (and norm, where the grid has
+    several), the worst case first, a line per cell labelled by the axes that vary; returns the results.md section."""
+    from .plots import WORST
+
+    folder = Path(out) / FOLDER
+    attacks = list(dict.fromkeys(r["attack"] for r in rows if r["attack"] != "worst-case"))
+    norms = sorted({r.get("norm", "") for r in rows if r.get("norm") in NORM_TEXT})
+
+    def panel(r):
+        if r["attack"] == "worst-case":
+            head = WORST if len(attacks) > 1 else f"{attacks[0]} ({r['threat']})" if attacks else WORST
+        elif len(attacks) > 1:
+            head = f"{r['attack']} ({r['threat']})"
+        else:
+            return None
+        return f"{head}, {NORM_TEXT[r['norm']]}" if len(norms) > 1 and r.get("norm") in NORM_TEXT else head
+
+    def line(r):
+        lab = labels.get(r.get("cell"), {})
+        return ", ".join(f"{a.removeprefix('set.')}={lab.get(a, '')}" for a in varying if lab.get(a, "") != "") or r["defense"]
+
+    panels, several = _curves(rows, panel, line)
+    drawn = []
+    if several:
+        from .plots import robust_vs_eps
+
+        order = sorted(panels, key=lambda p: not p.startswith(WORST))
+        what = " / ".join(v for v in (_same(rows, "dataset"), _same(rows, "model")) if v is not None)
+        what = f" ({what})" if what else ""
+        norm = _norm_of(rows)
+        robust_vs_eps([(p, list(panels[p].items()), None) for p in order], folder / "robust_vs_eps",
+                      title=f"grid {name}{what}: robust accuracy vs budget",
+                      xlabel=f"eps ({norm})")
+        drawn.append("robust_vs_eps")
+    _tidy(folder, ("robust_vs_eps",), drawn)
+    return markdown(drawn)
+
+
+def certify_figures(out: Path, curve_csv: str, table_csv: str, meta: dict) -> str:
+    """``harness certify``'s figure from the text of its certified_curve.csv and certified.csv (``meta``: its
+    dataset, model, defense, sigma, n); returns the certified.md section."""
+    import csv
+    import io
+
+    curve, table = (list(csv.DictReader(io.StringIO(text))) for text in (curve_csv, table_csv))
+    pts = [(_num(c["radius"]), _num(c["certified_acc"])) for c in curve]
+    pts = [p for p in pts if _ok(p[0]) and _ok(p[1])]
+    if not pts:
+        return ""
+    points, eps = [], None
+    for r in table:
+        rad = _num(r.get("radius"))
+        if str(r.get("radius_label", "")).startswith("eps"):
+            eps = (f"budget: {r['radius_label']}", rad)
+        else:
+            points.append((r.get("radius_label", ""), rad, _num(r["certified_acc"]), _num(r["ci_low"]), _num(r["ci_high"])))
+    from .plots import certified_curve
+
+    n_img = table[0].get("images", "") if table else ""
+    certified_curve([p[0] for p in pts], [p[1] for p in pts], points, Path(out) / FOLDER / "certified_vs_radius",
+                    title=f"{meta.get('dataset')} / {meta.get('model')}: {meta.get('defense')}, $\\sigma$ = {meta.get('sigma')}, "
+                          f"CERTIFY n = {meta.get('n')}, {n_img} images", eps=eps)
+    return markdown(["certified_vs_radius"])
