@@ -32,7 +32,7 @@ from .store import CellFailed, claims, clear
 RETRIES = 2
 
 
-def harness_grid_cell(run, argv: list[str], debug: bool = False) -> tuple[int, dict[str, str], str]:
+def harness_grid_cell(run, argv: list[str], debug: bool = False) -> tuple[int, dict[str, bytes], str]:
     """The Ray task (its workers show as ``ray::harness_grid_cell``): (exit code, the run's files, its stderr)."""
     err = io.StringIO()
     with tempfile.TemporaryDirectory(prefix="harness-grid-") as tmp:
@@ -40,7 +40,8 @@ def harness_grid_cell(run, argv: list[str], debug: bool = False) -> tuple[int, d
         flags = ["--out", str(out), "--quiet"] + (["--debug"] if debug else [])
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
             code = run([*argv, *flags])
-        files = {p.name: p.read_text() for p in sorted(out.iterdir()) if p.is_file()} if code == 0 else {}
+        files = {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()} \
+            if code == 0 else {}  # figures/ included, as bytes
     return code, files, err.getvalue().strip()
 
 

@@ -93,7 +93,7 @@ def clear(out: Path, cell: Cell) -> Path:
     return d
 
 
-def mark_done(out: Path, cell: Cell, files: dict[str, str] | None = None) -> None:
+def mark_done(out: Path, cell: Cell, files: dict[str, str | bytes] | None = None) -> None:
     """Write the run's ``files`` (where the run wrote elsewhere) and then, last, the completion marker."""
     d = cell_dir(out, cell)
     if files:
