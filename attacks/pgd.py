@@ -25,16 +25,38 @@ class PGD(Attack):
     ``alpha`` defaults to eps/4 (the step of the preemptive and safe-spot papers, appendix C).  ``restarts``
     runs the attack again from new random starts on the samples not yet fooled.  ``targeted``: move towards
     ``target`` ("random" other class or "least" likely class) instead of away from the label.
+    ``compile``: run the model's forward and backward through ``torch.compile`` ("inductor"; "cudagraphs" for CUDA
+    graphs of fixed shapes; "aot_eager" traces without code generation).  Opt-in: on this project's CPU the
+    inductor-compiled digits CNN took 2x the eager time per step after a 50 s compile; with ``early_stop`` the
+    batch shrinks and recompiles, so pair it with ``early_stop=False`` on a GPU.  The result equals the eager one
+    where the backend keeps the kernels' order of operations (tested bit for bit with "aot_eager").
     """
 
     def __init__(self, norm: Literal["linf", "l2"] | None = None, eps: float = 0.0, steps: int = 20,
                  alpha: float | None = None, random_start: bool = True, restarts: int = 1,
                  loss: Literal["ce", "cw", "dlr"] = "ce", targeted: bool = False,
                  target: Literal["random", "least"] = "random", early_stop: bool = True,
-                 threat: str | None = None):
+                 threat: str | None = None, compile: Literal["none", "inductor", "cudagraphs", "aot_eager"] = "none"):
         self.set_budget(norm or self.norms[0], eps)
         self.steps, self.alpha, self.random_start, self.restarts = int(steps), alpha, random_start, int(restarts)
         self.loss, self.targeted, self.target, self.early_stop, self.threat = loss, targeted, target, early_stop, threat
+        self.compile = compile
+        self._compiled: dict[int, torch.nn.Module] = {}
+
+    def describe(self) -> dict:
+        """As ``Attack.describe``; ``compile`` only when on (the eager path's config hash stays what it was)."""
+        d = super().describe()
+        if self.compile == "none":
+            d.pop("compile")
+        return d
+
+    def compiled(self, model):
+        """``model`` through ``torch.compile`` with this attack's backend (one compiled module per model)."""
+        if self.compile == "none":
+            return model
+        if id(model) not in self._compiled:
+            self._compiled[id(model)] = torch.compile(model, backend=self.compile, dynamic=False)
+        return self._compiled[id(model)]
 
     @property
     def step_size(self) -> float:
@@ -75,6 +97,7 @@ class PGD(Attack):
     def _run(self, model, x0, y, t, check: bool = True):
         """One PGD run from a random start: the final iterates, and which of them fool the model (found
         during the steps, plus one forward pass over the rest when ``check``; a last run skips that pass)."""
+        model = self.compiled(model)
         x_adv = x0.clone()
         if self.random_start:
             x_adv = (x0 + random_in_ball(x0, self.norm, self.eps)).clamp(0, 1)

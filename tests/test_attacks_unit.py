@@ -205,3 +205,19 @@ def test_each_loss_drives_pgd_to_fool_an_easy_model(loss):
         y = model(x).argmax(1)
     x_adv = PGD(norm="l2", eps=2.0, steps=20, loss=loss).perturb(model, x, y)
     assert (model(x_adv).argmax(1) != y).all()
+
+
+def test_compiled_pgd_equals_eager_pgd(adv_model, digits_test):
+    """Issue 16: PGD through torch.compile gives the eager result bit for bit where the backend keeps the kernels
+    ("aot_eager": traced forward and backward graphs, no code generation, so the test stays fast on a CPU)."""
+    from harness.core.registry import ATTACKS
+
+    x, y = digits_test.x[:64], digits_test.y[:64]
+    out = {}
+    for mode in ("none", "aot_eager"):
+        attack = ATTACKS.create("pgd_linf", eps=0.1, steps=5, early_stop=False, compile=mode)
+        torch.manual_seed(3)
+        out[mode] = attack.perturb(adv_model, x, y)
+    assert torch.equal(out["none"], out["aot_eager"])
+    assert not torch.equal(out["none"], x)  # not vacuous: the attack moved the images
+    assert "compile" not in ATTACKS.create("pgd_linf").describe()  # the eager config hash is unchanged
