@@ -6,7 +6,7 @@ import json
 from dataclasses import asdict, dataclass, field
 
 from harness.core.errors import UsageError
-from harness.core.registry import Registry, parse_number
+from harness.core.registry import REGISTRIES, Registry, parse_number
 
 # Keys of the config that do not change the numbers and so stay out of the hash.
 UNHASHED = ("out", "quiet", "debug", "device", "data_dir")
@@ -65,18 +65,23 @@ class Overrides:
         """The overrides for one plugin.  An unscoped key that reaches plugins of two kinds (say a defense's
         ``alpha`` and an attack's ``alpha``) is ambiguous, since the same name means different things there."""
         entry = registry.get(name)
-        chosen = {}
-        for key, text in self.raw.items():
-            scoped = key.startswith(name + ".")
-            path = key[len(name) + 1:] if scoped else key if "." not in key else None
-            param = entry.param(path) if path else None
-            if param is None:
-                continue
-            if not scoped and self._kinds.setdefault(key, registry.kind) != registry.kind:
-                raise UsageError(f"--set {key} applies to {self._kinds[key]} and {registry.kind} alike; "
-                                 f"scope it, e.g. --set {name}.{path}={text}")
-            chosen[path] = param.parse(text)
-            self.used.add(key)
+        chosen, parts = {}, {}
+        # Two passes: a part named on the command line (--set bpda.inner=ta.CW) decides where the paths under it go.
+        for pass_parts in (True, False):
+            for key, text in self.raw.items():
+                scoped = key.startswith(name + ".")
+                path = key[len(name) + 1:] if scoped else key if "." not in key else None
+                param = entry.param(path, parts) if path else None
+                if param is None or bool(param.part) != pass_parts:
+                    continue
+                if not scoped and self._kinds.setdefault(key, registry.kind) != registry.kind:
+                    raise UsageError(f"--set {key} applies to {self._kinds[key]} and {registry.kind} alike; "
+                                     f"scope it, e.g. --set {name}.{path}={text}")
+                chosen[path] = param.parse(text)
+                if param.part:
+                    REGISTRIES[param.part.kind].get(chosen[path])  # an unknown name fails with the closest names
+                    parts[path] = chosen[path]
+                self.used.add(key)
         return chosen
 
     def check_all_used(self) -> None:

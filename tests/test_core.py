@@ -194,3 +194,21 @@ def test_parts_compose_and_are_reached_by_path():
         DEFENSES.create("preempt_smooth", **{"maxiter.x": 1})
     with pytest.raises(UsageError, match="given built"):
         DEFENSES.create("preempt_smooth", smoothing=d.smoothing, **{"smoothing.n": 3})
+
+
+def test_a_part_chosen_on_the_command_line_takes_its_own_parameters():
+    """``--set bpda.inner=ta.CW --set bpda.inner.c=10``: the paths under a part follow the plugin chosen for it."""
+    from harness.config import Overrides
+    from harness.core.errors import UsageError
+    from harness.core.registry import ATTACKS
+    from harness.plugins import load_builtins
+
+    load_builtins()
+    over = Overrides(["bpda.inner=ta.CW", "bpda.inner.c=10", "bpda.inner.lr=0.05"])
+    kw = over.for_plugin(ATTACKS, "bpda")
+    assert kw == {"inner": "ta.CW", "inner.c": 10.0, "inner.lr": 0.05}
+    attack = ATTACKS.create("bpda", norm="l2", eps=1.0, **kw)
+    assert attack.describe()["inner"]["param.c"] == 10.0 and attack.inner.eps == 1.0
+    with pytest.raises(UsageError, match="did you mean"):
+        Overrides(["bpda.inner=ta.CWW"]).for_plugin(ATTACKS, "bpda")
+    assert Overrides(["bpda.inner.c=10"]).for_plugin(ATTACKS, "bpda") == {}  # PGD, the default part, has no c

@@ -103,15 +103,19 @@ class Entry:
     params: dict[str, Param] = field(default_factory=dict)
     paper: dict[str, str] = field(default_factory=dict)  # parameter -> the paper's value, where a default differs or is tuned
 
-    def param(self, path: str) -> Param | None:
-        """The parameter at a dotted ``path`` (``smoothing.sigma``: a part's parameter), None if there is none."""
+    def param(self, path: str, parts: dict[str, str] | None = None) -> Param | None:
+        """The parameter at a dotted ``path`` (``smoothing.sigma``: a part's parameter), None if there is none.
+        ``parts``: part path -> the registered name chosen for it (``{"inner": "ta.CW"}``), else its default."""
         head, _, rest = path.partition(".")
         p = self.params.get(head)
         if not rest or p is None:
             return p
         if not p.part:
             return None
-        inner = REGISTRIES[p.part.kind].get(p.part.name).param(rest)
+        parts = parts or {}
+        name = parts.get(head, p.part.name)
+        inner = REGISTRIES[p.part.kind].get(name).param(
+            rest, {k[len(head) + 1:]: v for k, v in parts.items() if k.startswith(head + ".")})
         if inner is not None and "." not in rest and rest in p.part.defaults:
             inner = Param(inner.name, inner.type, p.part.defaults[rest])
         return inner
