@@ -12,10 +12,10 @@ from harness.data import load
 from harness.ood_metrics import threshold_at_tpr
 
 from ..ood import ThresholdDetector
-from ..purifiers.training import weights_digest
+from ..purifiers.training import parse_settings, train_to_file, weights_digest
 from .autoencoder import DEFAULTS
 from .detectors import jsd, parse_detectors, reconstruction_error
-from .training import load_or_train_autoencoder
+from .training import NoTarget, load_or_train_autoencoder
 
 BATCH = 500
 
@@ -38,6 +38,17 @@ class MagNet(ThresholdDetector, nn.Module):
     rejecting at most ``fpr`` of the clean ``calib_split`` images of ``dataset`` (the first ``calib_n``; None: all);
     ``reformer``: classify ae(x) (else x).  The autoencoder: ``checkpoint`` (a state dict), else trained on first
     use (``structure``, ``noise``, ``train_epochs``, ``train_seed``) and cached."""
+
+    trains_alone = True  # the autoencoder learns from clean images: harness train --defense magnet --out ae.pt
+
+    @classmethod
+    def train_to_file(cls, out, *, dataset, split, data_dir, epochs, seed, quiet, device, settings) -> str:
+        """``harness train --defense magnet --out ae.pt [--set noise=0.1]``: the purifier loop's ``train_to_file``
+        with the autoencoder's settings (no classifier is involved)."""
+        data = load(dataset, split or "train", data_dir)
+        cfg = {"seed": seed, **parse_settings("magnet", settings)}
+        train_to_file("magnet", NoTarget(device), data, out, epochs=epochs, quiet=quiet, **cfg)
+        return f"magnet.checkpoint={out}"
 
     def __init__(self, detectors: str = "l2,l1", fpr: float = 0.01, reformer: bool = True,
                  checkpoint: str | None = None, dataset: str = "digits", structure: str = DEFAULTS["structure"],

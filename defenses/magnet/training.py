@@ -33,7 +33,7 @@ METHOD = register_method(Method(
     paper=PAPER, craft=_craft, loss=_loss))
 
 
-class _NoTarget(nn.Module):
+class NoTarget(nn.Module):
     """MagNet's autoencoder is trained without the classifier; ``train_purifier`` only reads its target's device."""
 
     def __init__(self, device):
@@ -47,7 +47,7 @@ def train_autoencoder(data, epochs: int | None = None, *, quiet: bool = True, lo
     x~ = clip(x + noise N(0, I), 0, 1), the purifier loop of ``defenses.purifiers.training`` (one thread on the CPU,
     seeded by ``seed``: bit-reproducible; the caller's RNG is left as it was).  ``settings`` override ``DEFAULTS``;
     ``log`` receives the mean MSE per epoch; ``quiet=False`` shows a tqdm bar.  Returns the network in eval mode."""
-    return train_purifier("magnet", _NoTarget(device), data, epochs, quiet=quiet, log=log, **settings)
+    return train_purifier("magnet", NoTarget(device), data, epochs, quiet=quiet, log=log, **settings)
 
 
 # The sha256 of each shipped autoencoder (artifact name -> digest; ``harness/weights/<name>.pt``): the digits

@@ -36,6 +36,8 @@ class PurifierDefense(Preprocessor):
     dyn_sigma^2)))) - a random preprocessor (``randomized``), to be attacked with EOT.
     """
 
+    trains_for_target = True  # harness train --defense NAME --target-model M (defenses.purifiers.training.train_to_file)
+
     def __init__(self, name: str, net: nn.Module, params: dict, source: str = "",
                  dynamic: bool = False, dyn_sigma: float = 0.05, dyn_eps: float = 16 / 255):
         super().__init__()

@@ -44,21 +44,25 @@ def cmd_train(args) -> int:
     return 0
 
 
-def train_standalone(args) -> int:
-    """``harness train --defense NAME``: a defense that learns from clean data alone says how (``train_to_file``)."""
-    from defenses.purifiers.training import METHODS
-    from harness.assembly import check_writable, pick_device
-    from harness.config import parse_sets
+def declares(name: str, capability: str) -> bool:
+    """Whether the defense ``name`` builds declares ``capability`` (``Defense.trains_alone``, ``trains_for_target``)."""
     from harness.core.defense import Defense
     from harness.core.registry import DEFENSES
 
-    def trains_alone(name: str) -> bool:
-        factory = DEFENSES.get(name).factory
-        return isinstance(factory, type) and issubclass(factory, Defense) and factory.trains_alone
+    kind = DEFENSES.get(name).builds
+    return kind is not None and issubclass(kind, Defense) and getattr(kind, capability)
 
-    if not trains_alone(args.defense):
-        alone = [n for n in DEFENSES.list() if trains_alone(n)]
-        raise UsageError(f"--defense {args.defense} has nothing to train (trainable: {', '.join(sorted(METHODS))} "
+
+def train_standalone(args) -> int:
+    """``harness train --defense NAME``: a defense that learns from clean data alone says how (``train_to_file``)."""
+    from harness.assembly import check_writable, pick_device
+    from harness.config import parse_sets
+    from harness.core.registry import DEFENSES
+
+    if not declares(args.defense, "trains_alone"):
+        alone = [n for n in DEFENSES.list() if declares(n, "trains_alone")]
+        targeted = [n for n in DEFENSES.list() if declares(n, "trains_for_target")]
+        raise UsageError(f"--defense {args.defense} has nothing to train (trainable: {', '.join(targeted)} "
                          f"with --target-model; {', '.join(alone)})")
     factory = DEFENSES.get(args.defense).factory
     if args.epochs is not None and args.epochs <= 0:
@@ -75,14 +79,14 @@ def train_standalone(args) -> int:
 
 def train_defense(args) -> int:
     """``harness train --defense NAME --target-model M``: train a purifier for M, save it for ``--set checkpoint=``."""
-    from defenses.purifiers.training import METHODS, parse_settings, standard_model, train_to_file, training_data
+    from defenses.purifiers.training import get_method, parse_settings, standard_model, train_to_file, training_data
     from harness.assembly import check_writable, load_model, pick_device
     from harness.config import Overrides, parse_sets
     from harness.core.registry import ZOO
     from harness.data import load
     from harness.models.zoo import load_zoo
 
-    if args.defense not in METHODS:
+    if not declares(args.defense, "trains_for_target"):
         return train_standalone(args)
     if args.epochs is not None and args.epochs <= 0:
         raise UsageError("--epochs must be positive")
@@ -93,7 +97,7 @@ def train_defense(args) -> int:
     settings = parse_settings(args.defense, parse_sets(args.set))
     if "train_eps" not in settings:  # as the defenses: the dataset's Linf budget, steps of a quarter of it
         settings["train_eps"] = float(data.default_eps["linf"])
-        if "train_step_size" in METHODS[args.defense].defaults:
+        if "train_step_size" in get_method(args.defense).defaults:
             settings.setdefault("train_step_size", settings["train_eps"] / 4)
     if "epochs" in settings:  # --set epochs=N is --epochs N
         if args.epochs is not None and args.epochs != settings["epochs"]:
@@ -102,7 +106,7 @@ def train_defense(args) -> int:
     target, target_name = load_model(args.target_model, args.arch, data, Overrides([]), device, args.quiet, args.data_dir)
     out = Path(args.out)
     check_writable(out.parent if out.parent != Path("") else Path("."))
-    feature = standard_model(args.dataset) if METHODS[args.defense].feature_net else None  # as the defense's default
+    feature = standard_model(args.dataset) if get_method(args.defense).feature_net else None  # as the defense's default
     feature_model = load_zoo(feature, device, args.quiet, args.data_dir) if feature else None
     train_to_file(args.defense, target, data, out, epochs=args.epochs, feature_model=feature_model, quiet=args.quiet,
                   **settings)

@@ -42,8 +42,10 @@ class Defense:
         return x_seen.detach()
 
     # Whether ``harness train --defense NAME`` can train what this defense learns from clean data alone (a
-    # generator, say), with ``train_to_file``.
+    # generator, say), with ``train_to_file``; ``trains_for_target``: what it learns for a given classifier
+    # (``harness train --defense NAME --target-model M``: a purifier).
     trains_alone: ClassVar[bool] = False
+    trains_for_target: ClassVar[bool] = False
 
     @classmethod
     def train_to_file(cls, out, *, dataset: str, split: str | None, data_dir: str | None, epochs: int | None,

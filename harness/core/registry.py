@@ -103,6 +103,18 @@ class Entry:
     params: dict[str, Param] = field(default_factory=dict)
     paper: dict[str, str] = field(default_factory=dict)  # parameter -> the paper's value, where a default differs or is tuned
 
+    @property
+    def builds(self) -> type | None:
+        """What the factory builds: the class itself, or a function's return annotation (None if it has none); the
+        built type's declared capabilities (``Defense.trains_alone``, ...) are then known without building one."""
+        if inspect.isclass(self.factory):
+            return self.factory
+        try:
+            kind = typing.get_type_hints(self.factory).get("return")
+        except Exception:
+            return None
+        return kind if inspect.isclass(kind) else None
+
     def param(self, path: str, parts: dict[str, str] | None = None) -> Param | None:
         """The parameter at a dotted ``path`` (``smoothing.sigma``: a part's parameter), None if there is none.
         ``parts``: part path -> the registered name chosen for it (``{"inner": "ta.CW"}``), else its default."""
