@@ -126,7 +126,7 @@ METHOD = register_method(Method(
 def jatp(checkpoint: str | None = None, target: str = "digits_cnn_adv", dataset: str | None = None,
          train_split: str | None = None, mode: Literal["full", "obl"] = "full", train_epochs: int = DEFAULTS["epochs"],
          train_eps: float | None = None, train_steps: int = DEFAULTS["train_steps"],
-         alpha: float = DEFAULTS["alpha"], beta: float = DEFAULTS["beta"],
+         fsm_weight: float = DEFAULTS["alpha"], pix_weight: float = DEFAULTS["beta"],
          feature_layer: str = DEFAULTS["feature_layer"], nf: int = DEFAULTS["nf"], nb: int = DEFAULTS["nb"],
          gc: int = DEFAULTS["gc"], train_seed: int = 0, data_dir: str | None = None, quiet: bool = True) -> PurifierDefense:
     """JATP purifier (Zhou et al. 2021): RRDB P jointly trained on full adversarial examples (eqs. 5-10).
@@ -135,14 +135,12 @@ def jatp(checkpoint: str | None = None, target: str = "digits_cnn_adv", dataset:
     against the zoo model ``target`` on ``train_split`` of ``dataset`` (default: the target's own training
     data; ``data_dir`` for MNIST) and caches the weights.
     ``mode``: "full" (eq. 5 against T∘P) or "obl" (against T only); ``train_eps``: eq. 5's budget (default:
-    the dataset's Linf budget).  ``alpha`` and ``beta``: the weights of eqs. 9-10 (the feature-similarity and
-    the pixel term), named as in the paper; an unscoped ``--set alpha=`` that would reach an attack's step size
-    too is refused as ambiguous (``--set jatp.alpha=`` or ``--set pgd_linf.alpha=``), so P is never retrained by
-    accident.
+    the dataset's Linf budget).  ``fsm_weight`` is alpha and
+    ``pix_weight`` beta of eqs. 9-10 (named so that ``--set alpha=`` for an attack never retrains P).
     """
     train_eps = train_eps if train_eps is not None else default_train_eps(target, dataset, data_dir)
     cfg = {"mode": mode, "epochs": train_epochs, "train_eps": train_eps, "train_steps": train_steps,
-           "train_step_size": train_eps / 4, "alpha": alpha, "beta": beta,
+           "train_step_size": train_eps / 4, "alpha": fsm_weight, "beta": pix_weight,
            "feature_layer": feature_layer, "nf": nf, "nb": nb, "gc": gc, "seed": train_seed}
     return build_purifier("jatp", cfg, target=target, dataset=dataset, train_split=train_split, checkpoint=checkpoint,
                           data_dir=data_dir, quiet=quiet)
