@@ -14,6 +14,7 @@ Importing this package registers all of them.
 """
 from __future__ import annotations
 
+from . import physical  # noqa: F401 - A5/P, A5/PC (eqs. 10-11, Table 9)
 from .models import A5CNN, Robustifier, a5_cnn, a5_cnn_small
 from .objective import BOUNDS, a5_loss, certify, margin_lower, mix_factor, perturb, smoothed_eps, worst_case_ce
 from .preemptive import A5CoTrained, A5Offline, A5Robustifier

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from harness.core.registry import DATASETS
 
-from . import cifar, digits, imagefolder, mnist, svhn  # noqa: F401 - register
+from . import cifar, digits, fonts, imagefolder, mnist, svhn  # noqa: F401 - register
 from .base import ImageSet, check_unit_range
 
 
