@@ -106,7 +106,8 @@ class BPDA(Attack):
             raise UsageError(f"bpda needs a plain gradient attack as inner, and {type(inner).__name__} is adaptive")
         self.inner, self.backward = inner, backward
         # Against a randomized P one lucky draw is no success: the inner attack then takes all its steps.
-        self._inner_randomized = ATTACKS.rebuild(inner, early_stop=False) if getattr(inner, "early_stop", False) else inner
+        stops = ATTACKS.takes(inner, "early_stop") and inner.early_stop
+        self._inner_randomized = ATTACKS.rebuild(inner, early_stop=False) if stops else inner
         self.norms = inner.norms
         self.set_budget(norm or inner.norm, eps)
 

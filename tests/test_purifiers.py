@@ -504,3 +504,9 @@ def test_purifiers_train_at_the_datasets_budget_by_default(shared_data, tmp_path
     assert cli_main(["train", "--defense", "nrp", "--target-model", "mnist_cnn_adv", "--dataset", "mnist",
                      "--data-dir", str(shared_data), "--out", str(tmp_path / "p.pt"), "--quiet"]) == 0
     assert (seen["train_eps"], seen["train_step_size"]) == (0.3, 0.075)
+
+
+def test_bpda_takes_an_inner_attack_without_early_stop():
+    """An inner attack whose factory takes no early_stop (fgsm) serves randomized defenses as it is."""
+    atk = ATTACKS.create("bpda", norm="linf", eps=0.1, inner="fgsm")
+    assert type(atk.inner).__name__ == "FGSM" and atk._inner_randomized is atk.inner

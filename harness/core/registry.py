@@ -208,6 +208,10 @@ class Registry:
                 pass
         return obj
 
+    def takes(self, obj: Any, param: str) -> bool:
+        """Whether the factory that built ``obj`` takes ``param`` (False for an object this registry did not build)."""
+        return hasattr(obj, "_registry_kwargs") and param in self.get(obj.registry_name).params
+
     def built_with(self, obj: Any) -> dict:
         """The keyword arguments ``create`` built ``obj`` with (empty for an object built otherwise)."""
         return dict(getattr(obj, "_registry_kwargs", {}))
