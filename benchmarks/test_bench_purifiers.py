@@ -28,10 +28,10 @@ import torch.nn.functional as F
 
 pytest.importorskip("pytest_benchmark")
 
-from attacks.bpda import BPDA  # noqa: E402
 from attacks.pgd import PGD  # noqa: E402
 from defenses.purifiers.training import PurifierDefense, build_net  # noqa: E402
 from harness.core.geometry import random_in_ball  # noqa: E402
+from harness.core.registry import ATTACKS  # noqa: E402
 from harness.data import load  # noqa: E402
 from harness.models.zoo import load_zoo, torch_threads  # noqa: E402
 
@@ -73,8 +73,7 @@ def test_purified_attack_vs_floor(benchmark, setup, attack):
         atk = PGD(norm="linf", eps=EPS, steps=STEPS, early_stop=False)
         run = lambda: atk.perturb(full, x, y)  # noqa: E731
     else:
-        atk = BPDA(norm="linf", eps=EPS, steps=STEPS)
-        atk._inner.early_stop = False
+        atk = ATTACKS.create("bpda", norm="linf", eps=EPS, **{"inner.steps": STEPS, "inner.early_stop": False})
         run = lambda: atk.perturb(full, x, y, defense=defense, classifier=target)  # noqa: E731
     torch.manual_seed(0)
     x_pert = (x + random_in_ball(x, "linf", EPS)).clamp(0, 1)
