@@ -179,7 +179,6 @@ def cmd_certify(args, argv: list[str]) -> int:
 
     from tqdm import tqdm
 
-    from harness.core.defense import Defense
     from harness.core.errors import UsageError
     from harness.core.registry import DEFENSES
 
@@ -198,14 +197,9 @@ def cmd_certify(args, argv: list[str]) -> int:
     started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     overrides = Overrides(args.set)
     entry = DEFENSES.get(args.defense)
-
-    def certifier(name: str) -> str | None:  # what the defense declares (``Defense.certifier``)
-        factory = DEFENSES.get(name).factory
-        return factory.certifier if isinstance(factory, type) and issubclass(factory, Defense) else None
-
-    path = certifier(args.defense)
+    path = entry.declared("certifier")  # Defense.certifier: "" the defense itself, a part's name, None: none
     if path is None:
-        able = [n for n in DEFENSES.list() if certifier(n) is not None]
+        able = [n for n in DEFENSES.list() if DEFENSES.get(n).declared("certifier") is not None]
         raise UsageError(f"--defense {args.defense} certifies nothing (certifying defenses: {', '.join(able)})")
     prefix = f"{path}." if path else ""
     smooth_kw = {prefix + k: v for k, v in {"sigma": args.sigma, "n0": args.N0, "n_certify": args.N,

@@ -44,24 +44,15 @@ def cmd_train(args) -> int:
     return 0
 
 
-def declares(name: str, capability: str) -> bool:
-    """Whether the defense ``name`` builds declares ``capability`` (``Defense.trains_alone``, ``trains_for_target``)."""
-    from harness.core.defense import Defense
-    from harness.core.registry import DEFENSES
-
-    kind = DEFENSES.get(name).builds
-    return kind is not None and issubclass(kind, Defense) and getattr(kind, capability)
-
-
 def train_standalone(args) -> int:
     """``harness train --defense NAME``: a defense that learns from clean data alone says how (``train_to_file``)."""
     from harness.assembly import check_writable, pick_device
     from harness.config import parse_sets
     from harness.core.registry import DEFENSES
 
-    if not declares(args.defense, "trains_alone"):
-        alone = [n for n in DEFENSES.list() if declares(n, "trains_alone")]
-        targeted = [n for n in DEFENSES.list() if declares(n, "trains_for_target")]
+    if not DEFENSES.get(args.defense).declared("trains_alone", False):
+        alone = [n for n in DEFENSES.list() if DEFENSES.get(n).declared("trains_alone", False)]
+        targeted = [n for n in DEFENSES.list() if DEFENSES.get(n).declared("trains_for_target", False)]
         raise UsageError(f"--defense {args.defense} has nothing to train (trainable: {', '.join(targeted)} "
                          f"with --target-model; {', '.join(alone)})")
     factory = DEFENSES.get(args.defense).factory
@@ -82,11 +73,11 @@ def train_defense(args) -> int:
     from defenses.purifiers.training import get_method, parse_settings, standard_model, train_to_file, training_data
     from harness.assembly import check_writable, load_model, pick_device
     from harness.config import Overrides, parse_sets
-    from harness.core.registry import ZOO
+    from harness.core.registry import DEFENSES, ZOO
     from harness.data import load
     from harness.models.zoo import load_zoo
 
-    if not declares(args.defense, "trains_for_target"):
+    if not DEFENSES.get(args.defense).declared("trains_for_target", False):
         return train_standalone(args)
     if args.epochs is not None and args.epochs <= 0:
         raise UsageError("--epochs must be positive")

@@ -115,6 +115,11 @@ class Entry:
             return None
         return kind if inspect.isclass(kind) else None
 
+    def declared(self, capability: str, default: Any = None) -> Any:
+        """What the built type declares as ``capability`` (a class attribute such as ``Defense.certifier`` or
+        ``Defense.trains_alone``); ``default`` when the entry builds no known type or declares nothing."""
+        return getattr(self.builds, capability, default)
+
     def param(self, path: str, parts: dict[str, str] | None = None) -> Param | None:
         """The parameter at a dotted ``path`` (``smoothing.sigma``: a part's parameter), None if there is none.
         ``parts``: part path -> the registered name chosen for it (``{"inner": "ta.CW"}``), else its default."""
