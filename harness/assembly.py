@@ -81,7 +81,7 @@ def resolve_norm(args, attack_entries) -> str:
             raise UsageError(f"--norm must be linf or l2, got {args.norm!r}")
         return norm
     for entry in attack_entries:
-        norms = getattr(entry.factory, "norms", ())
+        norms = entry.declared("norms", ())
         if len(norms) == 1:
             return norms[0]
     return "linf"

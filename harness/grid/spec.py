@@ -123,7 +123,7 @@ def make_cell(point: dict, values: dict, run_kw: dict, sets: list[str], where: s
     from harness.core.registry import ATTACKS
 
     norm = point.get("norm")
-    attacks = [a for a in values["attack"] if norm is None or norm in (getattr(ATTACKS.get(a).factory, "norms", None) or (norm,))]
+    attacks = [a for a in values["attack"] if norm is None or norm in (ATTACKS.get(a).declared("norms") or (norm,))]
     if not attacks:
         raise UsageError(f"{where}: no attack of the grid works in {norm} (attack = {values['attack']})")
     eps = values.get("eps")
