@@ -87,31 +87,34 @@ def resolve_norm(args, attack_entries) -> str:
     return "linf"
 
 
-def build_plugins(registry, names, overrides, budget_kw):
-    """Create each named plugin with --set overrides; budget_kw fills norm/eps/delta where not overridden."""
+def build_plugins(registry, instances, overrides, budget_kw):
+    """Create each plugin, a name or a (label, name) pair (``config.parse_instances``), with its --set overrides;
+    budget_kw fills norm/eps/delta where not overridden.  Returns (label, plugin) pairs."""
     built = []
-    for name in names:
+    for inst in instances:
+        label, name = (inst, inst) if isinstance(inst, str) else inst
         entry = registry.get(name)
         kw = {k: v for k, v in budget_kw.items() if k in entry.params}
-        kw.update(overrides.for_plugin(registry, name))
-        built.append((name, registry.create(name, **kw)))
+        kw.update(overrides.for_plugin(registry, name, label))
+        built.append((label, registry.create(name, **kw)))
     return built
 
 
 BUDGET_KEYS = ("eps", "delta")  # a defense parameter of these names follows the run's budget unless --set gives it
 
 
-def build_defenses(names, overrides, norm: str, eps_list: list[float], context: dict) -> list:
-    """Each named defense, built once; one per eps (``{eps: defense}``) where a parameter of it follows the
-    budget (preempt's delta = eps) and there are several budgets."""
+def build_defenses(instances, overrides, norm: str, eps_list: list[float], context: dict) -> list:
+    """Each defense (a name or a (label, name) pair), built once; one per eps (``{eps: defense}``) where a
+    parameter of it follows the budget (preempt's delta = eps) and there are several budgets."""
     built = []
-    for name in names:
+    for inst in instances:
+        label, name = (inst, inst) if isinstance(inst, str) else inst
         entry = DEFENSES.get(name)
-        follows = set(BUDGET_KEYS) & set(entry.params) - set(overrides.for_plugin(DEFENSES, name))
+        follows = set(BUDGET_KEYS) & set(entry.params) - set(overrides.for_plugin(DEFENSES, name, label))
         per_eps = eps_list if follows and len(eps_list) > 1 else eps_list[:1]
-        objs = {e: build_plugins(DEFENSES, [name], overrides, {"norm": norm, "eps": e, "delta": e, **context})[0][1]
+        objs = {e: build_plugins(DEFENSES, [(label, name)], overrides, {"norm": norm, "eps": e, "delta": e, **context})[0][1]
                 for e in per_eps}
-        built.append((name, objs if len(objs) > 1 else objs[per_eps[0]]))
+        built.append((label, objs if len(objs) > 1 else objs[per_eps[0]]))
     return built
 
 

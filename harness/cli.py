@@ -55,9 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="evaluate defenses against attacks and write the report",
                        epilog="names: 'harness list defenses', 'harness list attacks', 'harness list zoo'")
     r.add_argument("--defense", action="append", default=None,
-                   help="defense name (repeatable; default none; 'harness list defenses')")
+                   help="defense NAME or LABEL=NAME (repeatable; default none; 'harness list defenses')")
     r.add_argument("--attack", action="append", default=None,
-                   help="attack name (repeatable; default pgd_linf; 'harness list attacks')")
+                   help="attack NAME or LABEL=NAME: a labelled instance takes --set LABEL.key=value "
+                        "(repeatable; default pgd_linf; 'harness list attacks')")
     r.add_argument("--model", default=None, help="zoo name or checkpoint path (default: the dataset's model)")
     r.add_argument("--norm", default=None, choices=None, help="linf|l2 (default: the attacks' own norm)")
     r.add_argument("--eps", default=None, help="budget, e.g. 0.1 or 8/255, or several: 0.05,0.1,0.2 (default: the dataset's)")

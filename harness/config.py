@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import asdict, dataclass, field
 
 from harness.core.errors import UsageError
@@ -52,6 +53,36 @@ def parse_sets(pairs: list[str]) -> dict[str, str]:
     return out
 
 
+LABEL = re.compile(r"[A-Za-z][A-Za-z0-9_-]*\Z")
+
+
+def split_label(text: str) -> tuple[str, str]:
+    """``NAME`` or ``LABEL=NAME`` -> (label, name); the label is the name when none is given."""
+    label, sep, name = str(text).partition("=")
+    return (label.strip(), name.strip()) if sep else (label.strip(), label.strip())
+
+
+def parse_instances(registry: Registry, texts: list[str], flag: str) -> list[tuple[str, str]]:
+    """``--attack pgd --attack dlr=pgd``: each plugin of a run as (label, registered name).
+
+    A label names one instance of a plugin: it is the plugin's name in results.csv, in its seed and in the config,
+    and ``--set LABEL.param=value`` reaches that instance only (so one run holds one plugin with two parameter
+    sets: ``--attack pgd --attack dlr=pgd --set dlr.loss=dlr``).  A label is a word (letters, digits, ``_``,
+    ``-``), not the name of another plugin of the same kind, and each label is used once per run.
+    """
+    out = []
+    for text in texts:
+        label, name = split_label(text)
+        registry.get(name)  # an unknown name fails with the closest names
+        if label != name and (not LABEL.match(label) or label in registry):
+            why = "is another plugin's name" if label in registry else "must be a word (letters, digits, _ or -)"
+            raise UsageError(f"{flag} {text}: the label {label!r} {why}")
+        if label in [lab for lab, _ in out]:
+            raise UsageError(f"{flag} {label} is given twice; give the second a label of its own ({flag} LABEL={name})")
+        out.append((label, name))
+    return out
+
+
 class Overrides:
     """``--set key=value`` (every plugin of the run with that parameter) or ``--set name.key=value`` (one); the
     parameter of a part is reached by its path, ``--set preempt_smooth.smoothing.sigma=0.25``."""
@@ -61,22 +92,25 @@ class Overrides:
         self.used: set[str] = set()
         self._kinds: dict[str, str] = {}  # unscoped key -> the plugin kind it was applied to
 
-    def for_plugin(self, registry: Registry, name: str) -> dict:
-        """The overrides for one plugin.  An unscoped key that reaches plugins of two kinds (say a defense's
-        ``alpha`` and an attack's ``alpha``) is ambiguous, since the same name means different things there."""
+    def for_plugin(self, registry: Registry, name: str, label: str | None = None) -> dict:
+        """The overrides for one plugin (an instance ``label`` of it: keys scoped to the label reach it, keys scoped
+        to the plugin's name reach only its unlabelled instances).  An unscoped key that reaches plugins of two
+        kinds (say a defense's ``alpha`` and an attack's ``alpha``) is ambiguous, since the same name means
+        different things there."""
         entry = registry.get(name)
+        scope = label or name
         chosen, parts = {}, {}
         # Two passes: a part named on the command line (--set bpda.inner=ta.CW) decides where the paths under it go.
         for pass_parts in (True, False):
             for key, text in self.raw.items():
-                scoped = key.startswith(name + ".")
-                path = key[len(name) + 1:] if scoped else key if "." not in key else None
+                scoped = key.startswith(scope + ".")
+                path = key[len(scope) + 1:] if scoped else key if "." not in key else None
                 param = entry.param(path, parts) if path else None
                 if param is None or bool(param.part) != pass_parts:
                     continue
                 if not scoped and self._kinds.setdefault(key, registry.kind) != registry.kind:
                     raise UsageError(f"--set {key} applies to {self._kinds[key]} and {registry.kind} alike; "
-                                     f"scope it, e.g. --set {name}.{path}={text}")
+                                     f"scope it, e.g. --set {scope}.{path}={text}")
                 chosen[path] = param.parse(text)
                 if param.part:
                     REGISTRIES[param.part.kind].get(chosen[path])  # an unknown name fails with the closest names

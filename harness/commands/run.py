@@ -24,7 +24,7 @@ def cmd_run(args, argv) -> int:
         resolve_norm,
     )
     from harness.batching import probe_batch_size
-    from harness.config import Overrides, RunConfig, parse_eps_list
+    from harness.config import Overrides, RunConfig, parse_eps_list, parse_instances
     from harness.core.registry import ATTACKS, DATASETS, DEFENSES
     from harness.data import load
     from harness.evaluate import evaluate
@@ -33,11 +33,9 @@ def cmd_run(args, argv) -> int:
 
     started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     overrides = Overrides(args.set)
-    defense_names = args.defense or ["none"]
-    attack_names = args.attack or ["pgd_linf"]
-    attack_entries = [ATTACKS.get(a) for a in attack_names]
-    for d in defense_names:
-        DEFENSES.get(d)
+    defense_names = parse_instances(DEFENSES, args.defense or ["none"], "--defense")
+    attack_names = parse_instances(ATTACKS, args.attack or ["pgd_linf"], "--attack")
+    attack_entries = [ATTACKS.get(name) for _, name in attack_names]
     if args.model is not None:
         check_model(args.model, args.arch)
     require_positive(n=args.n, batch_size=None if args.batch_size == "auto" else args.batch_size, passes=args.passes)

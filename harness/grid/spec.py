@@ -120,10 +120,12 @@ def load_grid(path: str | Path, out: str | None = None) -> Grid:
 
 def make_cell(point: dict, values: dict, run_kw: dict, sets: list[str], where: str) -> Cell:
     """The cell at one point of the cell axes: its applied ``set`` values, attacks, eps, argv and id."""
+    from harness.config import split_label
     from harness.core.registry import ATTACKS
 
     norm = point.get("norm")
-    attacks = [a for a in values["attack"] if norm is None or norm in (ATTACKS.get(a).declared("norms") or (norm,))]
+    attacks = [a for a in values["attack"]
+               if norm is None or norm in (ATTACKS.get(split_label(a)[1]).declared("norms") or (norm,))]
     if not attacks:
         raise UsageError(f"{where}: no attack of the grid works in {norm} (attack = {values['attack']})")
     eps = values.get("eps")
@@ -131,18 +133,20 @@ def make_cell(point: dict, values: dict, run_kw: dict, sets: list[str], where: s
         if norm not in eps:
             raise UsageError(f"{where} [axes] eps: no budgets for norm {norm}")
         eps = eps[norm]
-    plugins = {point.get("dataset", "digits"), point.get("defense", "none"), run_kw.get("arch"), *attacks}
-    applied = [s for s in sets if _applies(s.split("=", 1)[0], plugins)]
+    instances = [split_label(x) for x in (point.get("defense", "none"), *attacks)]
+    plugins = {point.get("dataset", "digits"), run_kw.get("arch"), *(x for inst in instances for x in inst)}
+    named = {split_label(x)[0] for x in (*values["defense"], *values["attack"])}  # every label of the grid
+    applied = [s for s in sets if _applies(s.split("=", 1)[0], plugins, named)]
     labels = {}
     for axis, value in point.items():
         if axis.startswith("set."):
             key = axis[4:]
-            use = _applies(key, plugins)
+            use = _applies(key, plugins, named)
             labels[axis] = _text(value) if use else ""
             if use:
                 applied.append(f"{key}={_text(value)}")
         else:
-            labels[axis] = _text(value)
+            labels[axis] = split_label(value)[0] if axis == "defense" else _text(value)
     spec = {**{k: v for k, v in point.items() if not k.startswith("set.")}, "attack": attacks, **run_kw,
             "set": applied}
     if eps is not None:
@@ -157,14 +161,15 @@ def make_cell(point: dict, values: dict, run_kw: dict, sets: list[str], where: s
     return Cell(digest, spec, argv, labels)
 
 
-def _applies(key: str, plugins: set) -> bool:
-    """A ``--set`` key reaches this cell: unscoped, or scoped to a plugin the cell runs (``NAME.param``)."""
+def _applies(key: str, plugins: set, labels: set) -> bool:
+    """A ``--set`` key reaches this cell: unscoped, or scoped to a plugin or label the cell runs (``NAME.param``,
+    ``LABEL.param``)."""
     from harness.core.registry import REGISTRIES
 
     if "." not in key:
         return True
     name = key.split(".", 1)[0]
-    return name in plugins or not any(name in reg for reg in REGISTRIES.values())
+    return name in plugins or not (name in labels or any(name in reg for reg in REGISTRIES.values()))
 
 
 def _axes(axes: dict, settings: dict, where: str) -> dict:
@@ -242,13 +247,15 @@ def _excludes(items, values: dict, where: str) -> list[dict]:
 def _check_names(values: dict, arch: str | None, where: str) -> None:
     """Every plugin name exists (the registries' errors name the closest), every model loads by name or path."""
     from harness.assembly import check_model
+    from harness.config import parse_instances
     from harness.core.registry import ATTACKS, DATASETS, DEFENSES
     from harness.plugins import load_builtins
 
     load_builtins()
-    for key, reg in (("dataset", DATASETS), ("defense", DEFENSES), ("attack", ATTACKS)):
-        for name in values.get(key, []):
-            reg.get(name)
+    for name in values.get("dataset", []):
+        DATASETS.get(name)
+    for key, reg in (("defense", DEFENSES), ("attack", ATTACKS)):  # NAME or LABEL=NAME
+        parse_instances(reg, values.get(key, []), f"{where} [axes] {key}:")
     for name in values.get("model", []):
         check_model(name, arch)
     if isinstance(values.get("eps"), dict):
