@@ -11,6 +11,7 @@ from harness.cli import main
 from harness.config import Overrides
 from harness.core.registry import ATTACKS
 from harness.grid import load_grid
+from harness.plugins import load_builtins
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -21,6 +22,7 @@ def rows(path):
 
 
 def test_a_label_scopes_its_own_settings():
+    load_builtins()
     over = Overrides(["dlr.loss=dlr", "pgd_linf.steps=7", "alpha=0.02"])
     assert over.for_plugin(ATTACKS, "pgd_linf") == {"steps": 7, "alpha": 0.02}
     assert over.for_plugin(ATTACKS, "pgd_linf", "dlr") == {"loss": "dlr", "alpha": 0.02}  # not the name's steps
@@ -76,3 +78,20 @@ set = ["dlr.loss=dlr", "q2.bits=2"]
     bad = tmp_path / "bad.toml"
     bad.write_text('[axes]\nattack = ["fgsm=pgd_linf"]\n')
     assert main(["grid", str(bad), "--out", str(tmp_path / "o")]) == 2
+
+
+def test_an_exclude_with_an_attack_drops_it_from_the_matching_cells(tmp_path):
+    toml = tmp_path / "g.toml"
+    toml.write_text("""
+[axes]
+defense = ["none", "quantize"]
+attack = ["fgsm", "aa=pgd_linf"]
+[[exclude]]
+defense = "none"
+attack = "aa=pgd_linf"
+""")
+    cells = load_grid(toml).cells
+    assert [(c.labels["defense"], c.spec["attack"]) for c in cells] == [("none", ["fgsm"]),
+                                                                        ("quantize", ["fgsm", "aa=pgd_linf"])]
+    toml.write_text('[axes]\ndefense = ["none"]\nattack = ["fgsm"]\n[[exclude]]\ndefense = "none"\nattack = "fgsm"\n')
+    assert main(["grid", str(toml), "--out", str(tmp_path / "o")]) == 2  # no attack left for the cell

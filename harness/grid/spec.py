@@ -1,7 +1,8 @@
 """A grid file (TOML) -> its cells: validation, the product of the axes, exclusions, each cell's ``harness run``.
 
 A cell is one ``harness run``: one value of each *cell axis* (dataset, model, defense, norm, seed and every
-``set.KEY`` axis), with all the grid's attacks and all its eps in the same run.  Its id is the first 12 hex
+``set.KEY`` axis), with all the grid's attacks (less those an ``[[exclude]]`` with an ``attack`` key takes out of
+it) and all its eps in the same run.  Its id is the first 12 hex
 digits of the SHA-256 of its canonical spec (sorted JSON of everything its command line is made from), so the
 same cell in another grid file, or after the file was re-ordered, is the same folder.
 
@@ -107,9 +108,11 @@ def load_grid(path: str | Path, out: str | None = None) -> Grid:
     seen = set()
     for combo in itertools.product(*(values[a] for a in order)):
         point = dict(zip(order, combo))
-        if any(all(point[k] in v for k, v in ex.items()) for ex in excludes):
+        if any(all(point[k] in v for k, v in ex.items()) for ex in excludes if "attack" not in ex):
             continue
-        cell = make_cell(point, values, run_kw, sets, where)
+        dropped = {a for ex in excludes if "attack" in ex
+                   and all(point[k] in v for k, v in ex.items() if k != "attack") for a in ex["attack"]}
+        cell = make_cell(point, values, run_kw, sets, where, dropped)
         if cell.id not in seen:
             seen.add(cell.id)
             grid.cells.append(cell)
@@ -118,16 +121,19 @@ def load_grid(path: str | Path, out: str | None = None) -> Grid:
     return grid
 
 
-def make_cell(point: dict, values: dict, run_kw: dict, sets: list[str], where: str) -> Cell:
-    """The cell at one point of the cell axes: its applied ``set`` values, attacks, eps, argv and id."""
+def make_cell(point: dict, values: dict, run_kw: dict, sets: list[str], where: str, dropped=()) -> Cell:
+    """The cell at one point of the cell axes: its applied ``set`` values, attacks (less ``dropped``, the attacks
+    an ``[[exclude]]`` with an ``attack`` key takes out of this cell), eps, argv and id."""
     from harness.config import split_label
     from harness.core.registry import ATTACKS
 
     norm = point.get("norm")
-    attacks = [a for a in values["attack"]
-               if norm is None or norm in (ATTACKS.get(split_label(a)[1]).declared("norms") or (norm,))]
+    attacks = [a for a in values["attack"] if a not in dropped
+               and (norm is None or norm in (ATTACKS.get(split_label(a)[1]).declared("norms") or (norm,)))]
     if not attacks:
-        raise UsageError(f"{where}: no attack of the grid works in {norm} (attack = {values['attack']})")
+        raise UsageError(f"{where}: no attack of the grid is left for the cell "
+                         f"{' '.join(f'{k}={_text(v)}' for k, v in point.items())} "
+                         f"(attack = {values['attack']}, norms and [[exclude]] applied)")
     eps = values.get("eps")
     if isinstance(eps, dict):
         if norm not in eps:
@@ -232,9 +238,11 @@ def _excludes(items, values: dict, where: str) -> list[dict]:
         if not ex:
             raise UsageError(f"{where} [[exclude]]: empty (it would exclude every cell)")
         norm = {}
+        if set(ex) == {"attack"}:
+            raise UsageError(f"{where} [[exclude]]: an attack alone (drop it from the attack list instead)")
         for key, v in ex.items():
-            if key not in values or key in RUN_LISTS:
-                raise UsageError(f"{where} [[exclude]] {key}: not a cell axis of this grid")
+            if key not in values or key == "eps":
+                raise UsageError(f"{where} [[exclude]] {key}: not a cell axis (or attack) of this grid")
             vs = v if isinstance(v, list) else [v]
             missing = [x for x in vs if x not in values[key]]
             if missing:
