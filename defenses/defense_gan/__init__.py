@@ -15,10 +15,11 @@ Lecture slides "Defense-GAN" (seed ``lecture-defenses-against-adversarial-attack
 * "BPDA breaks it" (slide "Breaking preprocessing-based defenses"): z* is not differentiated (the slide:
   "non-differentiable"), so a plain gradient attack through P sees a zero gradient; BPDA (``attacks.bpda``) runs
   the forward pass through G(z*(.)) and replaces it by the identity on the backward pass (``approx(x) = x``).
-  Measured on digits (``scripts/defense_gan_table.py``, 200 test images, ``digits_cnn``): plain white-box FGSM/PGD
-  through P do nothing (zero gradient); BPDA-PGD brings the paper setting (L = 200, R = 10) from 72.5% (oblivious
-  FGSM) to 67.5% at eps 0.1 and from 34.5% to 21.5% at eps 0.2 - below the oblivious attack, but not far below:
-  on 8x8 digits the reconstruction is imperfect (the identity a rough backward) and oblivious FGSM already hurts.
+  Plain white-box FGSM/PGD through P do nothing (zero gradient).  Measured on digits
+  (``reports/grids/defense_gan_digits.toml``, 200 test images, ``digits_cnn``): BPDA-PGD brings the paper setting
+  (L = 200, R = 10) from 73.0% (oblivious FGSM) to 66.5% at eps 0.1 and from 32.0% to 19.5% at eps 0.2 - below the
+  oblivious attack, but not far below: on 8x8 digits the reconstruction is imperfect (the identity a rough backward)
+  and oblivious FGSM already hurts.
   P is randomized: an attack that stops a sample on the first draw that fools it (the registered ``bpda``'s inner
   PGD has ``early_stop`` on) is judged on a fresh draw, so use ``early_stop=False`` or the engine's ``--passes``.
 
@@ -30,7 +31,7 @@ sum for 28x28 images, with momentum 0.7 and the rate divided by 10 after 80% of 
 here, as the slides).  The quick CPU default (digits, 8x8 = 64 pixels) is L = 50, R = 5, eta = 0.1: on 200 digits
 test images the reconstruction then reaches a per-pixel MSE of about 0.01 and the standard classifier ``digits_cnn``
 keeps 94% (its own clean accuracy: 94.5%); eta = 0.01 is too small for 64 pixels at L = 200, R = 10 (MSE 0.015,
-90.5%).  Table and BPDA results: ``scripts/defense_gan_table.py``.
+90.5%).  Table and BPDA results: ``reports/grids/defense_gan_digits.toml`` (MNIST: ``defense_gan_mnist.toml``).
 
 Generator and critic (``Generator``, ``Critic``): DCGAN-style, small, for 8x8 (digits) and 28x28 (MNIST) images:
 G: z (``latent_dim``) -> linear -> (2w, s/4, s/4) -> 2x [transposed conv 4x4 stride 2] -> sigmoid image, batch norm
