@@ -318,3 +318,17 @@ def test_ray_equals_local_after_a_worker_is_killed(small, reference, tmp_path):
         assert (out / "results.csv").read_bytes() == (reference / "results.csv").read_bytes()
     finally:
         ray.shutdown()
+
+
+def test_a_detector_cell_gives_both_readings_in_the_tables(tmp_path):
+    """``not defended / defended`` (robust_acc / robust_acc_reject_defended) in results.md for a detector's cells."""
+    toml = tmp_path / "g.toml"
+    toml.write_text('[axes]\ndefense = ["none", "msp_detector"]\nattack = ["pgd_linf"]\n[settings]\nn = 30\n'
+                    'set = ["steps=3"]\n')
+    assert main(["grid", str(toml), "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    rows = list(csv.DictReader(open(tmp_path / "out/results.csv")))
+    det = next(r for r in rows if r["defense"] == "msp_detector" and r["attack"] == "pgd_linf")
+    md = (tmp_path / "out/results.md").read_text().split("## All rows")[0]
+    line = next(ln for ln in md.splitlines() if ln.startswith("| msp_detector"))
+    assert f"{det['robust_acc']} / {det['robust_acc_reject_defended']}" in line
+    assert " / " not in next(ln for ln in md.splitlines() if ln.startswith("| none")) and "as defended" in md

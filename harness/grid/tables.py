@@ -8,7 +8,8 @@ order of the file, the first axis slowest), each cell's rows in its own order; t
 results.md and results.tex hold the same paper-style table: one line per (cell, eps) -- the cell axes that vary
 in the grid label it -- with the clean accuracy, the robust accuracy under each attack and the worst case per
 sample over the cell's attacks; with ``[grid] ci = true`` each number carries its exact 95% interval.  The .tex
-is a booktabs ``tabular`` to ``\\input`` (``\\usepackage{booktabs}``).
+is a booktabs ``tabular`` to ``\\input`` (``\\usepackage{booktabs}``).  A detector's cells give both readings of a
+rejected adversarial image, ``not defended / defended``.
 """
 from __future__ import annotations
 
@@ -59,9 +60,13 @@ def paper_table(grid: Grid, rows: list[dict]) -> tuple[list[str], list[list[str]
 
 
 def _acc(r: dict, kind: str, ci: bool) -> str:
+    """``value [low, high]``; a detector's robust cell gives both readings, ``not defended / defended`` (a rejected
+    adversarial image counted as not defended, then as defended: ``robust_acc_reject_defended``)."""
     value = r[f"{kind}_acc"]
     low, high = r.get(f"{kind}_ci_low", ""), r.get(f"{kind}_ci_high", "")
-    return f"{value} [{low}, {high}]" if ci and low != "" and value != "" else value
+    text = f"{value} [{low}, {high}]" if ci and low != "" and value != "" else value
+    second = r.get("robust_acc_reject_defended", "") if kind == "robust" else ""
+    return f"{text} / {second}" if second != "" else text
 
 
 def _caption(grid: Grid, rows: list[dict], done: int | None) -> str:
@@ -70,7 +75,12 @@ def _caption(grid: Grid, rows: list[dict], done: int | None) -> str:
         f" Only {done} of {len(grid.cells)} cells are complete: rerun the grid to finish it.")
     return (f"Accuracy in percent on {'/'.join(ns)} samples per cell; {len(grid.cells)} cell{'s' * (len(grid.cells) != 1)}. Robust accuracy is the "
             "worst case per sample over the attacks of a cell; an adversarial image outside the budget of the original "
-            f"image counts as defended.{' Brackets: exact 95% intervals.' if grid.ci else ''}{progress}")
+            f"image counts as defended.{' Brackets: exact 95% intervals.' if grid.ci else ''}"
+            f"{DETECTOR_NOTE if any(r.get('robust_acc_reject_defended', '') != '' for r in rows) else ''}{progress}")
+
+
+DETECTOR_NOTE = (" a / b (detectors): robust accuracy with a rejected adversarial image counted as not defended / as "
+                 "defended.")
 
 
 def to_markdown(grid: Grid, rows: list[dict], done: int) -> str:
