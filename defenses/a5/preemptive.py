@@ -29,6 +29,7 @@ from harness.core.artifacts import cache_key as artifact_key
 from harness.core.defense import Preemptive
 from harness.core.errors import UsageError
 from harness.core.registry import DEFENSES
+from harness.core.wrapper import unwrap
 from harness.data import load
 
 from ..preempt import Settings, reconstruct
@@ -170,7 +171,9 @@ class A5Robustifier(A5Base):
         return frozen_eval(R.to(device))
 
     def networks(self, model: nn.Module) -> dict:
-        """{"R": robustifier} for ``model`` (trained on first use; remembered per model object and weights)."""
+        """{"R": robustifier} for ``model`` (trained on first use; remembered per model object and weights).
+        ``model``: the run's classifier (a zoo entry or checkpoint), the one the engine hands ``prepare``."""
+        model = unwrap(model)  # R (and A5/RC's C) are cached under the classifier's own weights
         digest = weights_digest(model)
         entry = self._nets.get(id(model))
         if entry is None or entry[0] != digest:

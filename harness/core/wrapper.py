@@ -14,3 +14,10 @@ class ModelWrapper(nn.Module):
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The model inside any bookkeeping wrappers (itself when there is none)."""
+    while isinstance(model, ModelWrapper):
+        model = model.model
+    return model

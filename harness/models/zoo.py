@@ -57,6 +57,8 @@ SHIPPED = {
     "digits_cnn_adv_l2_e30": "88e62ad40328e88d2a874a83c30595c2e88e9be5368fa6963be962461f03a258",
     "digits_cnn_sfgsm_adv": "f71a1dc5e558e3cdf6152d281b3fd7ba46cec1b2316a6acecbff5e827b054866",
     "digits_cnn_spgd_adv": "6aa4ceb4abc38b5171dc5417a63307bde6d041cff9d2ef9c1e76402d12f60107",
+    "digits_a5_cnn_c0": "77c03c6a6374de910bf3c94a1751318ccc9f3453ae022ea3baa31d57f37dd5b7",
+    "digits_a5_cnn_c01": "0a6a2c58795c06e7bb26ed7dc21b19478739e9a4b7ccbd510a3578c7354133d5",
 }
 
 
@@ -137,6 +139,19 @@ zoo_entry("digits_cnn_spgd_adv", "small CNN, safe-spot-aware adversarial trainin
                                  "10-step search, Linf eps=delta=0.1, PGD-5) on digits: S-PGD+ADV",
           ZooSpec("digits", "small_cnn", "s-pgd+adv", epochs=15, arch_kw={"image_size": 8},
                   recipe_kw={"norm": "linf", "eps": 0.1, "steps": 5, "search_steps": 10}))
+
+# A5's legacy classifiers (Frosio & Kautz 2023, Table 2) at digits scale: a5_cnn_small trained by CROWN-IBP
+# (``defenses.a5.train_crown_ibp``, recipe ``crown-ibp``) at eps_A^C = 0 (natural loss only: the unprotected C) and
+# 0.1, on the digits schedule of 1437 training images (batches of 50, 60 epochs, eps ramp over epochs 3-17 of
+# auto_LiRPA's SmoothedScheduler with mid 0.3, RMSprop lr 2e-3 dropped 10x at epochs 40 and 52); the paper's:
+# 100 epochs, ramp 3-20, lr 1e-3 at 25 and 42, batches of 100.  The same training, seed and weights as the former
+# scripts/a5_tables.py.  The A5 tables: reports/grids/a5_digits.toml.
+for _sfx, _eps in (("c0", 0.0), ("c01", 0.1)):
+    zoo_entry(f"digits_a5_cnn_{_sfx}", f"A5 classifier a5_cnn_small, CROWN-IBP training at Linf eps_A^C = {_eps:g} "
+                                       "(Frosio & Kautz 2023, Table 2; 60 epochs) on digits",
+              ZooSpec("digits", "a5_cnn_small", "crown-ibp", epochs=60, arch_kw={"image_size": 8},
+                      recipe_kw={"eps": _eps, "start": 3, "length": 15, "mid": 0.3, "milestones": (40, 52)},
+                      lr=2e-3, batch_size=50))
 
 # The lecture's adversarial-training family (defenses/adversarial_training.py) at the digits budget, 15 epochs as
 # digits_cnn_adv (the README's training table; trained on first use, not shipped).
