@@ -1,8 +1,8 @@
 """Preprocessor defenses (HGD, NRP, JATP, quantize) and BPDA: gradients, equivalences, masking, losses, checkpoints.
 
 Trained purifiers are tiny here (1 epoch, a few channels): the properties tested do not need good ones.
-The table's direction (oblivious-trained purifiers lose white-box robustness, JATP much less) is checked by
-scripts/purifier_table.py, not here.
+The table's direction (oblivious-trained purifiers lose white-box robustness, JATP much less) is shown by the
+grids reports/grids/purifiers_*.toml (README, "Purifiers"), not tested here.
 """
 from __future__ import annotations
 
