@@ -58,6 +58,22 @@ def test_worst_case_equals_and_of_samples(default_run):
     assert f"{worst:.2f}" == r["robust_acc"]
 
 
+def test_worst_case_invalid_counts_samples_saved_by_the_validity_rule(tmp_path, adv_model):
+    """The worst-case row's ``invalid``: samples robust over every attack that some attack fooled only with images
+    outside B_eps(x_o), each sample once (not the sum over the attacks' rows)."""
+    out = tmp_path / "run"
+    assert main(["run", "--defense", "preempt", "--attack", "pgd_linf", "--attack", "adaptive_linf", "--n", "30",
+                 "--set", "use_autoattack=false", "--set", "maxiter=5", "--out", str(out), "--quiet"]) == 0
+    per = {}
+    for x in rows(out / "samples.csv"):
+        robust, saved = per.get(x["index"], (True, False))
+        per[x["index"]] = (robust and x["robust"] == "1", saved or (x["attacked"] == "1" and x["valid"] == "0"))
+    r = {x["attack"]: x for x in rows(out / "results.csv")}
+    expect = sum(robust and saved for robust, saved in per.values())
+    assert int(r["worst-case"]["invalid"]) == expect > 0
+    assert expect <= int(r["pgd_linf"]["invalid"]) + int(r["adaptive_linf"]["invalid"])
+
+
 def test_run_json_records_provenance(default_run):
     info = json.loads((default_run / "run.json").read_text())
     for key in ("config", "config_hash", "seed", "argv", "versions", "device", "git_commit", "started", "finished"):
