@@ -5,7 +5,6 @@ which emulates another CPU on this one) must pass the regression gate with them.
 """
 from __future__ import annotations
 
-import csv
 import os
 import shutil
 import subprocess
