@@ -88,11 +88,10 @@ def resolve_norm(args, attack_entries) -> str:
 
 
 def build_plugins(registry, instances, overrides, budget_kw):
-    """Create each plugin, a name or a (label, name) pair (``config.parse_instances``), with its --set overrides;
+    """Create each plugin, a (label, name) pair (``config.parse_instances``), with its --set overrides;
     budget_kw fills norm/eps/delta where not overridden.  Returns (label, plugin) pairs."""
     built = []
-    for inst in instances:
-        label, name = (inst, inst) if isinstance(inst, str) else inst
+    for label, name in instances:
         entry = registry.get(name)
         kw = {k: v for k, v in budget_kw.items() if k in entry.params}
         kw.update(overrides.for_plugin(registry, name, label))
@@ -104,11 +103,10 @@ BUDGET_KEYS = ("eps", "delta")  # a defense parameter of these names follows the
 
 
 def build_defenses(instances, overrides, norm: str, eps_list: list[float], context: dict) -> list:
-    """Each defense (a name or a (label, name) pair), built once; one per eps (``{eps: defense}``) where a
-    parameter of it follows the budget (preempt's delta = eps) and there are several budgets."""
+    """Each defense (a (label, name) pair), built once; one per eps (``{eps: defense}``) where a parameter of it
+    follows the budget (preempt's delta = eps) and there are several budgets."""
     built = []
-    for inst in instances:
-        label, name = (inst, inst) if isinstance(inst, str) else inst
+    for label, name in instances:
         entry = DEFENSES.get(name)
         follows = set(BUDGET_KEYS) & set(entry.params) - set(overrides.for_plugin(DEFENSES, name, label))
         per_eps = eps_list if follows and len(eps_list) > 1 else eps_list[:1]

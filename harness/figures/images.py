@@ -82,7 +82,7 @@ def cmd_images(args) -> int:
         require_positive,
         resolve_norm,
     )
-    from ..config import Overrides, parse_eps
+    from ..config import Overrides, parse_eps, parse_instances
     from ..data import load
     from ..evaluate import cell_seed
     from ..threat import resolve_threat, run_cell, within_budget
@@ -91,8 +91,9 @@ def cmd_images(args) -> int:
     set_quiet(args.quiet)
     load_builtins()
     overrides = Overrides(args.set)
-    entry = ATTACKS.get(args.attack)
-    DEFENSES.get(args.defense)
+    [attack_inst] = parse_instances(ATTACKS, [args.attack], "--attack")
+    [defense_inst] = parse_instances(DEFENSES, [args.defense], "--defense")
+    entry = ATTACKS.get(attack_inst[1])
     if args.model is not None:
         check_model(args.model, args.arch)
     require_positive(n=args.n)
@@ -102,8 +103,8 @@ def cmd_images(args) -> int:
     eps = parse_eps(args.eps) if args.eps is not None else data.default_eps[norm]
     device = pick_device(args.device)
     torch.manual_seed(args.seed)
-    [(dname, defense)] = build_defenses([args.defense], overrides, norm, [eps], defense_context(args, data))
-    [(aname, attack)] = build_plugins(ATTACKS, [args.attack], overrides, {"norm": norm, "eps": eps})
+    [(dname, defense)] = build_defenses([defense_inst], overrides, norm, [eps], defense_context(args, data))
+    [(aname, attack)] = build_plugins(ATTACKS, [attack_inst], overrides, {"norm": norm, "eps": eps})
     model, model_name = load_model(args.model, args.arch, data, overrides, device, args.quiet, args.data_dir)
     overrides.check_all_used()
     model = model.to(device).eval()
