@@ -12,7 +12,7 @@ time, not by memory, and an out-of-memory there may kill the process instead of 
 
 The chosen size is the run's batch size: it is hashed in the config as a given ``--batch-size`` is, and run.json
 records the probe (``batching``).  Results may depend on it: every (defense, attack, batch) is seeded from the
-run seed and the batch index (``harness.evaluate.cell_seed``) and random draws (PGD's random start, smoothing's
+run seed and the batch index (``harness.engine.cell_seed``) and random draws (PGD's random start, smoothing's
 noise) follow the batch layout, so an ``auto`` run equals the ``--batch-size N`` run of the size it chose, not
 necessarily a run of another size.  Deterministic attacks without random draws (FGSM; PGD without a random
 start) give the same verdicts at any batch size up to floating-point reduction order on the device.

@@ -10,7 +10,7 @@ Definitions (Cohen et al. 2019, section 4 and ``code/analyze.py``):
 Certificates are L2.  An Linf budget eps is reported through the L2 ball that contains the Linf ball,
 radius eps * sqrt(d) (d = pixels x channels): sufficient, and loose.
 
-Each evaluation batch is seeded from the run seed (``harness.evaluate.cell_seed``), so results are
+Each evaluation batch is seeded from the run seed (``harness.engine.cell_seed``), so results are
 reproducible for a seed and batch size.  ``scripts/certify.py`` is the command line.
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 from tabulate import tabulate
 
-from .evaluate import cell_seed
+from .engine import cell_seed
 from .metrics import accuracy
 
 DEFAULT_RADII = (0.0, 0.25, 0.5, 0.75, 1.0)

@@ -59,10 +59,30 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--attack", action="append", default=None,
                    help="attack NAME or LABEL=NAME: a labelled instance takes --set LABEL.key=value "
                         "(repeatable; default pgd_linf; 'harness list attacks')")
-    r.add_argument("--model", default=None, help="zoo name or checkpoint path (default: the dataset's model)")
+    r.add_argument("--model", default=None,
+                   help="zoo name, checkpoint path (with --arch), or your own FILE.py:FACTORY / package.module:FACTORY "
+                        "(imports your code; default: the dataset's model)")
+    r.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
+                   help="keyword argument of --model FACTORY (repeatable; sequences as a,b or (a,b) or [a,b])")
+    r.add_argument("--weights", default=None, help="checkpoint loaded into the module --model FACTORY returns")
+    r.add_argument("--normalize", default=None, metavar="mean=M,..,std=S,..",
+                   help="normaliser the model does not hold itself (RobustBench-style checkpoints), applied before it")
+    r.add_argument("--data", default=None, help="your data: an .npz (x, y), a .pt of (x, y) tensors or an image folder "
+                                                "(instead of --dataset)")
+    r.add_argument("--scale", type=float, default=None, help="divide --data pixel values by this (255 for uint8 images)")
+    r.add_argument("--resize", type=int, default=None, help="image folders: resize the shorter side to this many pixels")
+    r.add_argument("--crop", type=int, default=None, help="image folders: centre crop to this size")
     r.add_argument("--norm", default=None, choices=None, help="linf|l2 (default: the attacks' own norm)")
-    r.add_argument("--eps", default=None, help="budget, e.g. 0.1 or 8/255, or several: 0.05,0.1,0.2 (default: the dataset's)")
-    r.add_argument("--n", type=int, default=None, help="evaluate the first N samples")
+    r.add_argument("--eps", action="append", default=None,
+                   help="budget, e.g. 0.1 or 8/255, or several: 0.05,0.1,0.2 (repeatable; default: the dataset's)")
+    r.add_argument("--n", type=int, default=None,
+                   help="evaluate N samples: a seeded class-stratified draw (see --subset; default: all)")
+    r.add_argument("--subset", default="stratified", choices=("stratified", "first"),
+                   help="how --n draws: stratified by class (default; seeded by --subset-seed) or the first N")
+    r.add_argument("--subset-seed", type=int, default=0, help="seed of the stratified draw (default 0)")
+    r.add_argument("--indices", default=None, help="file of the sample indices to evaluate (one per line)")
+    r.add_argument("--from", dest="from_", default=None, metavar="RUN_JSON",
+                   help="rerun the run a run.json records (its spec); only --out, --device, --quiet may be added")
     r.add_argument("--passes", type=int, default=10, help="classifications of each adversarial image by a randomized defense")
     r.add_argument("--out", default=None, help="output folder (default runs/<config hash>)")
     r.add_argument("--no-samples", action="store_true", help="do not write samples.csv")

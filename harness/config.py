@@ -126,9 +126,10 @@ class Overrides:
 
 def parse_eps_list(text: str) -> list[float]:
     """``--eps 0.05,0.1,8/255``: the budgets of one run, in the order given, each once."""
-    values = [parse_eps(t) for t in str(text).split(",") if t.strip()]
-    if not values:
-        raise UsageError(f"--eps expects one or more numbers separated by commas, got {text!r}")
+    items = str(text).split(",")
+    if not text or any(not t.strip() for t in items):
+        raise UsageError(f"--eps expects one or more numbers separated by commas (0.05,0.1 or 8/255), got {text!r}")
+    values = [parse_eps(t) for t in items]
     if len(set(values)) < len(values):
         raise UsageError(f"--eps {text}: a budget is given twice")
     return values

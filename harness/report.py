@@ -28,13 +28,15 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from .evaluate import DefenseResult
+from .engine import DefenseResult
 from .flags import masking_flags, warnings
 from .metrics import accuracy, norm_summary
 
 COLUMNS = ["dataset", "model", "defense", "attack", "threat", "norm", "eps", "n", "clean_acc", "robust_acc",
            "robust_ci_low", "robust_ci_high", "seed", "config_hash"]
-EXTRA_COLUMNS = ["clean_ci_low", "clean_ci_high", "attacked", "invalid", "mean_dist", "max_dist", "robust_acc_majority"]
+EXTRA_COLUMNS = ["clean_ci_low", "clean_ci_high", "attacked", "invalid", "mean_dist", "max_dist", "robust_acc_majority",
+                 "model_sha256", "data_fingerprint", "subset"]
+IDENTITY = ("model_sha256", "data_fingerprint", "subset")  # what the numbers rest on (harness.build), on every row
 DETECTOR_COLUMNS = ["robust_acc_reject_defended", "rejected", "det_auroc"]
 CERTIFIED_COLUMNS = ["certified_acc", "certified_ci_low", "certified_ci_high"]
 FLAG_COLUMNS = ["flags"]  # only when a gradient-masking check fired (harness.flags)
@@ -54,11 +56,12 @@ def _same(values) -> str:
     return values[0] if len(values) == 1 else "mixed"
 
 
-def result_rows(results: list[DefenseResult], *, dataset: str, model: str, seed: int, config_hash: str) -> list[dict]:
+def result_rows(results: list[DefenseResult], *, dataset: str, model: str, seed: int, config_hash: str,
+                identity: dict | None = None) -> list[dict]:
     rows = []
     for res in results:
         clean = accuracy(res.clean)
-        base = {"dataset": dataset, "model": model, "defense": res.defense, "n": clean["n"],
+        base = {**(identity or {}), "dataset": dataset, "model": model, "defense": res.defense, "n": clean["n"],
                 "clean_acc": _f2(clean["acc"]), "seed": seed, "config_hash": config_hash,
                 "clean_ci_low": _f2(clean["ci_low"]), "clean_ci_high": _f2(clean["ci_high"])}
         for budget in res.budgets():
@@ -247,27 +250,37 @@ def write_atomic(out: Path, files: dict[str, str | bytes]) -> None:
                 os.unlink(tmp)
 
 
-def write_report(out: Path, results: list[DefenseResult], labels, meta: dict, run_info: dict, samples: bool = True,
-                 gradients: dict[str, str] | None = None, figures: bool = True) -> list[dict]:
-    """Write the run's files atomically; ``gradients`` (attack name -> ``Attack.gradients``): run the
-    gradient-masking checks, whose flags go in a ``flags`` column and in results.md's warnings.  ``figures``:
-    draw the run's figures into ``out``/figures (``harness.figures``; only those with something to show) and
-    link them from results.md; results.csv is the same either way."""
-    rows = result_rows(results, dataset=meta["dataset"], model=meta["model"], seed=meta["seed"], config_hash=meta["config_hash"])
-    detector = any(res.kind == "detector" for res in results)
-    certified = any(c.certifies for res in results for c in res.cells)
+def final_rows(results: list[DefenseResult], meta: dict, gradients: dict[str, str] | None) -> tuple[list[dict], dict]:
+    """results.csv's rows, the gradient-masking flags set on them (``gradients``: attack name ->
+    ``Attack.gradients``; a ``flags`` value on the rows where a check fired), and ``meta`` with their warnings."""
+    rows = result_rows(results, dataset=meta["dataset"], model=meta["model"], seed=meta["seed"],
+                       config_hash=meta["config_hash"], identity={k: meta[k] for k in IDENTITY if k in meta})
     flags = masking_flags(rows, gradients or {})
-    flagged = any(flags)
-    if flagged:
+    if any(flags):
         for row, fs in zip(rows, flags):
             row["flags"] = "; ".join(f.split(":")[0] for f in fs)
         meta = {**meta, "warnings": [*meta.get("warnings", []), *warnings(rows, flags)]}
+    return rows, meta
+
+
+def write_report(out: Path, results: list[DefenseResult], labels, meta: dict, run_info: dict, samples: bool = True,
+                 gradients: dict[str, str] | None = None, figures: bool = True,
+                 extra_files: dict[str, str] | None = None) -> list[dict]:
+    """Write the run's files atomically; ``gradients`` (attack name -> ``Attack.gradients``): run the
+    gradient-masking checks, whose flags go in a ``flags`` column and in results.md's warnings.  ``figures``:
+    draw the run's figures into ``out``/figures (``harness.figures``; only those with something to show) and
+    link them from results.md; results.csv is the same either way.  ``extra_files``: more files of the run
+    (indices.txt), written with the others."""
+    rows, meta = final_rows(results, meta, gradients)
+    detector = any(res.kind == "detector" for res in results)
+    certified = any(c.certifies for res in results for c in res.cells)
+    flagged = any(r.get("flags") for r in rows)
     columns = COLUMNS + EXTRA_COLUMNS + (DETECTOR_COLUMNS if detector else []) + (CERTIFIED_COLUMNS if certified else []) \
         + (FLAG_COLUMNS if flagged else [])
     files = {"results.csv": to_csv(rows, columns),
              "results.md": to_markdown(rows, meta),
              "timings.csv": to_csv(timing_rows(results), TIMING_COLUMNS),
-             "run.json": json.dumps(run_info, indent=2, sort_keys=True, default=str) + "\n"}
+             "run.json": json.dumps(run_info, indent=2, sort_keys=True, default=str) + "\n", **(extra_files or {})}
     srows = sample_rows(results, labels) if samples else None
     if srows:
         files["samples.csv"] = to_csv(srows, list(srows[0]))

@@ -189,7 +189,7 @@ def test_certifier_cells_report_certified_accuracy_and_guard_the_attacks(robust,
     from harness.core.attack import Attack, AttackResult
     from harness.core.registry import ATTACKS
     from harness.data import load as load_data
-    from harness.evaluate import evaluate
+    from harness.engine import evaluate
     from harness.report import write_report
 
     data = load_data("digits", "test").take(120)

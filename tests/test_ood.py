@@ -31,7 +31,7 @@ from harness.core.geometry import flat_norm
 from harness.core.registry import ATTACKS, DEFENSES
 from harness.data import load
 from harness.data.ood import area_resize, digits_setting
-from harness.evaluate import CellResult, DefenseResult, evaluate
+from harness.engine import CellResult, DefenseResult, evaluate
 from harness.models.small import SmallCNN
 from harness.ood_metrics import auroc, average_precision, fpr_at_tpr, mean_std, ood_metrics, threshold_at_tpr
 from harness.plugins import load_builtins

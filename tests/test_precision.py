@@ -73,7 +73,7 @@ def test_fidelity_warning_fires_on_a_low_precision_bug(fp32_run, tmp_path, monke
 def test_verdict_is_judged_outside_autocast(adv_model, digits_test, monkeypatch):
     """The judge (defense.classify) of the final images, and the clean verdict, run with autocast off."""
     from harness.core.registry import ATTACKS, DEFENSES
-    from harness.evaluate import evaluate
+    from harness.engine import evaluate
     from harness.precision import autocast_for
 
     seen = []
@@ -113,7 +113,7 @@ def test_fp32_default_job_keeps_its_config_hash_and_numbers(tmp_path, adv_model)
 def test_certifiers_run_in_fp32(adv_model, digits_test, monkeypatch):
     """A bound computed under autocast is not sound: a certifier's cell runs with autocast off."""
     from harness.core.registry import ATTACKS, DEFENSES
-    from harness.evaluate import evaluate
+    from harness.engine import evaluate
     from harness.precision import autocast_for
 
     attack = ATTACKS.create("certify_ibp", norm="linf", eps=0.01)

@@ -17,7 +17,7 @@ from defenses.preempt import PreemptRobustify, Settings, update_gradient
 from harness.core.attack import Attack, AttackResult
 from harness.core.geometry import flat_norm, random_in_ball
 from harness.core.registry import ATTACKS, DEFENSES, RECIPES
-from harness.evaluate import evaluate
+from harness.engine import evaluate
 from harness.plugins import load_builtins
 from harness.threat import run_cell
 

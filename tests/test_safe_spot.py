@@ -15,7 +15,7 @@ from defenses.safe_spot import SafeSpot, safe_spot_adversarial, targeted_search
 from harness.cli import main as harness_main
 from harness.core.geometry import flat_norm
 from harness.core.registry import ATTACKS, DEFENSES, RECIPES, ZOO
-from harness.evaluate import evaluate
+from harness.engine import evaluate
 from harness.plugins import load_builtins
 
 load_builtins()

@@ -1,97 +1,99 @@
-"""``harness run``: evaluate defenses against attacks and write the report (DESIGN.md, the CLI contract)."""
+"""``harness run``: argv -> ``RunSpec`` -> ``build`` -> ``Results`` -> the run folder (docs/CONTRACTS.md).
+
+The command line is a thin layer over the Python API: ``spec_from_args`` is its only work of its own.
+"""
 from __future__ import annotations
 
-import datetime as dt
+import json
 from pathlib import Path
 
 from harness.core.errors import UsageError
 
+# Flags that say what the run is: with --from, the run is the file's, so none of them may be given.
+SPEC_FLAGS = ("defense", "attack", "model", "arch", "model_arg", "weights", "normalize", "data", "dataset", "split",
+              "data_dir", "n", "subset", "subset_seed", "indices", "scale", "resize", "crop", "norm", "eps", "seed",
+              "precision", "batch_size", "passes", "fidelity_n", "set", "no_samples")
+
+
+def spec_from_args(args):
+    """The ``RunSpec`` of ``harness run``'s arguments (every name and --set value checked here)."""
+    from harness.build import plugin_specs
+    from harness.config import Overrides, parse_eps_list, parse_instances
+    from harness.core.registry import ATTACKS, DATASETS, DEFENSES, MODELS
+    from harness.models.user import is_factory_ref, parse_model_args
+    from harness.spec import DataRef, ModelRef, RunSpec
+
+    if args.from_ is not None:
+        return spec_from_file(args)
+    overrides = Overrides(args.set)
+    defenses = parse_instances(DEFENSES, args.defense or ["none"], "--defense")
+    attacks = parse_instances(ATTACKS, args.attack or ["pgd_linf"], "--attack")
+    if args.model is not None and not is_factory_ref(args.model):
+        from harness.assembly import check_model
+
+        check_model(args.model, args.arch)
+    data_name = args.data or args.dataset
+    model = ModelRef(args.model, args.arch, tuple(sorted(parse_model_args(args.model_arg).items())), args.weights,
+                     args.normalize, tuple(sorted(overrides.for_plugin(MODELS, args.arch).items())) if args.arch else ())
+    data = DataRef(data_name, args.split, args.data_dir, args.n, args.subset, args.subset_seed, args.indices, args.scale,
+                   args.resize, args.crop,
+                   tuple(sorted(overrides.for_plugin(DATASETS, data_name).items())) if data_name in DATASETS else ())
+    eps = tuple(parse_eps_list(",".join(args.eps))) if args.eps else None
+    spec = RunSpec(model, data, plugin_specs(defenses, DEFENSES, overrides), plugin_specs(attacks, ATTACKS, overrides),
+                   args.norm.lower() if args.norm else None, eps, args.seed, args.device, args.precision,
+                   args.batch_size, args.passes, args.fidelity_n, not args.no_samples)
+    overrides.check_all_used()
+    if spec.norm is not None and spec.norm not in ("linf", "l2"):
+        raise UsageError(f"--norm must be linf or l2, got {args.norm!r}")
+    return spec
+
+
+def spec_from_file(args):
+    """``--from runs/<hash>/run.json``: the run that file records (its ``spec``), on this machine's device."""
+    from harness.spec import RunSpec
+
+    given = [f for f in SPEC_FLAGS if getattr(args, f) not in (None, [], False, _DEFAULTS.get(f))]
+    if given:
+        raise UsageError(f"--from takes the whole run from its run.json; --{given[0].replace('_', '-')} cannot be "
+                         "given with it (only --out, --device, --quiet)")
+    path = Path(args.from_)
+    if not path.is_file():
+        raise UsageError(f"--from {path}: no such file")
+    try:
+        info = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise UsageError(f"--from {path}: not a run.json ({type(e).__name__})") from None
+    if not isinstance(info, dict) or "spec" not in info:
+        raise UsageError(f"--from {path}: this run.json records no run spec (written before specs existed)")
+    spec = RunSpec.from_dict(info["spec"])
+    return spec.replace(device=args.device) if args.device != "auto" else spec
+
+
+_DEFAULTS = {"seed": 0, "subset": "stratified", "subset_seed": 0, "precision": "fp32", "passes": 10,
+             "dataset": "digits"}
+
 
 def cmd_run(args, argv) -> int:
-    import torch
+    from harness.build import build
+    from harness.core.progress import is_quiet
 
-    from harness.assembly import (
-        build_defenses,
-        build_plugins,
-        check_model,
-        check_writable,
-        defense_context,
-        describe,
-        device_name,
-        load_model,
-        pick_device,
-        require_positive,
-        resolve_norm,
-    )
-    from harness.batching import probe_batch_size
-    from harness.config import Overrides, RunConfig, parse_eps_list, parse_instances
-    from harness.core.registry import ATTACKS, DATASETS, DEFENSES
-    from harness.data import load
-    from harness.evaluate import evaluate
-    from harness.precision import FIDELITY_N, autocast_for, fidelity_check
-    from harness.report import environment, write_report
-
-    started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    overrides = Overrides(args.set)
-    defense_names = parse_instances(DEFENSES, args.defense or ["none"], "--defense")
-    attack_names = parse_instances(ATTACKS, args.attack or ["pgd_linf"], "--attack")
-    attack_entries = [ATTACKS.get(name) for _, name in attack_names]
-    if args.model is not None:
-        check_model(args.model, args.arch)
-    require_positive(n=args.n, batch_size=None if args.batch_size == "auto" else args.batch_size, passes=args.passes)
-    args.fidelity_n = FIDELITY_N if args.fidelity_n is None else args.fidelity_n
-    if args.fidelity_n < 0:
-        raise UsageError(f"--fidelity-n must be >= 0, got {args.fidelity_n}")
-    norm = resolve_norm(args, attack_entries)
-    data_kw = overrides.for_plugin(DATASETS, args.dataset)
-    data = load(args.dataset, args.split or "test", args.data_dir, **data_kw) if data_kw else load(args.dataset, args.split or "test", args.data_dir)
-    data = data.take(args.n)
-    eps_list = parse_eps_list(args.eps) if args.eps is not None else [data.default_eps[norm]]
-    eps = eps_list[0]
-    device = pick_device(args.device)
-    amp = autocast_for(args.precision, device)  # fp16 off CUDA: UsageError
-    torch.manual_seed(args.seed)
-    context = defense_context(args, data)
-    defenses = build_defenses(defense_names, overrides, norm, eps_list, context)
-    attacks = build_plugins(ATTACKS, attack_names, overrides, {"norm": norm, "eps": eps})
-    for name, attack in attacks:
-        if args.norm is not None and attack.norm != norm:
-            raise UsageError(f"attack {name} works in {attack.norm}, but --norm {norm} was given")
-    model, model_name = load_model(args.model, args.arch, data, overrides, device, args.quiet, args.data_dir)
-    overrides.check_all_used()
-    batch_size, batching = (probe_batch_size(model, data.x, data.y, device, amp) if args.batch_size == "auto"
-                            else (args.batch_size or 500, None))
-    cfg = RunConfig(dataset=args.dataset, model=model_name, arch=args.arch,
-                    defenses=[{"name": n, **describe(d)} for n, d in defenses],
-                    attacks=[{"name": n, **a.describe()} for n, a in attacks], norm=norm,
-                    eps=eps if len(eps_list) == 1 else eps_list, n=len(data),
-                    batch_size=batch_size, seed=args.seed, passes=args.passes, split=args.split or "test",
-                    data_dir=args.data_dir, device=str(device), out=args.out, quiet=args.quiet,
-                    extra={"set": sorted(args.set), **({"precision": args.precision} if amp else {})})  # fp32: hash as before
-    config_hash = cfg.hash()
-    out = Path(args.out or Path("runs") / config_hash)
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} exists and is not a folder")
-    check_writable(out)
-    results = evaluate(model, data, defenses, attacks, batch_size=batch_size, seed=args.seed, device=device,
-                       passes=args.passes, quiet=args.quiet, eps=eps_list if len(eps_list) > 1 else None, amp=amp)
-    fidelity, fid_warnings = fidelity_check(results, lambda m: evaluate(
-        model, data.take(m), defenses, attacks, batch_size=batch_size, seed=args.seed, device=device, passes=args.passes,
-        quiet=args.quiet, eps=eps_list if len(eps_list) > 1 else None), args.precision, len(data), args.fidelity_n)
-    meta = {"dataset": args.dataset, "model": model_name, "seed": args.seed, "config_hash": config_hash, "note": data.note or data.name,
-            **({"warnings": fid_warnings} if fid_warnings else {})}
-    run_info = {"config": cfg.as_dict(), "config_hash": config_hash, "seed": args.seed, "argv": ["harness", *argv],
-                "device": device_name(device), "data_note": data.note, "started": started,
-                "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), **environment(),
-                "precision": args.precision, **({"fidelity": fidelity} if fidelity else {}),
-                **({"batching": batching} if batching else {})}
+    spec = spec_from_args(args)
+    run = build(spec)
+    out = Path(args.out or Path("runs") / run.config_hash)
+    check_out(out)
+    results = run.execute(argv)
     replaced = (out / "results.csv").exists()
-    rows = write_report(out, results, data.y, meta, run_info, samples=not args.no_samples,
-                        gradients={n: a.gradients for n, a in attacks if not a.certifies})
-    if not args.quiet:
-        from harness.report import to_markdown
-
-        print(to_markdown(rows, meta).split("## All cells")[0].rstrip())
+    results.save(out)
+    if not is_quiet():
+        print(results.table())
         files = "results.csv, results.md, timings.csv, run.json" + ("" if args.no_samples else ", samples.csv")
         print(f"\nwrote {out}/{files}" + (" (replacing the earlier run's files there)" if replaced else ""))
     return 0
+
+
+def check_out(out: Path) -> None:
+    from harness.assembly import check_writable
+
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} exists and is not a folder")
+    check_writable(out)

@@ -16,6 +16,11 @@ def set_quiet(quiet: bool) -> None:
     _QUIET = bool(quiet)
 
 
+def is_quiet() -> bool:
+    """The process-wide switch: progress bars and printed tables off."""
+    return _QUIET
+
+
 def bar(total: int | None = None, desc: str = "", **kw) -> tqdm:
     """A tqdm bar (ETA included) that is silent under ``--quiet``."""
     return tqdm(total=total, desc=desc, disable=_QUIET, leave=False, dynamic_ncols=True, **kw)

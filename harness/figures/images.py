@@ -84,7 +84,7 @@ def cmd_images(args) -> int:
     )
     from ..config import Overrides, parse_eps, parse_instances
     from ..data import load
-    from ..evaluate import cell_seed
+    from ..engine import cell_seed
     from ..threat import resolve_threat, run_cell, within_budget
     from . import NORM_TEXT, image_grid
 

@@ -18,6 +18,7 @@ from tqdm import tqdm
 from harness.core.attack import Attack
 from harness.core.defense import Defense
 from harness.core.errors import UsageError
+from harness.core.progress import is_quiet
 
 from .counting import CountingModel
 from .data.base import ImageSet
@@ -104,11 +105,18 @@ def served(defenses: list[tuple[str, Defense | dict[float, Defense]]], eps: list
 
 def evaluate(model: torch.nn.Module, data: ImageSet, defenses: list[tuple[str, Defense | dict[float, Defense]]],
              attacks: list[tuple[str, Attack]], *, batch_size: int, seed: int, device: torch.device,
-             passes: int = 1, quiet: bool = False, eps: list[float] | None = None, amp=None) -> list[DefenseResult]:
+             passes: int = 1, quiet: bool | None = None, eps: list[float] | None = None, amp=None,
+             identities: dict[str, str] | None = None) -> list[DefenseResult]:
     """Run every (defense, attack, eps) cell; ``eps``: the budgets (None: each attack's own, one budget).
 
+    ``identities``: label -> what the plugin is (``PluginSpec.identity``: name and given parameters); a cell's
+    seed derives from its defense's and attack's identities, never from their labels (default: the label).
+    ``quiet`` None: the process-wide switch (``harness.core.progress``).
     ``amp``: a factory of autocast contexts for ``defense.prepare`` and ``attack.run`` (``harness.precision``;
     None: fp32); the clean verdict, the judge and certifiers (their bounds must be sound) stay in fp32."""
+    ident = (identities or {}).get
+    if quiet is None:
+        quiet = is_quiet()
     model = CountingModel(model.to(device).eval())
     for p in model.parameters():
         p.requires_grad_(False)
@@ -132,7 +140,7 @@ def evaluate(model: torch.nn.Module, data: ImageSet, defenses: list[tuple[str, D
             with torch.no_grad():
                 check_logits(model(xb))
             model.reset()
-            torch.manual_seed(cell_seed(seed, dname, "prepare", b))
+            torch.manual_seed(cell_seed(seed, ident(dname, dname), "prepare", b))
             t0 = time.perf_counter()
             x_seen = under(amp, defense.prepare, model, xb, yb).detach().to(xb.dtype)
             clean = defense.classify(model, x_seen) == yb
@@ -145,7 +153,7 @@ def evaluate(model: torch.nn.Module, data: ImageSet, defenses: list[tuple[str, D
             for k, (aname, attack, e) in enumerate(cells):
                 if e is not None:
                     attack.set_budget(attack.norm, e)
-                torch.manual_seed(cell_seed(seed, dname, aname, b))  # not eps: a budget's rows as in a run of its own
+                torch.manual_seed(cell_seed(seed, ident(dname, dname), ident(aname, aname), b))  # not eps: a budget's rows as in a run of its own
                 t0 = time.perf_counter()
                 att = attack if amp is None or attack.certifies else AutocastAttack(attack, amp, device.type)
                 verdict = run_cell(defense, model, att, threats[dname, aname], xb, x_seen, yb, clean, passes)

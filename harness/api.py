@@ -1,0 +1,143 @@
+"""The public Python API: your model, your data, in a few lines (docs/API.md).
+
+    import harness
+    model = harness.load_model("digits_cnn_adv")     # or any nn.Module from [0, 1] images to logits
+    x, y = harness.load_data("digits")               # or any (x, y) tensors / numpy arrays in [0, 1]
+    results = harness.evaluate(model, (x, y), attacks=["fgsm", "pgd_linf"], eps=0.1, n=100)
+    print(results.table())
+
+``evaluate`` builds a ``RunSpec`` and runs it through ``harness.build``, the same path as ``harness run``: the
+numbers, rows and files are those of the command line for the same run.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import torch
+
+from harness.core.errors import UsageError
+from harness.core.progress import is_quiet, set_quiet
+from harness.core.registry import ATTACKS, DEFENSES, Registry
+
+from .data.base import ImageSet
+from .results import Results, load_results
+from .spec import DataRef, ModelRef, PluginSpec, RunSpec
+
+
+def evaluate(model: torch.nn.Module | str | None, data: Any = "digits", *,
+             defenses: Iterable = ("none",), attacks: Iterable = ("pgd_linf",),
+             eps: float | Sequence[float] | None = None, norm: str | None = None, n: int | None = None,
+             subset: str = "stratified", indices: str | None = None, seed: int = 0, device: str = "auto",
+             batch_size: int | str | None = None, precision: str = "fp32", passes: int = 10,
+             arch: str | None = None, weights: str | None = None, normalize: str | None = None,
+             model_args: dict | None = None, split: str | None = None, data_dir: str | None = None,
+             scale: float | None = None, samples: bool = True, out: str | None = None,
+             quiet: bool = True) -> Results:
+    """Evaluate ``model`` on ``data`` under every defense x attack x eps; robust accuracy is the worst case per
+    sample over the attacks.
+
+    ``model``: an ``nn.Module`` (from [0, 1] images to logits), a zoo name, a checkpoint path (with ``arch``), or
+    ``"file.py:factory"`` / ``"package.module:factory"`` (called with ``model_args``, then ``weights`` loaded).
+    ``data``: a dataset name (``"digits"``, ``"mnist"`` with ``data_dir``), a path (.npz, .pt, image folder),
+    ``(x, y)`` tensors or numpy arrays in [0, 1] (``scale=255`` for uint8), a ``Dataset`` or ``DataLoader``, or an
+    ``ImageSet``.  ``defenses`` / ``attacks``: names (``"pgd_linf"``, ``"dlr=pgd_linf"``), ``(name, params)`` pairs
+    (``("pgd_linf", {"steps": 50})``), ``(label, name, params)`` triples.  ``eps``: one budget or several.
+    ``n``: a seeded class-stratified draw of n samples (``subset="first"``: the first n).  ``out``: also write
+    the run folder there (``Results.save``).
+    """
+    from harness.plugins import load_builtins
+
+    load_builtins()
+    before = is_quiet()
+    set_quiet(quiet)
+    try:
+        module = model if isinstance(model, torch.nn.Module) else None
+        ref = "<python>" if module is not None else model
+        images = _data(data, scale)
+        spec = RunSpec(
+            ModelRef(ref, arch, tuple(sorted((model_args or {}).items())), weights, normalize),
+            DataRef("<python>" if images is not None else str(data), split, data_dir, n, subset, 0, indices,
+                    scale if images is None else None),
+            _plugins(DEFENSES, defenses), _plugins(ATTACKS, attacks), norm,
+            None if eps is None else tuple(float(e) for e in ([eps] if isinstance(eps, (int, float)) else eps)),
+            seed, device, precision, batch_size, passes, None, samples)
+        from .build import build
+
+        results = build(spec, model=module, data=images).execute()
+        if out is not None:
+            results.save(out)
+        return results
+    finally:
+        set_quiet(before)
+
+
+def load_model(name: str, *, arch: str | None = None, dataset: str = "digits", data_dir: str | None = None,
+               device: str = "cpu") -> torch.nn.Module:
+    """A zoo model (``harness list zoo``), a checkpoint path with ``arch``, or ``file.py:factory``, as an
+    ``nn.Module`` in eval mode."""
+    from harness.plugins import load_builtins
+
+    from .build import load_data, load_spec_model
+
+    load_builtins()
+    spec = RunSpec(ModelRef(name, arch), DataRef(dataset, data_dir=data_dir))
+    return load_spec_model(spec, load_data(spec), torch.device(device))[0]
+
+
+def load_data(name: str = "digits", *, split: str = "test", data_dir: str | None = None,
+              n: int | None = None, subset: str = "stratified", seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """A dataset's ``(x, y)``: images N x C x H x W in [0, 1] and integer labels (``n``: a stratified draw)."""
+    from harness.plugins import load_builtins
+
+    from .build import load_data as load
+    from .data.subset import select
+
+    load_builtins()
+    data = select(load(RunSpec(data=DataRef(name, split, data_dir))), n, subset, seed)[0]
+    return data.x, data.y
+
+
+def _data(data: Any, scale: float | None) -> ImageSet | None:
+    """In-memory data as an ``ImageSet``; None for a name or path (the spec names it)."""
+    if isinstance(data, ImageSet):
+        return data
+    if isinstance(data, (str, bytes)) or hasattr(data, "__fspath__"):
+        return None
+    from .data.files import from_arrays, from_dataset
+
+    if isinstance(data, (tuple, list)) and len(data) == 2:
+        return from_arrays(data[0], data[1], scale=scale)
+    if isinstance(data, Iterable) or hasattr(data, "__getitem__"):
+        return from_dataset(data, scale=scale)
+    raise UsageError(f"data must be a dataset name, a path, (x, y) arrays, a Dataset or a DataLoader; got {type(data).__name__}")
+
+
+def _plugins(registry: Registry, items: Iterable) -> tuple[PluginSpec, ...]:
+    """Names, ``LABEL=NAME``, ``(name, params)`` or ``(label, name, params)`` as ``PluginSpec``s, each name
+    checked and each parameter checked against the plugin's signature (parts by path: ``"inner.steps"``)."""
+    if isinstance(items, str) or (isinstance(items, tuple) and items and isinstance(items[-1], dict)):
+        items = [items]  # one plugin given alone
+    out = []
+    for item in items:
+        if isinstance(item, str):
+            label, _, name = item.partition("=")
+            label, name, params = (label, name, {}) if name else (item, item, {})
+        elif isinstance(item, tuple) and len(item) == 2:
+            (name, params), label = item, item[0]
+        elif isinstance(item, tuple) and len(item) == 3:
+            label, name, params = item
+        else:
+            raise UsageError(f"a {registry.kind[:-1]} is a name, (name, params) or (label, name, params); got {item!r}")
+        entry = registry.get(name)
+        resolved = {}
+        for key, value in (params or {}).items():
+            param = entry.param(key, {k: v for k, v in params.items() if isinstance(v, str)})
+            if param is None:
+                raise UsageError(f"{name} has no parameter {key!r}; it takes: {', '.join(p for p, _ in entry.tree())}")
+            resolved[key] = param.parse(value) if isinstance(value, str) else value
+        out.append(PluginSpec.of(name, resolved, label))
+    return tuple(out)
+
+
+__all__ = ["evaluate", "load_model", "load_data", "load_results", "Results", "RunSpec"]

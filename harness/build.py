@@ -1,0 +1,267 @@
+"""``build(spec)``: the one place a run is assembled, for the command line, the grid and Python alike.
+
+A ``RunSpec`` names a model, data, plugins and settings; ``build`` loads and checks them (every bad input a
+one-line ``UsageError`` before any work), fixes the budgets, the batch size and the config hash, and returns a
+``Run``; ``Run.execute()`` evaluates it and returns ``Results`` (``harness.results``).
+
+The config hash covers the spec (less what cannot change a number: device, fidelity sample, samples file) **and the
+content it names**: the model's weights (``model_sha256``, over the state dict, so a renamed file of the same weights
+is the same model and other weights under the same name are not) and the evaluated data (``data_fingerprint``).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+
+import torch
+
+from harness.core.errors import UsageError
+from harness.core.registry import ATTACKS, DATASETS, DEFENSES, MODELS
+
+from .data.base import ImageSet
+from .data.subset import fingerprint, select
+from .spec import PluginSpec, RunSpec
+
+UNHASHED = ("device", "fidelity_n", "samples")
+
+
+class SpecOverrides:
+    """The resolved parameters of a spec's plugins, in the shape the plugin builders ask for (``for_plugin``)."""
+
+    def __init__(self, spec: RunSpec):
+        self._by = {(DEFENSES.kind, p.shown): p.kwargs() for p in spec.defenses}
+        self._by.update({(ATTACKS.kind, p.shown): p.kwargs() for p in spec.attacks})
+        self._by[(MODELS.kind, spec.model.arch)] = dict(spec.model.arch_params)
+
+    def for_plugin(self, registry, name: str, label: str | None = None) -> dict:
+        return dict(self._by.get((registry.kind, label or name), {}))
+
+
+def model_sha256(model: torch.nn.Module) -> str:
+    """sha256 over the state dict's names, dtypes, shapes and bytes, in key order: the weights' identity, whatever
+    file (or none) they came from."""
+    h = hashlib.sha256()
+    for key, t in sorted(model.state_dict().items()):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def config_hash(spec: RunSpec, model_digest: str, data_digest: str) -> str:
+    d = {k: v for k, v in spec.to_dict().items() if k not in UNHASHED}
+    d["model"] = {k: v for k, v in d["model"].items() if k != "ref" or not os.path.exists(str(v))}  # a path: its content
+    d["data"] = {k: v for k, v in d["data"].items() if k not in ("data_dir",)}
+    text = json.dumps({"spec": d, "model_sha256": model_digest, "data_fingerprint": data_digest}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+@dataclass
+class Run:
+    """A built run: everything ``evaluate`` needs, and what the report says of it."""
+
+    spec: RunSpec
+    model: torch.nn.Module
+    model_name: str
+    data: ImageSet
+    indices: torch.Tensor | None
+    subset_rule: str
+    defenses: list
+    attacks: list
+    identities: dict[str, str]
+    norm: str
+    eps_list: list[float]
+    device: torch.device
+    amp: object
+    batch_size: int
+    batching: dict | None
+    model_sha256: str
+    data_fingerprint: str
+    config_hash: str
+    config: dict = field(default_factory=dict)
+
+    def execute(self, argv: list[str] | None = None):
+        """Evaluate every cell (and, at a low precision, the fp32 fidelity check) and return ``Results``."""
+        from .engine import evaluate
+        from .precision import FIDELITY_N, fidelity_check
+        from .report import environment
+        from .results import Results
+
+        started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+        several = self.eps_list if len(self.eps_list) > 1 else None
+        kw = dict(batch_size=self.batch_size, seed=self.spec.seed, device=self.device, passes=self.spec.passes,
+                  eps=several, identities=self.identities)
+        results = evaluate(self.model, self.data, self.defenses, self.attacks, amp=self.amp, **kw)
+        fid_n = FIDELITY_N if self.spec.fidelity_n is None else self.spec.fidelity_n
+        fidelity, fid_warnings = fidelity_check(results, lambda m: evaluate(self.model, self.data.take(m), self.defenses,
+                                                                            self.attacks, **kw),
+                                                self.spec.precision, len(self.data), fid_n)
+        meta = {"dataset": self.data.name, "model": self.model_name, "seed": self.spec.seed,
+                "config_hash": self.config_hash, "note": self.data.note or self.data.name,
+                "model_sha256": self.model_sha256, "data_fingerprint": self.data_fingerprint,
+                "subset": self.subset_rule.split(":")[0] if not self.subset_rule.startswith("indices") else self.subset_rule,
+                **({"warnings": fid_warnings} if fid_warnings else {})}
+        run_info = {"spec": self.spec.to_dict(), "config": self.config, "config_hash": self.config_hash,
+                    "seed": self.spec.seed, "argv": ["harness", *argv] if argv is not None else None,
+                    "model_sha256": self.model_sha256, "data_fingerprint": self.data_fingerprint,
+                    "subset": {"rule": self.subset_rule, "n": len(self.data),
+                               "indices_sha256": _indices_digest(self.indices)},
+                    "device": device_name(self.device), "data_note": self.data.note, "started": started,
+                    "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), **environment(),
+                    "precision": self.spec.precision, **({"fidelity": fidelity} if fidelity else {}),
+                    **({"batching": self.batching} if self.batching else {})}
+        gradients = {n: a.gradients for n, a in self.attacks if not a.certifies}
+        return Results.from_run(results, self.data.y, meta, run_info, gradients=gradients, samples=self.spec.samples,
+                                indices=self.indices)
+
+
+def _indices_digest(idx) -> str | None:
+    if idx is None:
+        return None
+    return hashlib.sha256(",".join(map(str, idx.tolist())).encode()).hexdigest()[:16]
+
+
+def device_name(device) -> str:
+    from .assembly import device_name as name
+
+    return name(device)
+
+
+def build(spec: RunSpec, model: torch.nn.Module | None = None, data: ImageSet | None = None) -> Run:
+    """Assemble ``spec`` (with an ``nn.Module`` / ``ImageSet`` handed in from Python where it names ``"<python>"``)."""
+    from .assembly import (build_defenses, build_plugins, defense_context, describe, pick_device, require_positive,
+                           resolve_norm)
+    from .batching import probe_batch_size
+    from .config import RunConfig
+    from .precision import autocast_for
+
+    for p in spec.defenses:
+        DEFENSES.get(p.name)
+    attack_entries = [ATTACKS.get(p.name) for p in spec.attacks]
+    require_positive(n=spec.data.n, batch_size=None if spec.batch_size == "auto" else spec.batch_size,
+                     passes=spec.passes)
+    if spec.fidelity_n is not None and spec.fidelity_n < 0:
+        raise UsageError(f"--fidelity-n must be >= 0, got {spec.fidelity_n}")
+    norm = resolve_norm(SimpleNamespace(norm=spec.norm), attack_entries)
+    full = data if data is not None else load_data(spec)
+    chosen, indices, rule = select(full, spec.data.n, spec.data.subset, spec.data.subset_seed, spec.data.indices)
+    eps_list = list(spec.eps) if spec.eps is not None else [chosen.default_eps[norm]]
+    device = pick_device(spec.device)
+    amp = autocast_for(spec.precision, device)
+    torch.manual_seed(spec.seed)
+    overrides = SpecOverrides(spec)
+    ctx_args = SimpleNamespace(dataset=spec.data.name, data_dir=spec.data.data_dir, quiet=_quiet(),
+                               model=spec.model.ref if spec.model.ref != "<python>" else None, arch=spec.model.arch)
+    context = defense_context(ctx_args, chosen) if data is None else {"quiet": _quiet()}
+    defenses = build_defenses([(p.shown, p.name) for p in spec.defenses], overrides, norm, eps_list, context)
+    attacks = build_plugins(ATTACKS, [(p.shown, p.name) for p in spec.attacks], overrides, {"norm": norm, "eps": eps_list[0]})
+    for name, attack in attacks:
+        if spec.norm is not None and attack.norm != norm:
+            raise UsageError(f"attack {name} works in {attack.norm}, but --norm {norm} was given")
+    if model is None:
+        model, model_name = load_spec_model(spec, chosen, device)
+    else:
+        model, model_name = model.to(device).eval(), type(model).__name__
+    check_fits(chosen, model, device)
+    batch_size, batching = (probe_batch_size(model, chosen.x, chosen.y, device, amp) if spec.batch_size == "auto"
+                            else (spec.batch_size or 500, None))
+    m_sha, d_fp = model_sha256(model), fingerprint(chosen)
+    resolved = spec.replace(batch_size=batch_size, norm=norm, eps=tuple(eps_list),
+                            data=spec.data.__class__(**{**spec.data.__dict__, "n": None if rule == "all" else len(chosen)}))
+    digest = config_hash(resolved, m_sha, d_fp)
+    identities = {p.shown: p.identity for p in (*spec.defenses, *spec.attacks)}
+    cfg = RunConfig(dataset=chosen.name, model=model_name, arch=spec.model.arch,
+                    defenses=[{"name": n, **describe(d)} for n, d in defenses],
+                    attacks=[{"name": n, **a.describe()} for n, a in attacks], norm=norm,
+                    eps=eps_list[0] if len(eps_list) == 1 else eps_list, n=len(chosen), batch_size=batch_size,
+                    seed=spec.seed, passes=spec.passes, split=spec.data.split or "test", data_dir=spec.data.data_dir,
+                    device=str(device), extra={"precision": spec.precision} if amp else {})
+    return Run(spec, model, model_name, chosen, indices, rule, defenses, attacks, identities, norm, eps_list, device,
+               amp, batch_size, batching, m_sha, d_fp, digest, cfg.as_dict())
+
+
+def _quiet() -> bool:
+    from harness.core.progress import is_quiet
+
+    return is_quiet()
+
+
+def load_data(spec: RunSpec) -> ImageSet:
+    """The dataset a spec names: a registered dataset, or a file / folder of the user's."""
+    d = spec.data
+    if d.name == "<python>":
+        raise UsageError("this spec's data was handed in from Python; pass it to build(spec, data=...)")
+    if d.name in DATASETS:
+        kw = dict(d.params)
+        if d.resize is not None or d.crop is not None:
+            kw.update({k: v for k, v in (("resize", d.resize), ("crop", d.crop)) if v is not None})
+        from .data import load
+
+        if kw:
+            return DATASETS.create(d.name, split=d.split or "test", data_dir=d.data_dir, download=False, **kw)
+        return load(d.name, d.split or "test", d.data_dir)
+    if os.path.isfile(d.name):
+        from .data.files import load_file
+
+        return load_file(d.name, scale=d.scale)
+    if os.path.isdir(d.name):
+        return DATASETS.create("imagefolder", split=d.split or "test", data_dir=d.name, download=False,
+                               **{k: v for k, v in (("resize", d.resize), ("crop", d.crop)) if v is not None})
+    DATASETS.get(d.name)  # unknown: fails with the closest names
+    raise AssertionError
+
+
+def load_spec_model(spec: RunSpec, data: ImageSet, device) -> tuple[torch.nn.Module, str]:
+    """The classifier a ``ModelRef`` names, on ``device``, in eval mode; and its display name."""
+    from .assembly import load_model
+    from .models.user import is_factory_ref, load_factory
+
+    m = spec.model
+    if m.ref == "<python>":
+        raise UsageError("this spec's model was handed in from Python; pass it to build(spec, model=...)")
+    if m.ref is not None and is_factory_ref(m.ref):
+        net = load_factory(m.ref, dict(m.args))
+        name = m.ref.rsplit(":", 1)[1]
+        if m.weights is not None:
+            from .models.checkpoint import load_weights
+
+            net = load_weights(net, m.weights)
+            name = Path(m.weights).stem
+    else:
+        if m.args or m.weights:
+            raise UsageError("--model-arg and --weights go with --model FILE.py:FACTORY or package.module:FACTORY")
+        overrides = SimpleNamespace(for_plugin=lambda registry, name, label=None: dict(m.arch_params))
+        net, name = load_model(m.ref, m.arch, data, overrides, torch.device("cpu"), _quiet(), spec.data.data_dir)
+    if m.normalize is not None:
+        from .models.normalize import Normalized, parse_normalize
+
+        net = Normalized(net, *parse_normalize(m.normalize))
+    return net.to(device).eval(), name
+
+
+def check_fits(data: ImageSet, model: torch.nn.Module, device) -> None:
+    """One forward pass on two images: the logits must be N x C with C >= the largest label + 1."""
+    with torch.no_grad():
+        try:
+            out = model(data.x[:2].to(device))
+        except Exception as e:  # noqa: BLE001 - the user's model on the user's data: say what failed, in one line
+            raise UsageError(f"the model failed on the data's images (shape {tuple(data.x.shape[1:])}): "
+                             f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+    if not isinstance(out, torch.Tensor) or out.dim() != 2:
+        raise UsageError(f"the model must return logits of shape N x classes; it returned "
+                         f"{tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__}")
+    top = int(data.y.max()) + 1
+    if out.shape[1] < top:
+        raise UsageError(f"the model returns {out.shape[1]} logits but the labels go up to {top - 1}")
+    if out.shape[1] != data.num_classes and data.num_classes < top:
+        raise UsageError(f"the data has {data.num_classes} classes but labels up to {top - 1}")
+
+
+def plugin_specs(instances: list[tuple[str, str]], registry, overrides) -> tuple[PluginSpec, ...]:
+    """(label, name) pairs with the ``--set`` values that reach each (``config.Overrides``) as ``PluginSpec``s."""
+    return tuple(PluginSpec.of(name, overrides.for_plugin(registry, name, label), label) for label, name in instances)
