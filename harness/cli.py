@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "grid":
             from harness.grid import cmd_grid
 
-            return cmd_grid(args, run=main)
+            return cmd_grid(args)
         from harness.plugins import load_builtins
 
         load_builtins()

@@ -228,7 +228,7 @@ set.quantize.bits = 3
                    ("quantize", "linf", "2", ["fgsm", "pgd_linf"], ["0.1"]),
                    ("quantize", "linf", "3", ["fgsm", "pgd_linf"], ["0.1"]),
                    ("quantize", "l2", "2", ["fgsm", "pgd_l2"], ["0.5"])]
-    assert "--set" not in cells[0].argv and cells[2].argv[-2:] == ["--set", "quantize.bits=2"]
+    assert "set" not in cells[0].options and cells[2].options["set"] == ["quantize.bits=2"]
     assert len({c.id for c in cells}) == 5
 
 

@@ -48,6 +48,20 @@ def spec_from_args(args):
     return spec
 
 
+def spec_from_options(options: dict):
+    """The ``RunSpec`` of ``harness run`` with ``options`` (flags by their argparse names; the rest at their
+    defaults): how a grid cell becomes a run without an argv."""
+    import argparse
+
+    return spec_from_args(argparse.Namespace(**{**run_defaults(), **options}))
+
+
+def run_defaults() -> dict:
+    from harness.cli import build_parser
+
+    return vars(build_parser().parse_args(["run"]))
+
+
 def spec_from_file(args):
     """``--from runs/<hash>/run.json``: the run that file records (its ``spec``), on this machine's device."""
     from harness.spec import RunSpec

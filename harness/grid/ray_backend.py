@@ -1,6 +1,6 @@
 """``harness grid --backend ray``: each cell as a Ray task, on a local Ray instance or an existing cluster.
 
-The task runs the very function the local backend runs (``harness run`` in-process, ``--quiet``) into a temporary
+The task runs the very function the local backend runs (the cell's ``RunSpec``, built and run in-process, quiet) into a temporary
 folder on whichever node it lands, and hands the files back; the driver writes them into the cell's folder and
 then the completion marker, holding the cell's lock meanwhile.  So the cell folders on the driver stay the whole
 state (resume, locks and tables as with the local backend), and the nodes need no shared file system.  The
@@ -26,23 +26,28 @@ from pathlib import Path
 
 from harness.core.errors import UsageError
 
-from .spec import Grid
+from .spec import Cell, Grid
 from .store import CellFailed, claims, clear
 
 RETRIES = 2
 
 
-def harness_grid_cell(run, argv: list[str], debug: bool = False) -> tuple[int, dict[str, bytes], str]:
-    """The Ray task (its workers show as ``ray::harness_grid_cell``): (exit code, the run's files, its stderr)."""
-    err = io.StringIO()
+def harness_grid_cell(cell: Cell, debug: bool = False) -> tuple[int, dict[str, bytes], str]:
+    """The Ray task (its workers show as ``ray::harness_grid_cell``): (exit code, the run's files, its error)."""
+    from harness.core.progress import set_quiet
+    from harness.plugins import load_builtins
+
+    from .runner import execute
+
+    load_builtins()
+    set_quiet(True)
     with tempfile.TemporaryDirectory(prefix="harness-grid-") as tmp:
         out = Path(tmp) / "cell"
-        flags = ["--out", str(out), "--quiet"] + (["--debug"] if debug else [])
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
-            code = run([*argv, *flags])
+        with contextlib.redirect_stdout(io.StringIO()):
+            code, err = execute(cell, out, debug)
         files = {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()} \
             if code == 0 else {}  # figures/ included, as bytes
-    return code, files, err.getvalue().strip()
+    return code, files, err
 
 
 def import_ray():
@@ -65,7 +70,7 @@ def start(ray, address: str | None, quiet: bool) -> bool:
     return True
 
 
-def run_cells(grid: Grid, run, finish, *, quiet: bool, debug: bool, address: str | None) -> None:
+def run_cells(grid: Grid, finish, *, quiet: bool, debug: bool, address: str | None) -> None:
     """Submit every free incomplete cell at once; then, one by one, those another process held."""
     ray = import_ray()
     started = start(ray, address, quiet)
@@ -98,7 +103,7 @@ def run_cells(grid: Grid, run, finish, *, quiet: bool, debug: bool, address: str
 
     try:
         for cell, lock in claims(grid, note):
-            pending[task.remote(run, cell.argv, debug)] = (cell, lock)
+            pending[task.remote(cell, debug)] = (cell, lock)
         collect()
     finally:
         for ref, (_, lock) in pending.items():

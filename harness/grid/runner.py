@@ -9,8 +9,6 @@ cells are kept and the next run resumes.
 """
 from __future__ import annotations
 
-import contextlib
-import io
 import sys
 from pathlib import Path
 
@@ -21,9 +19,8 @@ from .spec import Cell, Grid, load_grid
 from .store import CellFailed, claims, clear, is_done, mark_done, read_rows, status, write_combined
 
 
-def cmd_grid(args, run) -> int:
-    """The subcommand.  ``run(argv) -> exit code`` is ``harness.cli.main`` (handed in: this package never imports
-    the CLI, which imports it)."""
+def cmd_grid(args) -> int:
+    """The subcommand."""
     if args.address and args.backend != "ray":
         raise UsageError("--address goes with --backend ray")
     grid = load_grid(args.file, args.out)
@@ -35,7 +32,7 @@ def cmd_grid(args, run) -> int:
     check_writable(grid.out)
     before = sum(is_done(grid.out, c) for c in grid.cells)
     try:
-        run_grid(grid, run, backend=args.backend, address=args.address, quiet=args.quiet, debug=args.debug)
+        run_grid(grid, backend=args.backend, address=args.address, quiet=args.quiet, debug=args.debug)
     except CellFailed as fail:
         write_combined(grid, grid.out)
         what = " ".join(f"{k}={v}" for k, v in fail.cell.labels.items())
@@ -70,11 +67,11 @@ def dry_run(grid: Grid) -> str:
     lines = [f"grid {grid.name} ({grid.path}): {n} cell{'s' * (n != 1)} ({counts}); out {grid.out}"]
     for cell, state in zip(grid.cells, states):
         lines.append(f"  {state:8s} {cell.id}  " + " ".join(f"{k}={v}" for k, v in cell.labels.items()))
-        lines.append(f"  {'':8s} harness {' '.join(cell.argv)}")
+        lines.append(f"  {'':8s} {cell.command}")
     return "\n".join(lines)
 
 
-def run_grid(grid: Grid, run, *, backend: str = "local", address: str | None = None, quiet: bool = False,
+def run_grid(grid: Grid, *, backend: str = "local", address: str | None = None, quiet: bool = False,
              debug: bool = False) -> None:
     """Compute every incomplete cell of ``grid`` into ``grid.out``; raises ``CellFailed`` on the first failure."""
     out = grid.out
@@ -90,25 +87,35 @@ def run_grid(grid: Grid, run, *, backend: str = "local", address: str | None = N
         if backend == "ray":
             from .ray_backend import run_cells
 
-            run_cells(grid, run, finish, quiet=quiet, debug=debug, address=address)
+            run_cells(grid, finish, quiet=quiet, debug=debug, address=address)
         else:
-            run_local(grid, run, finish, quiet=quiet, debug=debug)
+            run_local(grid, finish, quiet=quiet, debug=debug)
     finally:
         progress.close()
     write_combined(grid, out)
 
 
-def execute(run, argv: list[str], out: Path, quiet: bool, debug: bool = False) -> int:
-    """One cell: ``harness run ARGV --out OUT`` in this process; its stdout (the printed table) is dropped."""
-    flags = ["--out", str(out)] + (["--quiet"] if quiet else []) + (["--debug"] if debug else [])
-    with contextlib.redirect_stdout(io.StringIO()):
-        code = run([*argv, *flags])
-    if code == 130:
-        raise KeyboardInterrupt
-    return code
+def execute(cell: Cell, out: Path, debug: bool = False) -> tuple[int, str]:
+    """One cell: build its ``RunSpec``, evaluate it and save the run into ``out``; (exit code, error line) as
+    ``harness run`` would end (2 bad input, 1 internal error)."""
+    from harness.build import build
+
+    try:
+        build(cell.run_spec()).execute(["run", *cell.command.split()[2:]]).save(out)
+        return 0, ""
+    except UsageError as err:
+        if debug:
+            raise
+        return 2, str(err).splitlines()[0] if str(err) else "usage error"
+    except KeyboardInterrupt:
+        raise
+    except Exception as err:  # noqa: BLE001 - a failed cell stops the grid with its reason; the others are kept
+        if debug:
+            raise
+        return 1, f"internal error: {type(err).__name__}: {err}"
 
 
-def run_local(grid: Grid, run, finish, *, quiet: bool, debug: bool) -> None:
+def run_local(grid: Grid, finish, *, quiet: bool, debug: bool) -> None:
     """The cells one after another in this process (each prepares its defense once for all budgets)."""
     def note(text):
         if not quiet:
@@ -116,9 +123,9 @@ def run_local(grid: Grid, run, finish, *, quiet: bool, debug: bool) -> None:
 
     for cell, lock in claims(grid, note):
         try:
-            code = execute(run, cell.argv, clear(grid.out, cell), quiet, debug)
+            code, message = execute(cell, clear(grid.out, cell), debug)
             if code:
-                raise CellFailed(cell, code)
+                raise CellFailed(cell, code, message)
             finish(cell)
         finally:
             lock.release()

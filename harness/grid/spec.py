@@ -1,6 +1,6 @@
 """A grid file (TOML) -> its cells: validation, the product of the axes, exclusions, each cell's ``harness run``.
 
-A cell is one ``harness run``: one value of each *cell axis* (dataset, model, defense, norm, seed and every
+A cell is one run (a ``RunSpec``, ``Cell.run_spec``): one value of each *cell axis* (dataset, model, defense, norm, seed and every
 ``set.KEY`` axis), with all the grid's attacks (less those an ``[[exclude]]`` with an ``attack`` key takes out of
 it) and all its eps in the same run.  Its id is the first 12 hex
 digits of the SHA-256 of its canonical spec (sorted JSON of everything its command line is made from), so the
@@ -30,16 +30,33 @@ RUN_LISTS = ("attack", "eps")  # shared by every cell: the lists of one run
 SETTINGS = {"n": int, "batch_size": int, "passes": int, "split": str, "data_dir": str, "device": str, "arch": str,
             "no_samples": bool, "set": list}
 GRID_KEYS = {"out": str, "ci": bool}
-FLAGS = {"n": "--n", "batch_size": "--batch-size", "passes": "--passes", "split": "--split",
-         "data_dir": "--data-dir", "device": "--device", "arch": "--arch"}
+FLAGS = ("n", "batch_size", "passes", "split", "data_dir", "device", "arch")  # settings that are run options
 
 
 @dataclass
 class Cell:
     id: str
     spec: dict  # canonical: what the command line is made from (hashed)
-    argv: list[str]  # harness run ... without --out / --quiet
+    options: dict  # the run's options (``harness run``'s flags by their argparse names): ``run_spec()`` builds it
     labels: dict  # axis -> value as shown in the tables ("" for a set value left out)
+
+    def run_spec(self):
+        """The cell's ``RunSpec``: the same spec ``harness run`` with these options makes (no argv in between)."""
+        from harness.commands.run import spec_from_options
+
+        return spec_from_options(self.options)
+
+    @property
+    def command(self) -> str:
+        """The equivalent ``harness run`` command line, for people (dry runs, the cell's record)."""
+        flags = []
+        for key, value in self.options.items():
+            flag = "--" + key.replace("_", "-")
+            if value is True:
+                flags.append(flag)
+            for v in (value if isinstance(value, list) else [] if value in (None, False, True) else [value]):
+                flags += [flag, str(v)]
+        return "harness run " + " ".join(flags)
 
 
 @dataclass
@@ -123,7 +140,7 @@ def load_grid(path: str | Path, out: str | None = None) -> Grid:
 
 def make_cell(point: dict, values: dict, run_kw: dict, sets: list[str], where: str, dropped=()) -> Cell:
     """The cell at one point of the cell axes: its applied ``set`` values, attacks (less ``dropped``, the attacks
-    an ``[[exclude]]`` with an ``attack`` key takes out of this cell), eps, argv and id."""
+    an ``[[exclude]]`` with an ``attack`` key takes out of this cell), eps, options and id."""
     from harness.config import split_label
     from harness.core.registry import ATTACKS
 
@@ -157,14 +174,13 @@ def make_cell(point: dict, values: dict, run_kw: dict, sets: list[str], where: s
             "set": applied}
     if eps is not None:
         spec["eps"] = [_text(e) for e in eps]
-    opts = [("--dataset", point.get("dataset")), ("--model", point.get("model")), ("--defense", point["defense"]),
-            *[("--attack", a) for a in attacks], ("--norm", norm), ("--eps", ",".join(spec.get("eps", [])) or None),
-            ("--seed", point.get("seed", 0)), *[(flag, run_kw.get(k)) for k, flag in FLAGS.items()],
-            *[("--set", s) for s in applied]]
-    argv = ["run", *[x for flag, v in opts if v is not None for x in (flag, str(v))]]
-    argv += ["--no-samples"] if run_kw.get("no_samples") else []
+    options = {"dataset": point.get("dataset"), "model": point.get("model"), "defense": [point["defense"]],
+               "attack": attacks, "norm": norm, "eps": [",".join(spec["eps"])] if "eps" in spec else None,
+               "seed": point.get("seed", 0), **{k: run_kw.get(k) for k in FLAGS}, "set": applied,
+               "no_samples": bool(run_kw.get("no_samples"))}
+    options = {k: v for k, v in options.items() if v not in (None, [], False)}
     digest = hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:12]
-    return Cell(digest, spec, argv, labels)
+    return Cell(digest, spec, options, labels)
 
 
 def _applies(key: str, plugins: set, labels: set) -> bool:

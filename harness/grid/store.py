@@ -98,7 +98,7 @@ def mark_done(out: Path, cell: Cell, files: dict[str, str | bytes] | None = None
     d = cell_dir(out, cell)
     if files:
         write_atomic(d, files)
-    record = {"id": cell.id, "spec": cell.spec, "argv": ["harness", *cell.argv], "labels": cell.labels}
+    record = {"id": cell.id, "spec": cell.spec, "command": cell.command, "labels": cell.labels}
     write_atomic(d, {DONE: json.dumps(record, indent=2, sort_keys=True) + "\n"})
 
 
