@@ -55,7 +55,8 @@ def model_sha256(model: torch.nn.Module) -> str:
 
 def config_hash(spec: RunSpec, model_digest: str, data_digest: str) -> str:
     d = {k: v for k, v in spec.to_dict().items() if k not in UNHASHED}
-    d["model"] = {k: v for k, v in d["model"].items() if k != "ref" or not os.path.exists(str(v))}  # a path: its content
+    # Where the weights came from (a zoo name, a file, a factory, a Python object) is not hashed: their content is.
+    d["model"] = {k: v for k, v in d["model"].items() if k not in ("ref", "args", "weights")}
     d["data"] = {k: v for k, v in d["data"].items() if k not in ("data_dir",)}
     text = json.dumps({"spec": d, "model_sha256": model_digest, "data_fingerprint": data_digest}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
@@ -226,7 +227,7 @@ def load_spec_model(spec: RunSpec, data: ImageSet, device) -> tuple[torch.nn.Mod
         raise UsageError("this spec's model was handed in from Python; pass it to build(spec, model=...)")
     if m.ref is not None and is_factory_ref(m.ref):
         net = load_factory(m.ref, dict(m.args))
-        name = m.ref.rsplit(":", 1)[1]
+        name = type(net).__name__  # as harness.evaluate names a module handed in
         if m.weights is not None:
             from .models.checkpoint import load_weights
 

@@ -263,6 +263,15 @@ def final_rows(results: list[DefenseResult], meta: dict, gradients: dict[str, st
     return rows, meta
 
 
+def csv_columns(results: list[DefenseResult], rows: list[dict]) -> list[str]:
+    """results.csv's columns: the contract's, then those that apply to this run (detector, certifier, flags)."""
+    detector = any(res.kind == "detector" for res in results)
+    certified = any(c.certifies for res in results for c in res.cells)
+    flagged = any(r.get("flags") for r in rows)
+    return COLUMNS + EXTRA_COLUMNS + (DETECTOR_COLUMNS if detector else []) + (CERTIFIED_COLUMNS if certified else []) \
+        + (FLAG_COLUMNS if flagged else [])
+
+
 def write_report(out: Path, results: list[DefenseResult], labels, meta: dict, run_info: dict, samples: bool = True,
                  gradients: dict[str, str] | None = None, figures: bool = True,
                  extra_files: dict[str, str] | None = None) -> list[dict]:
@@ -272,11 +281,7 @@ def write_report(out: Path, results: list[DefenseResult], labels, meta: dict, ru
     link them from results.md; results.csv is the same either way.  ``extra_files``: more files of the run
     (indices.txt), written with the others."""
     rows, meta = final_rows(results, meta, gradients)
-    detector = any(res.kind == "detector" for res in results)
-    certified = any(c.certifies for res in results for c in res.cells)
-    flagged = any(r.get("flags") for r in rows)
-    columns = COLUMNS + EXTRA_COLUMNS + (DETECTOR_COLUMNS if detector else []) + (CERTIFIED_COLUMNS if certified else []) \
-        + (FLAG_COLUMNS if flagged else [])
+    columns = csv_columns(results, rows)
     files = {"results.csv": to_csv(rows, columns),
              "results.md": to_markdown(rows, meta),
              "timings.csv": to_csv(timing_rows(results), TIMING_COLUMNS),

@@ -25,10 +25,12 @@ class Results:
     @classmethod
     def from_run(cls, results, labels, meta: dict, run_info: dict, *, gradients: dict, samples: bool = True,
                  indices=None) -> "Results":
-        from .report import final_rows
+        from .report import csv_columns, final_rows
 
-        rows, meta = final_rows(results, meta, gradients)
-        return cls(rows, meta, run_info, _run=(results, labels, gradients, samples, indices))
+        rows, flagged_meta = final_rows(results, meta, gradients)
+        columns = csv_columns(results, rows)
+        rows = [{c: str(r.get(c, "")) for c in columns} for r in rows]  # as results.csv holds them
+        return cls(rows, flagged_meta, run_info, _run=(results, labels, gradients, samples, indices, meta))
 
     # -- reading -----------------------------------------------------------------------------------------------
     @property
@@ -106,9 +108,9 @@ class Results:
         if self._run is None:  # read back from a folder: write the same bytes again
             write_atomic(out, self._files)
             return out
-        results, labels, gradients, samples, indices = self._run
+        results, labels, gradients, samples, indices, meta = self._run
         extra = {"indices.txt": "".join(f"{i}\n" for i in indices.tolist())} if indices is not None else {}
-        write_report(out, results, labels, self.meta, self.run_info, samples=samples, gradients=gradients,
+        write_report(out, results, labels, meta, self.run_info, samples=samples, gradients=gradients,
                      extra_files=extra)
         return out
 
