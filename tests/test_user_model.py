@@ -185,3 +185,189 @@ def test_bad_model_args(pair, match):
 def test_model_arg_given_twice():
     with pytest.raises(UsageError, match="--model-arg depth is given twice"):
         parse_model_args(["depth=1", "depth=2"])
+
+
+# --- checkpoints of your own model: load_weights, the outside normaliser -------------------------------------
+
+from harness.models.checkpoint import load_weights  # noqa: E402
+from harness.models.normalize import NormalizedModel, parse_normalize  # noqa: E402
+
+CIFAR = "mean=0.4914,0.4822,0.4465,std=0.2471,0.2435,0.2616"
+MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2471, 0.2435, 0.2616)
+
+
+class SmallNet(nn.Module):
+    """A network trained on normalised inputs, without its normaliser (as RobustBench and training scripts keep it)."""
+
+    def __init__(self, classes=10):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                                      nn.AdaptiveAvgPool2d(2), nn.Flatten())
+        self.classifier = nn.Linear(32, classes)
+
+    def forward(self, x):
+        return self.classifier(self.features(x))
+
+
+class TrainingWrapper(nn.Module):
+    """The original: the training script's normaliser in front of the network (its stats are not in the file)."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+        self.mean = torch.tensor(MEAN).view(1, 3, 1, 1)
+        self.std = torch.tensor(STD).view(1, 3, 1, 1)
+
+    def forward(self, x):
+        return self.net((x - self.mean) / self.std)
+
+
+def _trained_net(seed=0) -> SmallNet:
+    torch.manual_seed(seed)
+    net = SmallNet().train()
+    with torch.no_grad():
+        for _ in range(3):  # non-trivial BatchNorm running statistics
+            net(torch.randn(8, 3, 8, 8) * 2 + 1)
+    return net.eval()
+
+
+def _save(obj, tmp_path, name="ckpt.pt") -> str:
+    torch.save(obj, tmp_path / name)
+    return str(tmp_path / name)
+
+
+def test_robustbench_layout_gives_the_original_logits(tmp_path):
+    source = _trained_net()
+    original = TrainingWrapper(source).eval()
+    path = _save({"state_dict": {f"module.{k}": v for k, v in source.state_dict().items()}, "epoch": 99}, tmp_path)
+    x = torch.rand(4, 3, 8, 8)
+    with torch.no_grad():
+        want = original(x)
+        torch.manual_seed(1)
+        mean, std = parse_normalize(CIFAR)
+        loaded = NormalizedModel(load_weights(SmallNet().train(), path), mean, std)
+        assert not loaded.training and not loaded.model.training
+        assert torch.equal(loaded(x), want)
+        torch.manual_seed(2)  # the same, loading into the wrapped network
+        wrapped = load_weights(NormalizedModel(SmallNet(), mean, std), path)
+        assert torch.equal(wrapped(x), want)
+
+
+@pytest.mark.parametrize("key", ["state_dict", "model_state_dict", "model", "net"])
+@pytest.mark.parametrize("prefix", ["", "module.", "_orig_mod.", "module._orig_mod."])
+def test_wrappers_and_prefixes(tmp_path, key, prefix):
+    source = _trained_net()
+    path = _save({key: {prefix + k: v for k, v in source.state_dict().items()}}, tmp_path)
+    loaded = load_weights(_trained_net(seed=5), path)
+    x = torch.rand(2, 3, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), source(x))
+
+
+def _normalising_wrapper_state(net, mean=MEAN, std=STD, names=("normalize.mean", "normalize.std"), prefix="module."):
+    sd = {f"{prefix}model.{k}": v for k, v in net.state_dict().items()}
+    sd[prefix + names[0]] = torch.tensor(mean).view(1, 3, 1, 1)
+    sd[prefix + names[1]] = torch.tensor(std).view(1, 3, 1, 1)
+    return {"state_dict": sd}
+
+
+def test_dataparallel_normalising_wrapper_loads_into_the_outside_normaliser(tmp_path):
+    # module.normalize.{mean,std} beside module.model.<keys>: failed before, as "module." alone fit no key.
+    source = _trained_net()
+    path = _save(_normalising_wrapper_state(source), tmp_path)
+    loaded = load_weights(NormalizedModel(SmallNet(), MEAN, STD), path)
+    x = torch.rand(2, 3, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), TrainingWrapper(source)(x))
+    sigma = _save(_normalising_wrapper_state(source, names=("mu", "sigma"), prefix=""), tmp_path, "mu.pt")
+    load_weights(NormalizedModel(SmallNet(), MEAN, STD), sigma)
+
+
+def test_stats_in_the_file_must_match_the_normaliser(tmp_path):
+    path = _save(_normalising_wrapper_state(_trained_net(), mean=(0.5, 0.5, 0.5)), tmp_path)
+    with pytest.raises(UsageError) as err:
+        load_weights(NormalizedModel(SmallNet(), MEAN, STD), path)
+    assert str(err.value) == (f"checkpoint {path} normalises inputs with mean=0.5,0.5,0.5 but model NormalizedModel "
+                              "uses mean=0.4914,0.4822,0.4465; set the model's mean to the checkpoint's")
+
+
+def test_stats_in_the_file_without_a_normaliser_say_what_to_pass(tmp_path):
+    path = _save(_normalising_wrapper_state(_trained_net()), tmp_path)
+    with pytest.raises(UsageError) as err:
+        load_weights(SmallNet(), path, "my net")
+    assert str(err.value) == (f"checkpoint {path} normalises inputs (module.normalize.mean, module.normalize.std) "
+                              f"but my net has no normaliser; give it with --normalize {CIFAR}")
+
+
+def test_stats_the_network_holds_itself(tmp_path):
+    class WithMu(SmallNet):  # RobustBench's Hendrycks2020AugMix*: persistent mu/sigma buffers, part of the weights
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("mu", torch.full((1, 3, 1, 1), 0.5))
+            self.register_buffer("sigma", torch.full((1, 3, 1, 1), 0.25))
+
+    source = WithMu()
+    source.mu.fill_(0.4)
+    loaded = load_weights(WithMu(), _save({"state_dict": {f"module.{k}": v for k, v in source.state_dict().items()}},
+                                           tmp_path))
+    assert torch.equal(loaded.mu, source.mu)
+
+    class PlainStats(SmallNet):  # DMWideResNet-style: mean/std kept as plain tensors, not in the state dict
+        def __init__(self):
+            super().__init__()
+            self.mean, self.std = torch.tensor(MEAN).view(1, 3, 1, 1), torch.tensor(STD).view(1, 3, 1, 1)
+
+    load_weights(PlainStats(), _save(_normalising_wrapper_state(_trained_net()), tmp_path, "plain.pt"))
+
+
+def test_wrong_network_names_the_keys(tmp_path):
+    path = _save({"state_dict": {f"module.{k}": v for k, v in _trained_net().state_dict().items()}}, tmp_path)
+    with pytest.raises(UsageError) as err:
+        load_weights(nn.Sequential(nn.Conv2d(3, 8, 3), nn.Flatten(), nn.Linear(8, 10)), path)
+    msg = str(err.value)
+    assert "\n" not in msg
+    assert msg.startswith(f"checkpoint {path} does not fit model Sequential: missing keys 0.weight, 0.bias, 2.weight")
+    assert "unexpected keys module.features.0.weight, module.features.0.bias, module.features.1.weight (+" in msg
+    with pytest.raises(UsageError, match=r"classifier.weight has shape \(10, 32\) in the file, \(3, 32\) in the model"):
+        load_weights(SmallNet(classes=3), path)
+
+
+@pytest.mark.parametrize("text, want", [
+    (CIFAR, (MEAN, STD)),
+    ("std=0.2471,0.2435,0.2616,mean=0.4914,0.4822,0.4465", (MEAN, STD)),
+    ("mean=(0.5,0.5,0.5), std=[0.25,0.25,0.25]", ((0.5,) * 3, (0.25,) * 3)),
+    ("mean=0.5,std=0.5", ((0.5,), (0.5,))),
+    ("mean=0,std=0.2471,0.2435,0.2616", ((0.0,) * 3, STD)),
+    ("mean=128/255,std=1", ((128 / 255,), (1.0,))),
+])
+def test_parse_normalize(text, want):
+    assert parse_normalize(text) == want
+
+
+@pytest.mark.parametrize("text, match", [
+    ("0.5,0.5", r"^--normalize expects mean=M,M,M,std=S,S,S \(one value per channel, or one for all"),
+    ("mean=0.5", "--normalize expects mean="),
+    ("mean=0.5,mean=0.5", "--normalize expects mean="),
+    ("mean=0.5,std=0.5,sigma=1", r"--normalize std='0.5,sigma=1' is not a list of numbers"),
+    ("mean=,std=0.5", r"--normalize mean='' is not a list of numbers \(no values\)"),
+    ("mean=0.5,,0.5,std=0.5", r"item 2 is empty"),
+    ("mean=0.5,0.5,std=0.5,0.5,0.5", "2 mean values but 3 std values"),
+    ("mean=0.5,std=0", "std must be positive"),
+])
+def test_bad_normalize(text, match):
+    with pytest.raises(UsageError, match=match) as err:
+        parse_normalize(text)
+    assert "\n" not in str(err.value)
+
+
+def test_broadcast_normaliser_and_state_dict_keys():
+    net = nn.Conv2d(1, 2, 1)
+    model = NormalizedModel(net, 0.5, 0.5)
+    x = torch.rand(2, 1, 4, 4)
+    assert torch.equal(model(x), net((x - 0.5) / 0.5))
+    assert NormalizedModel(nn.Identity(), 0.5, 0.5)(torch.rand(1, 3, 2, 2)).shape == (1, 3, 2, 2)
+    assert set(model.state_dict()) == {"model.weight", "model.bias"}  # the stats are not weights
+    with pytest.raises(UsageError, match=r"the normaliser expects N x 3 x H x W images, got shape \(1, 1, 2, 2\)"):
+        NormalizedModel(nn.Identity(), MEAN, STD)(torch.rand(1, 1, 2, 2))
+    with pytest.raises(UsageError, match="2 mean values but 3 std values"):
+        NormalizedModel(nn.Identity(), (0.1, 0.2), STD)
