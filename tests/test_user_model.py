@@ -56,8 +56,7 @@ def user_file(tmp_path):
     folder.mkdir()
     (folder / "model.py").write_text(FACTORY)
     (folder / "blocks.py").write_text(BLOCKS)
-    yield folder / "model.py"
-    sys.modules.pop("blocks", None)
+    return folder / "model.py"
 
 
 @pytest.mark.parametrize("text", ["model.py:build", "path/to/file.py:factory", "C:\\src\\net.py:build",
@@ -81,6 +80,17 @@ def test_file_factory_with_kwargs_and_sibling_import(user_file):
     assert type(model).__module__.startswith("harness_user_model_")
     assert model(torch.rand(2, 3, 8, 8)).shape == (2, 3)
     assert sys.path == path_before  # the file's folder was on sys.path only while importing and building
+
+
+def test_sibling_modules_of_two_projects_do_not_clash(user_file, tmp_path):
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "blocks.py").write_text("from torch import nn\nclass Body(nn.Identity):\n    pass\n")
+    (other / "model.py").write_text("from blocks import Body\ndef build():\n    return Body()\n")
+    first = load_factory(f"{user_file}:build", {})
+    second = load_factory(f"{other / 'model.py'}:build", {})
+    assert isinstance(first.body, nn.Sequential) and type(second).__name__ == "Body"
+    assert type(second).__module__ == "blocks" and "blocks" not in sys.modules
 
 
 def test_same_factory_twice_builds_equal_models(user_file):
@@ -122,7 +132,8 @@ def test_missing_file(tmp_path):
 
 def test_file_that_fails_to_import(tmp_path):
     (tmp_path / "bad.py").write_text("import torch\ndef build(:\n    pass\n")
-    assert _error(f"{tmp_path}/bad.py:build").startswith(f"model file {tmp_path}/bad.py failed to import: SyntaxError: ")
+    assert _error(f"{tmp_path}/bad.py:build").startswith(
+        f"model file {tmp_path}/bad.py failed to import: SyntaxError: ")
     (tmp_path / "lonely.py").write_text("from no_such_sibling_xyz import Net\n")
     assert _error(f"{tmp_path}/lonely.py:build") == (
         f"model file {tmp_path}/lonely.py failed to import: ModuleNotFoundError: No module named 'no_such_sibling_xyz'")
@@ -145,7 +156,8 @@ def test_missing_attribute_lists_callables(user_file):
 
 
 def test_not_callable_raises_and_wrong_return(user_file):
-    assert _error(f"{user_file}:CONFIG") == f"{user_file}:CONFIG: CONFIG is a dict, not a callable that returns an nn.Module"
+    assert _error(f"{user_file}:CONFIG") == (
+        f"{user_file}:CONFIG: CONFIG is a dict, not a callable that returns an nn.Module")
     assert _error(f"{user_file}:broken", {"depth": 3}) == (
         f"model factory {user_file}:broken raised RuntimeError: weights missing when called with depth=3")
     assert _error(f"{user_file}:build", {"depht": 3}).startswith(
@@ -371,3 +383,10 @@ def test_broadcast_normaliser_and_state_dict_keys():
         NormalizedModel(nn.Identity(), MEAN, STD)(torch.rand(1, 1, 2, 2))
     with pytest.raises(UsageError, match="2 mean values but 3 std values"):
         NormalizedModel(nn.Identity(), (0.1, 0.2), STD)
+
+
+def test_the_base_class_points_to_the_wrapper():
+    from harness.models.normalize import Normalized
+
+    with pytest.raises(TypeError, match=r"NormalizedModel\(module, mean, std\)"):
+        Normalized(nn.Identity(), MEAN, STD)

@@ -22,7 +22,8 @@ from importlib import metadata
 from typing import Any, Callable
 
 from .errors import UsageError
-from .values import SequenceError, describe, parse_as, parse_number, parse_sequence_as  # noqa: F401 - parse_number: re-exported
+# parse_number is imported from here by plugins: re-exported
+from .values import SequenceError, describe, parse_as, parse_number, parse_sequence_as  # noqa: F401
 
 
 class Part:

@@ -115,7 +115,8 @@ def from_dataset(obj, *, scale: float | None = None, limit: int | None = None) -
                             "all images must have one size")
         x, y = torch.stack(xs), torch.cat(ys)
     else:
-        raise DataError(f"cannot read images from a {type(obj).__name__}; pass (x, y) arrays, a Dataset or a DataLoader")
+        raise DataError(f"cannot read images from a {type(obj).__name__}; pass (x, y) arrays, a Dataset or a "
+                        "DataLoader")
     if limit is not None:
         x, y = x[:limit], y[:limit]
     return from_arrays(x, y, scale=scale, name=name)
@@ -182,7 +183,8 @@ def _read_pt(p: Path):
         return obj["x"], obj["y"], obj.get("classes")
     held = f"a dict with keys {', '.join(map(str, obj))}" if isinstance(obj, Mapping) else (
         f"a {type(obj).__name__}" + (f" of length {len(obj)}" if isinstance(obj, (tuple, list)) else ""))
-    raise DataError(f"data file {p} holds {held}; save torch.save((x, y), path) or torch.save({{'x': x, 'y': y}}, path)")
+    raise DataError(f"data file {p} holds {held}; save torch.save((x, y), path) or "
+                    "torch.save({'x': x, 'y': y}, path)")
 
 
 def _pair(item, name: str, where: str):

@@ -37,6 +37,9 @@ class Normalized(nn.Module):
     """Base class: holds ``mean``/``std`` buffers; subclasses call ``self.normalize(x)`` first in ``forward``."""
 
     def __init__(self, in_channels: int = 3, mean: Sequence[float] = (0.0,), std: Sequence[float] = (1.0,)):
+        if isinstance(in_channels, nn.Module):
+            raise TypeError("Normalized is the base class of self-normalising architectures; wrap a network with "
+                            "NormalizedModel(module, mean, std)")
         super().__init__()
         m, s = channel_stats(mean, in_channels, "mean"), channel_stats(std, in_channels, "std")
         if (s <= 0).any():
@@ -109,7 +112,8 @@ class NormalizedModel(Normalized):
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or self.in_channels not in (1, x.shape[1]):
-            raise UsageError(f"the normaliser expects N x {self.in_channels} x H x W images, got shape {tuple(x.shape)}")
+            raise UsageError(f"the normaliser expects N x {self.in_channels} x H x W images, "
+                             f"got shape {tuple(x.shape)}")
         return (x - self.mean) / self.std
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -83,7 +83,7 @@ def load_factory(ref: str, kwargs: dict | None = None) -> nn.Module:
         folder = path.resolve().parent
     else:
         path, folder = None, Path.cwd()
-    with _on_sys_path(folder):
+    with _on_sys_path(folder, forget_siblings=path is not None):
         module = _import_file(path, source) if path is not None else _import_module(source)
         factory = _attribute(module, attr, source)
         if not callable(factory):
@@ -121,10 +121,14 @@ def parse_model_args(pairs: list[str] | None) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def _on_sys_path(folder: Path):
-    """``folder`` first on ``sys.path`` for the duration (removed again if it was not there before)."""
+def _on_sys_path(folder: Path, forget_siblings: bool = False):
+    """``folder`` first on ``sys.path`` for the duration (removed again if it was not there before).
+
+    ``forget_siblings``: afterwards drop the modules first imported meanwhile from inside ``folder`` (the user
+    file's ``from blocks import Body``), so another project's ``blocks.py`` is not served from the cache."""
     entry = str(folder)
     added = entry not in sys.path
+    before = set(sys.modules)
     if added:
         sys.path.insert(0, entry)
     try:
@@ -132,6 +136,11 @@ def _on_sys_path(folder: Path):
     finally:
         if added and entry in sys.path:
             sys.path.remove(entry)
+        if forget_siblings:
+            for name in set(sys.modules) - before:
+                origin = getattr(sys.modules[name], "__file__", None) or ""
+                if origin and Path(origin).resolve().is_relative_to(folder) and not name.startswith("harness_user_"):
+                    del sys.modules[name]
 
 
 def _import_file(path: Path, shown: str):
