@@ -72,6 +72,14 @@ def test_not_factory_refs(text):
     assert not is_factory_ref(text)
 
 
+def test_an_existing_file_is_not_a_ref(tmp_path, monkeypatch):
+    assert not is_factory_ref(None) and not is_factory_ref("")
+    monkeypatch.chdir(tmp_path)
+    assert is_factory_ref("ckpt:v2.pt")
+    (tmp_path / "ckpt:v2.pt").write_bytes(b"")
+    assert not is_factory_ref("ckpt:v2.pt")
+
+
 def test_file_factory_with_kwargs_and_sibling_import(user_file):
     path_before = list(sys.path)
     model = load_factory(f"{user_file}:build", {"width": 6, "classes": 3, "scale": 0.5})

@@ -33,6 +33,7 @@ import hashlib
 import importlib
 import importlib.util
 import inspect
+import os
 import re
 import sys
 from pathlib import Path
@@ -49,13 +50,17 @@ SHOW = 5  # how many callables an error lists
 ARG_FORMS = f"key=value with value 3, 0.5, 8/255, true, false, none, {SEQUENCE_FORMS}, or text"
 
 
-def is_factory_ref(text: str) -> bool:
+def is_factory_ref(text: str | None) -> bool:
     """Whether ``text`` names a factory, ``path/to/file.py:factory`` or ``package.module:factory``.
 
-    Not a zoo name (no colon), not a checkpoint path, not a Windows path: ``C:\\m.pt`` has a drive letter, not
-    a module, before its first colon (``C:\\src\\net.py:build`` is a file reference).
+    Not a zoo name (no colon), not a checkpoint path (an existing file, even ``ckpt:v2.pt``, is never a
+    reference), not a Windows path: ``C:\\m.pt`` has a drive letter, not a module, before its colon
+    (``C:\\src\\net.py:build`` is a file reference).
     """
-    source, sep, attr = str(text).rpartition(":")
+    text = "" if text is None else str(text)
+    if not text or os.path.exists(text):
+        return False
+    source, sep, attr = text.rpartition(":")
     if not sep or not source or not _DOTTED.fullmatch(attr):
         return False
     if source.endswith(".py"):
