@@ -38,8 +38,9 @@ def load_weights(module: nn.Module, path: str, what: str | None = None) -> nn.Mo
     (``normalize.mean``/``normalize.std``, ``mu``/``sigma``, under any prefix) that the network does not hold as
     weights are checked against the module's own normaliser (the built-in architectures' ``mean``/``std``, an
     outside ``NormalizedModel``, or ``mean``/``std`` tensors the network keeps); a module with none is refused with
-    the ``--normalize`` to give.  ``what`` names the module in errors (default ``model <class name>``); every
-    error is one line naming the keys that did not match.
+    the ``--normalize`` to give.  So with an outside normaliser, wrap first and load into the wrapper:
+    ``load_weights(NormalizedModel(net, mean, std), path)``.  ``what`` names the module in errors (default
+    ``model <class name>``); every error is one line naming the keys that did not match.
     """
     what = what or f"model {type(module).__name__}"
     target = module.model if isinstance(module, NormalizedModel) else module
