@@ -44,6 +44,9 @@ def test_item_types_follow_the_annotation():
     assert _param("m", list[str], []).parse("[a, b]") == ["a", "b"]
     assert _param("m", tuple[float, ...] | None, None).parse("none") is None
     assert _param("m", tuple[float, ...], ()).parse("()") == ()
+    from collections.abc import Sequence
+
+    assert _param("m", Sequence[float], (0.5,)).parse("[1, 2]") == (1.0, 2.0)
 
 
 @pytest.mark.parametrize("text, reason", [

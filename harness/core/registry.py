@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 from .errors import UsageError
 # parse_number is imported from here by plugins: re-exported
-from .values import SequenceError, describe, parse_as, parse_number, parse_sequence_as  # noqa: F401
+from .values import SequenceError, describe, is_sequence_type, parse_as, parse_number, parse_sequence_as  # noqa: F401
 
 
 class Part:
@@ -72,7 +72,7 @@ class Param:
                 raise UsageError(f"{self.name} must be one of {', '.join(map(str, typing.get_args(kind)))}, got {text!r}")
             return text
         try:
-            if kind in (tuple, list) or typing.get_origin(kind) in (tuple, list):
+            if is_sequence_type(kind):
                 return parse_sequence_as(kind, text, self.default)
             return parse_as(kind, text)
         except SequenceError as e:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import inspect
 import typing
+from collections import abc
 from typing import Any
 
 SEQUENCE_FORMS = "a,b or (a,b) or [a,b]"
@@ -112,14 +113,20 @@ def parse_as(kind: Any, text: str) -> Any:
     return kind(text)
 
 
+def is_sequence_type(kind: Any) -> bool:
+    """``tuple``, ``list``, ``tuple[float, ...]``, ``list[int]``, ``Sequence[float]``: what takes sequence syntax."""
+    return kind in (tuple, list, abc.Sequence) or typing.get_origin(kind) in (tuple, list, abc.Sequence)
+
+
 def parse_sequence_as(kind: Any, text: str, default: Any = None) -> tuple | list:
     """``a,b``, ``(a,b)`` or ``[a,b]`` as the tuple or list ``kind`` (``tuple``, ``tuple[float, ...]``,
     ``tuple[int, int]``, ``list[str]``, ...).  The items' type comes from the annotation, else from ``default``'s
     items (``milestones: tuple = (30,)`` holds ints, so ``30,40`` gives ``(30, 40)``).  Raises
     :class:`SequenceError` saying which forms are accepted and what is wrong."""
-    container = typing.get_origin(kind) or kind
+    origin = typing.get_origin(kind) or kind
+    container = tuple if origin is abc.Sequence else origin
     args = [a for a in typing.get_args(kind) if a is not Ellipsis]
-    fixed = container is tuple and bool(args) and Ellipsis not in typing.get_args(kind)
+    fixed = origin is tuple and bool(args) and Ellipsis not in typing.get_args(kind)  # tuple[int, int]
     if not args:
         args = [item_type(list(default) if isinstance(default, (tuple, list)) else [])]
     try:
