@@ -35,6 +35,9 @@ def build(width=4, classes=10, scale=1.0):
 def broken(**kw):
     raise RuntimeError("weights missing\\nsecond line")
 
+def exits():
+    raise SystemExit(3)
+
 def not_a_model():
     return {"net": 1}
 
@@ -159,7 +162,7 @@ def test_module_that_fails_to_import():
 
 def test_missing_attribute_lists_callables(user_file):
     msg = _error(f"{user_file}:biuld")
-    assert msg.startswith(f"{user_file} has no 'biuld'; callables there: Net, build, broken, not_a_model")
+    assert msg.startswith(f"{user_file} has no 'biuld'; callables there: Net, build, broken, exits, not_a_model")
     assert "CONFIG" not in msg and "torch" not in msg
 
 
@@ -170,6 +173,7 @@ def test_not_callable_raises_and_wrong_return(user_file):
         f"model factory {user_file}:broken raised RuntimeError: weights missing when called with depth=3")
     assert _error(f"{user_file}:build", {"depht": 3}).startswith(
         f"model factory {user_file}:build raised TypeError: build() got an unexpected keyword argument 'depht'")
+    assert _error(f"{user_file}:exits") == f"model factory {user_file}:exits raised SystemExit: 3 when called"
     assert _error(f"{user_file}:not_a_model") == (
         f"model factory {user_file}:not_a_model returned a dict, not a torch.nn.Module")
 

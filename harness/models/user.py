@@ -95,7 +95,9 @@ def load_factory(ref: str, kwargs: dict | None = None) -> nn.Module:
             raise UsageError(f"{ref}: {attr} is a {type(factory).__name__}, not a callable that returns an nn.Module")
         try:
             built = factory(**kwargs)
-        except Exception as e:  # noqa: BLE001 - the user's code may raise anything; say so on one line
+        except BaseException as e:  # noqa: BLE001 - the user's code may raise anything (sys.exit too): one line
+            if isinstance(e, KeyboardInterrupt):
+                raise
             args = f" with {', '.join(f'{k}={v!r}' for k, v in kwargs.items())}" if kwargs else ""
             raise UsageError(f"model factory {ref} raised {_first_line(e)} when called{args}") from None
     if not isinstance(built, nn.Module):
