@@ -124,7 +124,8 @@ def md5(path: Path) -> str:
 def test_all_loaders_registered():
     for name in ("mnist", "fashion_mnist", "cifar10", "cifar100", "svhn", "imagefolder"):
         entry = DATASETS.get(name)
-        assert entry.description and set(entry.params) == {"split", "data_dir", "download"}
+        extra = {"resize", "crop"} if name == "imagefolder" else set()  # ImageNet-style folders (issue 22)
+        assert entry.description and set(entry.params) == {"split", "data_dir", "download"} | extra
 
 
 # ---------------------------------------------------------------- idx / MNIST

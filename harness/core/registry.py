@@ -22,6 +22,8 @@ from importlib import metadata
 from typing import Any, Callable
 
 from .errors import UsageError
+# parse_number is imported from here by plugins: re-exported
+from .values import SequenceError, describe, is_sequence_type, parse_as, parse_number, parse_sequence_as  # noqa: F401
 
 
 class Part:
@@ -70,29 +72,13 @@ class Param:
                 raise UsageError(f"{self.name} must be one of {', '.join(map(str, typing.get_args(kind)))}, got {text!r}")
             return text
         try:
-            if kind is bool:
-                low = text.lower()
-                if low not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
-                    raise ValueError
-                return low in ("1", "true", "yes", "on")
-            if kind is float:
-                return parse_number(text)
-            if kind is int:
-                return int(text)
-            if kind is tuple or typing.get_origin(kind) is tuple:
-                return tuple(parse_number(t) for t in text.split(",") if t)
-            return kind(text)
-        except (TypeError, ValueError):
-            raise UsageError(f"{self.name} expects {getattr(kind, '__name__', kind)}, got {text!r}") from None
-
-
-def parse_number(text: str) -> float:
-    """A float, also written as a fraction such as ``8/255``."""
-    text = str(text).strip()
-    if "/" in text:
-        num, den = text.split("/", 1)
-        return float(num) / float(den)
-    return float(text)
+            if is_sequence_type(kind):
+                return parse_sequence_as(kind, text, self.default)
+            return parse_as(kind, text)
+        except SequenceError as e:
+            raise UsageError(f"{self.name} expects {e}") from None
+        except (TypeError, ValueError, ZeroDivisionError):
+            raise UsageError(f"{self.name} expects {describe(kind)}, got {text!r}") from None
 
 
 @dataclass
