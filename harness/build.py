@@ -24,6 +24,7 @@ from harness.core.errors import UsageError
 from harness.core.registry import ATTACKS, DATASETS, DEFENSES, MODELS
 
 from .data.base import ImageSet
+from .data.files import check_model_fits
 from .data.subset import fingerprint, select
 from .spec import PluginSpec, RunSpec
 
@@ -168,7 +169,7 @@ def build(spec: RunSpec, model: torch.nn.Module | None = None, data: ImageSet | 
         model, model_name = load_spec_model(spec, chosen, device)
     else:
         model, model_name = model.to(device).eval(), type(model).__name__
-    check_fits(chosen, model, device)
+    check_model_fits(chosen, model, device)
     batch_size, batching = (probe_batch_size(model, chosen.x, chosen.y, device, amp) if spec.batch_size == "auto"
                             else (spec.batch_size or 500, None))
     m_sha, d_fp = model_sha256(model), fingerprint(chosen)
@@ -223,44 +224,32 @@ def load_spec_model(spec: RunSpec, data: ImageSet, device) -> tuple[torch.nn.Mod
     from .models.user import is_factory_ref, load_factory
 
     m = spec.model
+    norm = None
+    if m.normalize is not None:
+        from .models.normalize import NormalizedModel, parse_normalize
+
+        norm = parse_normalize(m.normalize)
     if m.ref == "<python>":
         raise UsageError("this spec's model was handed in from Python; pass it to build(spec, model=...)")
     if m.ref is not None and is_factory_ref(m.ref):
         net = load_factory(m.ref, dict(m.args))
         name = type(net).__name__  # as harness.evaluate names a module handed in
+        if norm is not None:  # wrapped first: a checkpoint may carry the normaliser's stats too
+            net = NormalizedModel(net, *norm)
         if m.weights is not None:
             from .models.checkpoint import load_weights
 
             net = load_weights(net, m.weights)
             name = Path(m.weights).stem
+        return net.to(device).eval(), name
     else:
         if m.args or m.weights:
             raise UsageError("--model-arg and --weights go with --model FILE.py:FACTORY or package.module:FACTORY")
         overrides = SimpleNamespace(for_plugin=lambda registry, name, label=None: dict(m.arch_params))
         net, name = load_model(m.ref, m.arch, data, overrides, torch.device("cpu"), _quiet(), spec.data.data_dir)
-    if m.normalize is not None:
-        from .models.normalize import Normalized, parse_normalize
-
-        net = Normalized(net, *parse_normalize(m.normalize))
+    if norm is not None:
+        net = NormalizedModel(net, *norm)
     return net.to(device).eval(), name
-
-
-def check_fits(data: ImageSet, model: torch.nn.Module, device) -> None:
-    """One forward pass on two images: the logits must be N x C with C >= the largest label + 1."""
-    with torch.no_grad():
-        try:
-            out = model(data.x[:2].to(device))
-        except Exception as e:  # noqa: BLE001 - the user's model on the user's data: say what failed, in one line
-            raise UsageError(f"the model failed on the data's images (shape {tuple(data.x.shape[1:])}): "
-                             f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
-    if not isinstance(out, torch.Tensor) or out.dim() != 2:
-        raise UsageError(f"the model must return logits of shape N x classes; it returned "
-                         f"{tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__}")
-    top = int(data.y.max()) + 1
-    if out.shape[1] < top:
-        raise UsageError(f"the model returns {out.shape[1]} logits but the labels go up to {top - 1}")
-    if out.shape[1] != data.num_classes and data.num_classes < top:
-        raise UsageError(f"the data has {data.num_classes} classes but labels up to {top - 1}")
 
 
 def plugin_specs(instances: list[tuple[str, str]], registry, overrides) -> tuple[PluginSpec, ...]:
