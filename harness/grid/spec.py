@@ -27,10 +27,11 @@ from harness.core.errors import UsageError
 
 CELL_AXES = ("dataset", "model", "defense", "norm", "seed")  # and "set.KEY"
 RUN_LISTS = ("attack", "eps")  # shared by every cell: the lists of one run
-SETTINGS = {"n": int, "batch_size": int, "passes": int, "split": str, "data_dir": str, "device": str, "arch": str,
-            "no_samples": bool, "set": list}
+SETTINGS = {"n": int, "subset": str, "subset_seed": int, "indices": str, "batch_size": int, "passes": int,
+            "split": str, "data_dir": str, "device": str, "arch": str, "no_samples": bool, "set": list}
 GRID_KEYS = {"out": str, "ci": bool}
-FLAGS = ("n", "batch_size", "passes", "split", "data_dir", "device", "arch")  # settings that are run options
+FLAGS = ("n", "subset", "subset_seed", "indices", "batch_size", "passes", "split", "data_dir", "device",
+         "arch")  # settings that are run options
 
 
 @dataclass
@@ -110,7 +111,7 @@ def load_grid(path: str | Path, out: str | None = None) -> Grid:
     values = _axes(axes, settings, where)
     run_kw = {k: settings[k] for k in SETTINGS if k in settings}
     for key, v in run_kw.items():
-        if not _is(v, SETTINGS[key]) or (SETTINGS[key] is int and v < 1):
+        if not _is(v, SETTINGS[key]) or (SETTINGS[key] is int and v < (0 if key == "subset_seed" else 1)):
             raise UsageError(f"{where} [settings] {key}: expected a {'positive ' * (SETTINGS[key] is int)}"
                              f"{SETTINGS[key].__name__}, got {v!r}")
     sets = run_kw.pop("set", [])
