@@ -67,56 +67,34 @@ class _Keep:
 def cmd_images(args) -> int:
     import torch
 
+    from harness.build import build
+    from harness.commands.run import spec_from_options
     from harness.core.geometry import flat_norm
     from harness.core.progress import set_quiet
-    from harness.core.registry import ATTACKS, DATASETS, DEFENSES
     from harness.plugins import load_builtins
 
-    from ..assembly import (
-        build_defenses,
-        build_plugins,
-        check_model,
-        defense_context,
-        load_model,
-        pick_device,
-        require_positive,
-        resolve_norm,
-    )
-    from ..config import Overrides, parse_eps, parse_instances
-    from ..data import load
     from ..engine import cell_seed
     from ..threat import resolve_threat, run_cell, within_budget
     from . import NORM_TEXT, image_grid
 
     set_quiet(args.quiet)
     load_builtins()
-    overrides = Overrides(args.set)
-    [attack_inst] = parse_instances(ATTACKS, [args.attack], "--attack")
-    [defense_inst] = parse_instances(DEFENSES, [args.defense], "--defense")
-    entry = ATTACKS.get(attack_inst[1])
-    if args.model is not None:
-        check_model(args.model, args.arch)
-    require_positive(n=args.n)
-    norm = resolve_norm(args, [entry])
-    data = load(args.dataset, args.split or "test", args.data_dir,
-                **overrides.for_plugin(DATASETS, args.dataset)).take(args.n)
-    eps = parse_eps(args.eps) if args.eps is not None else data.default_eps[norm]
-    device = pick_device(args.device)
-    torch.manual_seed(args.seed)
-    [(dname, defense)] = build_defenses([defense_inst], overrides, norm, [eps], defense_context(args, data))
-    [(aname, attack)] = build_plugins(ATTACKS, [attack_inst], overrides, {"norm": norm, "eps": eps})
-    model, model_name = load_model(args.model, args.arch, data, overrides, device, args.quiet, args.data_dir)
-    overrides.check_all_used()
-    model = model.to(device).eval()
+    options = {"defense": [args.defense], "attack": [args.attack], "model": args.model, "arch": args.arch,
+               "dataset": args.dataset, "data_dir": args.data_dir, "split": args.split, "n": args.n,
+               "subset": "first", "eps": [args.eps] if args.eps is not None else None, "norm": args.norm,
+               "seed": args.seed, "device": args.device, "set": args.set}
+    run = build(spec_from_options(options))  # the run's own assembly: the same model, data, plugins and seeds
+    [(dname, defense)], [(aname, attack)] = run.defenses, run.attacks
+    model, model_name, data, device, norm, eps = run.model, run.model_name, run.data, run.device, run.norm, run.eps_list[0]
     for p in model.parameters():
         p.requires_grad_(False)
     if isinstance(defense, torch.nn.Module):
         defense.to(device).eval()
     x, y = data.x.to(device), data.y.to(device)
-    torch.manual_seed(cell_seed(args.seed, dname, "prepare", 0))  # the seeds of a run's first batch
+    torch.manual_seed(cell_seed(args.seed, run.identities[dname], "prepare", 0))  # the seeds of a run's first batch
     x_r = defense.prepare(model, x, y).detach().to(x.dtype)
     pred_r = defense.classify(model, x_r)
-    torch.manual_seed(cell_seed(args.seed, dname, aname, 0))
+    torch.manual_seed(cell_seed(args.seed, run.identities[dname], run.identities[aname], 0))
     keep = _Keep(attack)
     run_cell(defense, model, keep, resolve_threat(defense, attack), x, x_r, y, pred_r == y)
     x_adv = x_r.clone()
