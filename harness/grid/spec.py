@@ -42,7 +42,7 @@ class Cell:
     labels: dict  # axis -> value as shown in the tables ("" for a set value left out)
 
     def run_spec(self):
-        """The cell's ``RunSpec``: the same spec ``harness run`` with these options makes (no argv in between)."""
+        """The cell's ``RunSpec``: the same spec ``harness run`` with these options makes (no command line in between)."""
         from harness.commands.run import spec_from_options
 
         return spec_from_options(self.options)
