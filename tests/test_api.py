@@ -165,3 +165,13 @@ def test_from_refuses_other_flags(tmp_path, capsys):
     first = run(tmp_path, "first", "--attack", "fgsm", "--n", "10")
     assert main(["run", "--from", str(first / "run.json"), "--n", "20", "--out", str(tmp_path / "x")]) == 2
     assert "--n cannot be given" in capsys.readouterr().err
+
+
+def test_n_on_the_class_ordered_cifar_folder_spans_the_classes():
+    shared = REPO.parent / "shared" / "data"
+    if not (shared / "cifar10_test_images").is_dir():
+        pytest.skip(f"needs the CIFAR-10 test images in {shared} (absent)")
+    _, y = harness.load_data("cifar10", data_dir=str(shared), n=20)
+    assert len(set(y.tolist())) >= 8
+    _, first = harness.load_data("cifar10", data_dir=str(shared), n=20, subset="first")
+    assert len(set(first.tolist())) == 1  # what --n used to do: 20 airplanes
