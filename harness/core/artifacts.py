@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,6 +29,7 @@ from pathlib import Path
 import torch
 
 from . import resume
+from .atomic import atomic_save
 
 SHIPPED_DIR = Path(__file__).resolve().parents[1] / "weights"
 
@@ -73,24 +73,6 @@ def sha256_file(path: str | Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
-
-
-def atomic_save(state: dict, path: str | Path) -> None:
-    """``torch.save`` to a temporary name beside ``path``, then rename: a crash never leaves half a file.  Saved
-    through a file object, so the archive's inner folder is ``archive`` (not the temporary name): the same
-    state dict gives the same bytes."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(state, f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def safe_load(path: str | Path, map_location: str | torch.device = "cpu") -> dict:

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import torch
 
+from .atomic import atomic_save
 from .errors import UsageError
 
 FORMAT = "harness-training-checkpoint/1"
@@ -139,8 +140,6 @@ class Session:
         """Write the phases so far, ``record`` the state of phase ``index``; ``final``: the phase is over (its
         record is copied, so that later phases training the same objects do not change it)."""
         self.records[index] = copy.deepcopy(record) if final else record
-        from .artifacts import atomic_save  # the one atomic write (artifacts imports this module)
-
         atomic_save({"format": FORMAT, "key": self.key, "phases": self.records[:index + 1]}, self.path)
 
     def discard(self) -> None:
