@@ -11,10 +11,11 @@ Everything under ``torch.no_grad()`` on one thread; rounds interleave the candid
 round of each is kept; ratios use process CPU time (far steadier than wall-clock on a shared machine).
 Ratios go to stdout and ``extra_info``; the assertion only catches gross (about 10x) regressions.
 
-Floating-point-sound margins (``sound=True``, ``harness.bounds.sound``: a float64 copy of the model, the bound in
-float64, the magnitude pass of the rounding margin) on the SmallCNN case, one thread on the shared 2-core Xeon:
-ibp_sound/ibp 5.9, crown-ibp_sound/crown-ibp 4.3 (43 vs 7.3 ms and 233 vs 55 ms per 64 images): the price of
-certificates that hold under rounding, which the certifiers pay by default (``sound=false`` opts out).
+Floating-point-sound margins (``sound=True``, ``harness.bounds.sound``: a float64 copy of the model, the enclosures
+widened by their rounding error, the float64 bound with its error account) on the SmallCNN case, one thread on the
+shared 2-core Xeon: ibp_sound/ibp 9.3, crown-ibp_sound/crown-ibp 5.8 (64 vs 6.9 ms and 293 vs 51 ms per 64
+images): the price of certificates that hold under rounding, which the certifiers pay by default
+(``sound=false`` opts out).
 """
 from __future__ import annotations
 

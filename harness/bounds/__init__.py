@@ -60,17 +60,23 @@ def lower_bounds(graph: Graph, region: InputSet, C: torch.Tensor, method: str = 
     if C.shape[-1] != math.prod(shapes[-1]):
         raise ValueError(f"C has shape {tuple(C.shape)} but the network outputs {tuple(shapes[-1])} per sample")
     C = C.reshape(*C.shape[:2], *shapes[-1])
+    check_method(graph, region, C, method, beta=beta, intersect_ibp=intersect_ibp)
+    if method == "ibp":
+        return ibp_lower(graph, region, C, shapes)[1]
+    if method == "crown":
+        return crown_lower(graph, region, C, shapes, lower_slope, intersect_ibp)
+    return crown_ibp_lower(graph, region, C, shapes, lower_slope, beta)
+
+
+def check_method(graph: Graph, region: InputSet, C: torch.Tensor, method: str, *, beta: float = 1.0,
+                 intersect_ibp: bool = False, lower_slope: LowerSlope = "adaptive") -> None:
+    """ValueError unless ``method`` is known and takes the options given."""
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if beta != 1.0 and method != "crown-ibp":
         raise ValueError("beta mixes CROWN-IBP with IBP; it needs method='crown-ibp'")
     if intersect_ibp and method != "crown":
         raise ValueError("intersect_ibp applies to method='crown'")
-    if method == "ibp":
-        return ibp_lower(graph, region, C, shapes)[1]
-    if method == "crown":
-        return crown_lower(graph, region, C, shapes, lower_slope, intersect_ibp)
-    return crown_ibp_lower(graph, region, C, shapes, lower_slope, beta)
 
 
 def specification(C: torch.Tensor | None, outputs: int, like: torch.Tensor) -> torch.Tensor:
@@ -135,7 +141,7 @@ def margin_bounds(model: nn.Module | Graph, x: torch.Tensor, y: torch.Tensor, ep
     classes = math.prod(graph.shapes(x)[-1])
     C = margin_matrix(y, classes, x.dtype)
     if sound:
-        return sound_lower_bounds(model, x, eps, C, norm, method, normalize, lower_bounds, **options)
+        return sound_lower_bounds(model, x, eps, C, norm, method, normalize, check_method, **options)
     return lower_bounds(graph, ball(x, eps, norm), C, method, **options)
 
 
