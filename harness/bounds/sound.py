@@ -63,7 +63,8 @@ def exact_sum(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
 
 
 def outward(lower: torch.Tensor, upper: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    return torch.nextafter(lower, torch.full_like(lower, -math.inf)), torch.nextafter(upper, torch.full_like(upper, math.inf))
+    down, up = torch.full_like(lower, -math.inf), torch.full_like(upper, math.inf)
+    return torch.nextafter(lower, down), torch.nextafter(upper, up)
 
 
 def enclosing_box(lower: torch.Tensor, upper: torch.Tensor) -> Box:
@@ -198,7 +199,8 @@ def sound_crown_ibp(graph: Graph, region: InputSet, C: torch.Tensor, shapes: lis
         raise ValueError(f"beta must be in [0, 1], got {beta}")
     enc = Enclosures(graph, region)
     start = graph.affine_tail_start()
-    ibp = sound_pass(graph, enc, enc.inputs.get(start, enc.output), C, len(graph), shapes, {}, start) if beta < 1 else None
+    tail = enc.inputs.get(start, enc.output)
+    ibp = sound_pass(graph, enc, tail, C, len(graph), shapes, {}, start) if beta < 1 else None
     if beta == 0:
         return ibp
     plain = interval_bounds(graph, region, start)[0]
