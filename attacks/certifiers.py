@@ -4,6 +4,9 @@
 2018): a sample is certified iff every margin lower bound z_y - z_j (j != y) over the eps-ball around the image the
 attacker is handed (x for no defense, x_r for a preemptive one: what A5 certifies) is positive.  The engine then
 reports certified accuracy (``certified_acc`` in results.csv) and checks that no attack breaks a certified sample.
+``sound`` (default on): the margins are bounded in float64 minus a bound on the rounding error, so a certificate
+holds under floating-point arithmetic (``harness.bounds.sound``); ``sound=false`` certifies on the float32 bounds
+(faster; a margin within about 1e-6 of 0 may then be no certificate).
 """
 from __future__ import annotations
 
@@ -18,14 +21,16 @@ from harness.core.registry import ATTACKS
 
 
 class BoundCertifier(Attack):
-    """Certify each sample with the ``method`` bounds over B_eps(x) ∩ [0, 1] (Linf) or B_eps(x) (L2)."""
+    """Certify each sample with the ``method`` bounds over B_eps(x) ∩ [0, 1] (Linf) or B_eps(x) (L2); ``sound``:
+    bounds that hold under floating-point rounding (``harness.bounds.sound``)."""
 
     certifies = True
     method: ClassVar[str] = "ibp"
 
-    def __init__(self, norm: Literal["linf", "l2"] | None = None, eps: float = 0.0, threat: str | None = None):
+    def __init__(self, norm: Literal["linf", "l2"] | None = None, eps: float = 0.0, threat: str | None = None,
+                 sound: bool = True):
         self.set_budget(norm or self.norms[0], eps)
-        self.threat = threat
+        self.threat, self.sound = threat, bool(sound)
 
     def perturb(self, model, x: torch.Tensor, y: torch.Tensor, **kw) -> torch.Tensor:
         return x.detach().clone()
@@ -33,7 +38,8 @@ class BoundCertifier(Attack):
     def run(self, model, x: torch.Tensor, y: torch.Tensor, **kw) -> AttackResult:
         try:
             with torch.no_grad():
-                ok = bounds.certified(model, x.detach(), y, self.eps, norm=self.norm, method=self.method)
+                ok = bounds.certified(model, x.detach(), y, self.eps, norm=self.norm, method=self.method,
+                                      sound=self.sound)
         except TypeError as err:  # a layer the bounds cannot read (a purifier network, say)
             raise UsageError(f"certify_{self.method.replace('-', '_')}: {str(err).splitlines()[0]}") from None
         return AttackResult(x.detach().clone(), extra={"certified": ok.float()})

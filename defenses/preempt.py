@@ -45,7 +45,7 @@ from harness.core.errors import UsageError
 from harness.core.geometry import ascent_direction, flat_norm, project, random_in_ball
 from harness.core.progress import bar
 from harness.core.registry import DEFENSES, RECIPES
-from harness.core.training import eps_ramp
+from harness.core.training import StatefulBatch, eps_ramp
 
 # Outer learning rates beta.  Linf (RMSProp in tanh space, scale-free in delta): 0.1 (appendix C.1, CIFAR-10 and
 # ImageNet).  L2 (raw-gradient descent, so beta depends on the gradient scale): 0.001 for CIFAR-10 (appendix C.1);
@@ -321,4 +321,4 @@ def preempt_robust(norm: Literal["linf", "l2"] = "linf", eps: float = 0.1, delta
         attack = PGD(norm=norm, eps=f * eps, steps=steps, alpha=None if alpha is None else f * alpha, early_stop=False)
         return attack.iterate(model, x_r.detach(), y)
 
-    return make_batch
+    return StatefulBatch(make_batch, budget)

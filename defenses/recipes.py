@@ -10,7 +10,7 @@ from typing import Literal
 
 from attacks.pgd import pgd
 from harness.core.registry import RECIPES
-from harness.core.training import BatchFn, eps_ramp
+from harness.core.training import BatchFn, StatefulBatch, eps_ramp
 
 from .adversarial_training import with_early_stopping
 
@@ -24,7 +24,7 @@ def standard() -> BatchFn:
 def pgd_at(norm: Literal["linf", "l2"] = "linf", eps: float = 0.1, steps: int = 10, alpha: float | None = None,
            ramp: int = 0, early_stop: bool = False, val: float = 0.1) -> BatchFn:
     """Train on K-step PGD examples (random start, step eps/4 by default, as in appendix C.1); ``ramp``: batches
-    over which the budget warms up linearly from 0 (``eps_ramp``).  ``early_stop``: keep the epoch with the best
+    over which the budget warms up linearly from 0 (``eps_ramp``, checkpointed with the training).  ``early_stop``: keep the epoch with the best
     PGD accuracy on ``val`` of the split held out (Rice et al. 2020; ``adversarial_training.EarlyStopping``)."""
     budget = eps_ramp(eps, ramp)
 
@@ -32,4 +32,5 @@ def pgd_at(norm: Literal["linf", "l2"] = "linf", eps: float = 0.1, steps: int = 
         e = budget()
         return pgd(model, x, y, norm=norm, eps=e, steps=steps, alpha=None if alpha is None else alpha * e / eps)
 
+    make_batch = StatefulBatch(make_batch, budget)
     return with_early_stopping(make_batch, norm=norm, eps=eps, val=val) if early_stop else make_batch

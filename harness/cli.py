@@ -105,7 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--target-model", default=None, help="the classifier a purifier is trained for (zoo name or PATH with --arch)")
     t.add_argument("--epochs", type=int, default=None, help="epochs (default: 15 for recipes, the purifier's own)")
     t.add_argument("--lr", type=float, default=None, help="learning rate (default: the recipe's own; SGD 0.1)")
-    t.add_argument("--out", required=True, help="checkpoint path to write")
+    t.add_argument("--out", required=True, help="checkpoint path to write (OUT.partial.pt holds the epochs done "
+                                                "until it is written: the same command resumes there)")
+    t.add_argument("--restart", action="store_true",
+                   help="discard OUT.partial.pt (an interrupted, damaged or other training's checkpoint) and start over")
     common(t)
 
     ce = sub.add_parser("certify", help="CERTIFY a smoothed classifier over a dataset (Cohen et al. 2019)")

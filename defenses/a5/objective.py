@@ -26,12 +26,13 @@ LOWER_SLOPE = "same-slope"  # the official BoundedModule's bound_opts
 
 
 def margin_lower(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, bound: str = "crown-ibp",
-                 mix: float = 0.0, lower_slope=LOWER_SLOPE) -> torch.Tensor:
+                 mix: float = 0.0, lower_slope=LOWER_SLOPE, sound: bool = False) -> torch.Tensor:
     """Lower bounds (B, classes - 1) of the margins over B_eps(x) ∩ [0, 1] (A5 eq. 1, official ``c`` rows).
 
     ``bound="crown-ibp"``: ``mix * CROWN-IBP + (1 - mix) * IBP`` (Zhang et al. 2020, sec. 3; official
     ``lb = clb * f + ilb * (1 - f)``, IBP alone when f < 1e-5).  ``eps == 0``: the exact margins of ``model(x)``.
-    Differentiable in ``x`` and in the model's parameters."""
+    Differentiable in ``x`` and in the model's parameters, except with ``sound`` (float64 bounds that hold under
+    floating-point rounding, ``harness.bounds.sound``: for certificates, not training)."""
     if bound not in BOUNDS:
         raise ValueError(f"bound must be one of {BOUNDS}, got {bound!r}")
     if eps <= 0:
@@ -39,10 +40,11 @@ def margin_lower(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float,
         C = margin_matrix(y, logits.shape[1], logits.dtype)
         return torch.einsum("bmk,bk->bm", C, logits)
     if bound == "ibp" or (bound == "crown-ibp" and mix < 1e-5):
-        return margin_bounds(model, x, y, eps, method="ibp")
+        return margin_bounds(model, x, y, eps, method="ibp", sound=sound)
     if bound == "crown":
-        return margin_bounds(model, x, y, eps, method="crown", lower_slope=lower_slope)
-    return margin_bounds(model, x, y, eps, method="crown-ibp", beta=min(float(mix), 1.0), lower_slope=lower_slope)
+        return margin_bounds(model, x, y, eps, method="crown", lower_slope=lower_slope, sound=sound)
+    return margin_bounds(model, x, y, eps, method="crown-ibp", beta=min(float(mix), 1.0), lower_slope=lower_slope,
+                         sound=sound)
 
 
 def worst_case_ce(lb: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
@@ -110,14 +112,15 @@ def mix_factor(eps_now: float, eps: float) -> float:
 
 @torch.no_grad()
 def certify(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, methods=("ibp", "crown-ibp"),
-            batch: int = 200) -> dict[str, torch.Tensor]:
+            batch: int = 200, sound: bool = True) -> dict[str, torch.Tensor]:
     """Per-sample masks: ``clean`` (correct on x) and, per method, certified at ``eps`` (every margin lower bound
     > 0, the official ``ver_err`` counts ``lb < 0``; A5 Definition 1).  "ibp" is what the official test reports
-    (f = 0); "crown-ibp" is the pure CROWN-IBP bound (f = 1), "crown" full CROWN (small networks only)."""
+    (f = 0); "crown-ibp" is the pure CROWN-IBP bound (f = 1), "crown" full CROWN (small networks only).
+    ``sound``: certificates that hold under floating-point rounding (``harness.bounds.sound``)."""
     out = {"clean": torch.cat([model(x[i:i + batch]).argmax(1) == y[i:i + batch] for i in range(0, len(x), batch)])}
     for m in methods:
         mix = 1.0 if m == "crown-ibp" else 0.0
-        out[m] = torch.cat([(margin_lower(model, x[i:i + batch], y[i:i + batch], eps, m, mix) > 0).all(1)
+        out[m] = torch.cat([(margin_lower(model, x[i:i + batch], y[i:i + batch], eps, m, mix, sound=sound) > 0).all(1)
                             for i in range(0, len(x), batch)])
     return out
 

@@ -33,6 +33,8 @@ from harness.data.fonts import Acquisition, acquisitions, alphabet
 
 from .objective import BOUNDS, certify, margin_lower, perturb, worst_case_ce
 
+CHECKPOINT_EVERY = 10  # steps between checkpoints inside a training session (``harness.core.resume``)
+
 __all__ = ["Acquisition", "acquisitions", "alphabet", "evaluate_physical", "fonts_cnn", "physical_loss",
            "robust_prototypes", "train_physical"]
 
@@ -102,9 +104,9 @@ def train_physical(C: nn.Module, w: torch.Tensor, eps: float, delta: float, *, s
 
     try:
         with torch_threads(TRAIN_THREADS), torch.enable_grad():
-            train_epochs(len(w), step, opt, sched, epochs=steps,
-                         batch_size=len(w), gen=gen, desc="A5/PC" if train_classifier else "A5/P", quiet=quiet,
-                         log=history)
+            train_epochs(len(w), step, opt, sched, epochs=steps, batch_size=len(w), gen=gen,
+                         keep={"z": z, "classifier": C}, every=CHECKPOINT_EVERY,
+                         desc="A5/PC" if train_classifier else "A5/P", quiet=quiet, log=history)
     finally:
         for p, flag in saved:
             p.requires_grad_(flag)

@@ -9,7 +9,8 @@ weighs the natural loss (CROWN-IBP's kappa, Zhang et al. 2020 eq. 7) and mixes t
 (``objective.a5_loss``): kappa and the CROWN-IBP beta both fall from 1 to 0 over the ramp and are 0 after it.
 ``eps = 0`` trains on the natural loss alone (the paper's unprotected ``eps_A^C = 0`` classifier).
 
-Conventions of ``harness.core.training.fit``: seeded (``torch.manual_seed(seed)`` and a seeded generator for the
+Conventions of ``harness.core.training.fit``: checkpointed after every epoch inside a training session
+(``harness.core.resume``; the eps ramp's position is the batch count, epoch x batches per epoch), seeded (``torch.manual_seed(seed)`` and a seeded generator for the
 shuffling), one CPU thread (``torch_threads(TRAIN_THREADS)``, so cached weights do not depend on who trained
 them), the model handed back in eval mode.  ``fit`` itself cannot train CROWN-IBP (its loss is CE on a batch), so
 the recipe ``crown-ibp`` returns a trainer with its own ``fit`` (``CrownIBPTrainer``).
@@ -27,6 +28,7 @@ from harness.core.artifacts import TRAIN_THREADS, torch_threads
 from harness.core.errors import UsageError
 from harness.core.progress import bar
 from harness.core.registry import RECIPES
+from harness.core.resume import Epochs
 from harness.core.training import OwnLoop
 
 from .models import Robustifier
@@ -86,15 +88,23 @@ def train_a5(classifier: nn.Module, data, eps: float, *, epochs: int, robustifie
     torch.manual_seed(seed)
     opt = torch.optim.RMSprop(params, lr=lr)
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[int(m) for m in milestones], gamma=gamma)
-    n_batches, step = per_epoch(len(x), batch_size), 0
-    epochs_bar = bar(epochs, desc) if not quiet else None
+    n_batches = per_epoch(len(x), batch_size)
+    history: list[dict] = []  # the per-epoch log, kept with the checkpoint so that a resumed run logs every epoch
+    keep = {**{f"net{i}": net for i, (net, _) in enumerate(nets)}, "optimizer": opt, "scheduler": sched,
+            "generator": gen}
+    run = Epochs(epochs, keep, log=history)
+    if log is not None:
+        for record in history:
+            log(record)
+    epochs_bar = bar(epochs, desc, initial=run.start) if not quiet else None
     try:
         with torch_threads(TRAIN_THREADS), torch.enable_grad():
-            for epoch in range(epochs):
+            for epoch in run:
                 for net, _ in nets:  # no dropout / batch norm in the A5 networks: the mode only matters for others
                     net.train()
                 perm = torch.randperm(len(x), generator=gen)
                 sums: dict[str, float] = {}
+                step = epoch * n_batches  # the eps schedule's position: batches trained so far
                 for i in range(0, len(x), batch_size):
                     idx = perm[i:i + batch_size]
                     xb, yb = random_shift(x[idx], augment_pad, gen).to(device), y[idx].to(device)
@@ -109,8 +119,9 @@ def train_a5(classifier: nn.Module, data, eps: float, *, epochs: int, robustifie
                     for k, v in {"loss": float(loss.detach()), "eps": eps_t, "f": f, **stats}.items():
                         sums[k] = sums.get(k, 0.0) + v
                 sched.step()
+                history.append({"epoch": epoch + 1, **{k: v / n_batches for k, v in sums.items()}})
                 if log is not None:
-                    log({"epoch": epoch + 1, **{k: v / n_batches for k, v in sums.items()}})
+                    log(history[-1])
                 if epochs_bar is not None:
                     epochs_bar.update()
                     epochs_bar.set_postfix(loss=f"{sums['loss'] / n_batches:.3f}", eps=f"{eps_t:.3f}")

@@ -57,6 +57,7 @@ class FreeTraining(Recipe):
         if self.delta is None or len(self.delta) < n:  # zeros of the batch size, made on the first minibatch
             self.delta = torch.zeros(max(n, getattr(self, "_batch_size", n)), *x.shape[1:], device=x.device,
                                      dtype=x.dtype)
+        self.delta = self.delta.to(x.device)  # a no-op but after a resumed checkpoint (read on the CPU)
         model.train()
         delta = self.delta[:n].clone().requires_grad_(True)
         loss = F.cross_entropy(model((x + delta).clamp(0, 1)), y)
@@ -67,6 +68,13 @@ class FreeTraining(Recipe):
                                        self.norm, self.eps)
         opt.step()
         return loss.detach()
+
+    def state_dict(self) -> dict:
+        """delta, carried across minibatches and epochs: a resumed training goes on with it."""
+        return {"delta": self.delta}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.delta = state["delta"]
 
 
 @RECIPES.register("free", "Free adversarial training (Shafahi et al. 2019): m replays per minibatch, one backward for weights and delta",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -14,7 +14,10 @@ from attacks.pgd import pgd
 from harness.core.counting import PassCounter
 from harness.core.errors import UsageError
 from harness.core.geometry import NORMS
+from harness.core.resume import Epochs, Stateful
 from harness.core.training import BatchFn, OwnLoop
+
+from .trained import Books, Trained
 
 # ---------------------------------------------------------------------------------------------------------------
 # Early stopping
@@ -74,34 +77,6 @@ class EarlyStopping:
         return clean / len(x), robust / len(x)
 
 
-@dataclass
-class Trained:
-    """What ``train`` hands back: the model (eval mode; with early stopping, the best epoch's weights) and its cost.
-
-    ``forwards``/``backwards``: per-sample passes through the model in training (the teacher's of ``pseudo-label``
-    included, ``extra`` says which); ``eval_*``: those of the held-out evaluation.  ``history``: per epoch (clean,
-    robust) held-out accuracy; ``best_epoch`` (1-based) and ``last_state`` (the final weights) with early stopping.
-    """
-
-    model: nn.Module
-    n_train: int
-    epochs: int
-    updates: int
-    forwards: int = 0
-    backwards: int = 0
-    eval_forwards: int = 0
-    eval_backwards: int = 0
-    history: list[tuple[float, float]] = field(default_factory=list)
-    best_epoch: int | None = None
-    last_state: dict | None = None
-    extra: dict = field(default_factory=dict)
-
-    def per_image(self, n: int | None = None) -> tuple[float, float]:
-        """Training passes per image of the training split (``n``; default the images trained on)."""
-        n = n or self.n_train
-        return self.forwards / n, self.backwards / n
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # Checks
 
@@ -124,9 +99,10 @@ def check_steps(name: str, steps: int, alpha: float | None) -> None:
 # Recipes and the loop
 
 
-class Recipe(OwnLoop):
+class Recipe(OwnLoop, Stateful):
     """A training recipe with its own step.  Subclasses implement ``update`` (one weight update on a minibatch,
-    without ``sched.step()``) and, where the loss is CE on a crafted batch, ``make_batch``.
+    without ``sched.step()``) and, where the loss is CE on a crafted batch, ``make_batch``; a recipe that carries
+    state from one minibatch to the next (Free's perturbation) hands it to the checkpoint (``Stateful``).
 
     ``replays``: weight updates per minibatch (Free's m; else 1); ``passes(epochs)``: passes over the data.
     ``early_stop``: an ``EarlyStopping`` or None.  ``last``: the ``Trained`` of the latest ``fit``.
@@ -199,6 +175,13 @@ class BatchRecipe(Recipe):
     def make_batch(self, model, x, y):
         return self._make_batch(model, x, y)
 
+    def state_dict(self) -> dict:  # an eps ramp's position (``StatefulBatch``)
+        return self._make_batch.state_dict() if isinstance(self._make_batch, Stateful) else {}
+
+    def load_state_dict(self, state: dict) -> None:
+        if isinstance(self._make_batch, Stateful):
+            self._make_batch.load_state_dict(state)
+
 
 def as_recipe(recipe: Recipe | BatchFn) -> Recipe:
     return recipe if isinstance(recipe, Recipe) else BatchRecipe(recipe)
@@ -233,9 +216,11 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, recipe: Recipe | B
         total = passes * steps_per_epoch * replays
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / total)))
         result = Trained(model, n_train=len(x), epochs=passes, updates=total, extra=dict(getattr(recipe, "extra", {})))
-        best_robust, best_state = -1.0, None
-        bar = tqdm(range(passes), desc=desc, disable=quiet, leave=False)
-        for epoch in bar:
+        books = Books(result, counter)
+        run = Epochs(passes, {"model": model, "optimizer": opt, "scheduler": sched, "generator": gen,
+                              "recipe": recipe, "books": books})
+        bar = tqdm(total=passes, initial=run.start, desc=desc, disable=quiet, leave=False)
+        for epoch in run:
             perm = torch.randperm(len(x), generator=gen)
             for i in range(0, len(x), batch_size):
                 idx = perm[i:i + batch_size]
@@ -252,10 +237,13 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, recipe: Recipe | B
                 result.eval_backwards += after[1] - before[1]
                 counter.forwards, counter.backwards = before
                 result.history.append((clean, robust))
-                if robust > best_robust:
-                    best_robust, best_state, result.best_epoch = robust, clone_state(model), epoch + 1
+                if robust > books.best_robust:
+                    books.best_robust, books.best_state, result.best_epoch = robust, clone_state(model), epoch + 1
                 postfix["val_robust"] = f"{robust:.3f}"
+            bar.update()
             bar.set_postfix(**postfix)
+        bar.close()
+        best_state = books.best_state
         result.forwards, result.backwards = counter.counts
         result.forwards += result.extra.get("teacher_forwards", 0)
         result.backwards += result.extra.get("teacher_backwards", 0)

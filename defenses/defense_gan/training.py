@@ -8,6 +8,7 @@ from torch import nn
 from harness.core.artifacts import TRAIN_THREADS, torch_threads
 from harness.core.errors import UsageError
 from harness.core.progress import bar
+from harness.core.resume import Epochs
 
 from .networks import Critic, Generator
 
@@ -21,6 +22,7 @@ TRAIN_DEFAULTS: dict[str, dict] = {
               "lr": 2e-4, "beta1": 0.5, "beta2": 0.9, "seed": 0},
 }
 TRAIN_SPLIT = {"mnist": "test-train"}  # default "train"
+CHECKPOINT_EVERY = 100  # generator iterations between checkpoints (a few seconds of digits training)
 
 # The official MNIST training settings (models/gan.py, experiments/cfgs/gans/mnist.yml).  Documented, not run.
 PAPER_TRAINING = {"mode": "wgan-gp", "latent_dim": 128, "iters": 30000, "batch_size": 32, "critic_iters": 5,
@@ -68,7 +70,9 @@ def train_generator(data, iters: int | None = None, *, dataset: str = "digits", 
     "G trained on unperturbed training samples".  Settings: ``TRAIN_DEFAULTS[dataset]`` overridden by ``settings``
     (``iters``: generator iterations).  One thread, seeded by ``seed``: reproducible on a machine; the caller's RNG
     and thread count are left as they were.  ``log`` receives (iteration, critic loss, -W estimate) every 100
-    iterations.  Returns G in eval mode without parameter gradients."""
+    iterations.  Inside a training session (``harness.core.resume``) G, D, both optimisers and the RNG are
+    checkpointed every ``CHECKPOINT_EVERY`` generator iterations.  Returns G in eval mode without parameter
+    gradients."""
     cfg = resolve_settings(dataset, **({"iters": iters} if iters is not None else {}), **settings)
     x = data.x if hasattr(data, "x") else (data[0] if isinstance(data, (tuple, list)) else data)
     x = x.to(device)
@@ -84,8 +88,10 @@ def train_generator(data, iters: int | None = None, *, dataset: str = "digits", 
         opt_g = torch.optim.Adam(g.parameters(), cfg["lr"], betas=betas)
         opt_d = torch.optim.Adam(d.parameters(), cfg["lr"], betas=betas)
         bs, n = cfg["batch_size"], len(x)
-        with (_nullbar() if quiet else bar(cfg["iters"], "defense_gan: WGAN-GP")) as pbar:
-            for it in range(cfg["iters"]):
+        run = Epochs(cfg["iters"], {"generator": g, "critic": d, "opt_g": opt_g, "opt_d": opt_d}, log=log,
+                     every=CHECKPOINT_EVERY)
+        with (_nullbar() if quiet else bar(cfg["iters"], "defense_gan: WGAN-GP", initial=run.start)) as pbar:
+            for it in run:
                 for _ in range(cfg["critic_iters"]):
                     real = x[torch.randint(0, n, (bs,), device=device)]
                     with torch.no_grad():

@@ -11,6 +11,7 @@ from torch import nn
 
 from attacks.pgd import PGD
 from harness.core.errors import UsageError
+from harness.core.resume import Stateful
 from harness.core.training import train_epochs
 
 from ..safe_spot import search
@@ -53,6 +54,33 @@ def oe_loss(logits_in: torch.Tensor, y: torch.Tensor, logits_out: torch.Tensor, 
 OBJECTIVES = ("standard", "oe", "safe_spot")
 
 
+class Outliers(Stateful):
+    """Outlier batches of ``size`` cycling through a fresh permutation of ``x`` (drawn from ``gen``) whenever it runs
+    out; its position is checkpointed with the training."""
+
+    def __init__(self, x: torch.Tensor, size: int, gen: torch.Generator, device):
+        self.x, self.size, self.gen, self.device = x, size, gen, device
+        self.perm, self.pos = None, 0
+
+    def next(self) -> torch.Tensor:
+        take = []
+        need = min(self.size, len(self.x))
+        while need > 0:
+            if self.perm is None or self.pos >= len(self.perm):
+                self.perm, self.pos = torch.randperm(len(self.x), generator=self.gen), 0
+            part = self.perm[self.pos:self.pos + need]
+            self.pos += len(part)
+            need -= len(part)
+            take.append(part)
+        return self.x[torch.cat(take)].to(self.device)
+
+    def state_dict(self) -> dict:
+        return {"perm": self.perm, "pos": self.pos}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.perm, self.pos = state["perm"], int(state["pos"])
+
+
 def train_ood(model: nn.Module, x_in: torch.Tensor, y_in: torch.Tensor, x_out: torch.Tensor | None,
               objective: Literal["standard", "oe", "safe_spot"] = "safe_spot", *, epochs: int = 15, lr: float = 0.1,
               batch_size: int = 128, out_batch_size: int = 256, weight_decay: float = 5e-4, seed: int = 0,
@@ -85,20 +113,7 @@ def train_ood(model: nn.Module, x_in: torch.Tensor, y_in: torch.Tensor, x_out: t
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
     steps_per_epoch = math.ceil(len(x_in) / batch_size)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / (epochs * steps_per_epoch))))
-    out_perm, out_pos = None, 0
-
-    def next_outliers():
-        nonlocal out_perm, out_pos
-        take = []
-        need = min(out_batch_size, len(x_out))
-        while need > 0:
-            if out_perm is None or out_pos >= len(out_perm):
-                out_perm, out_pos = torch.randperm(len(x_out), generator=gen), 0
-            part = out_perm[out_pos:out_pos + need]
-            out_pos += len(part)
-            need -= len(part)
-            take.append(part)
-        return x_out[torch.cat(take)].to(device)
+    outliers = Outliers(x_out, out_batch_size, gen, device) if use_out else None
 
     def spot_adversarial(xb, yb):  # x_a* of section 3.5: S-FGSM/S-PGD towards yb, then PGD up CE(., yb)
         x_s = search(model, xb, yb, search_method, norm, delta, search_steps, None, True)
@@ -106,7 +121,7 @@ def train_ood(model: nn.Module, x_in: torch.Tensor, y_in: torch.Tensor, x_out: t
 
     def step(idx):
         xb, yb = x_in[idx].to(device), y_in[idx].to(device)
-        xo = next_outliers() if use_out else None
+        xo = outliers.next() if use_out else None
         model.eval()
         if objective == "safe_spot":
             xa = spot_adversarial(xb, yb).detach()
@@ -124,7 +139,9 @@ def train_ood(model: nn.Module, x_in: torch.Tensor, y_in: torch.Tensor, x_out: t
                         model(xoa) if use_out and lam != 0 else None, c_out if use_out and lam != 0 else None, gamma, lam)
 
     log = [] if history is not None else None
-    train_epochs(len(x_in), step, opt, sched, epochs=epochs, batch_size=batch_size, gen=gen, quiet=True, log=log,
+    keep = {"model": model, **({"outliers": outliers} if use_out else {})}
+    train_epochs(len(x_in), step, opt, sched, epochs=epochs, batch_size=batch_size, gen=gen, keep=keep, quiet=True,
+                 log=log,
                  desc=f"train_ood ({objective})")
     if history is not None:  # the terms only, as before ("loss" is their weighted sum)
         history += [{k: v for k, v in epoch.items() if k != "loss"} for epoch in log]

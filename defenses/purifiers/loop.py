@@ -101,7 +101,8 @@ def _fit(method: Method, ctx: Context, x: torch.Tensor, y: torch.Tensor, quiet: 
         loss, terms = method.loss(ctx, xt, xb, yb)
         return loss, {k: torch.as_tensor(v) for k, v in terms.items()}
 
-    train_epochs(len(x_in), step, opt, sched, epochs=epochs, batch_size=bs, gen=gen, quiet=quiet, log=log,
+    train_epochs(len(x_in), step, opt, sched, epochs=epochs, batch_size=bs, gen=gen, keep={"purifier": net},
+                 quiet=quiet, log=log,
                  desc=f"training {method.name} purifier (first use, cached)")
     net.eval()
 

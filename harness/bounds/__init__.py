@@ -20,6 +20,11 @@ Methods (``method=``):
 * ``"crown-ibp"``: CROWN-IBP, Zhang et al. 2020 (sec. 3): IBP intermediate bounds, one CROWN pass.
   Options: ``lower_slope`` and ``beta`` (the bound ``beta * CROWN-IBP + (1 - beta) * IBP``).
 
+Floating point: the bounds are computed in the input's dtype and are sound for real arithmetic only up to its
+rounding (a float32 bound can pass an attained value by a few 1e-6).  ``margin_bounds(..., sound=True)`` and
+``certified(..., sound=True)`` recompute them in float64 and subtract a bound on the rounding error derived from the
+operation count (``sound.py``): rigorous certificates, which the certifiers report by default.
+
 Layers: see ``graph.py`` (Linear, Conv2d, eval BatchNorm, AvgPool2d, MaxPool2d, ReLU, Flatten, Identity,
 Dropout, Sequential, ``features`` + ``classifier`` modules, in-model normalisation).  CROWN relaxes
 max-pool with the element of largest lower bound (see ``backward.py``); residual connections are not
@@ -38,6 +43,7 @@ from .crown import crown_ibp_lower, crown_ibp_mix, crown_lower
 from .graph import Graph, Normalization, from_module
 from .ibp import ibp_lower
 from .sets import Box, Ellipsoid, InputSet, l2_ball, linf_ball
+from .sound import sound_lower_bounds
 
 METHODS = ("ibp", "crown", "crown-ibp")
 NORMS = ("linf", "l2")
@@ -54,17 +60,23 @@ def lower_bounds(graph: Graph, region: InputSet, C: torch.Tensor, method: str = 
     if C.shape[-1] != math.prod(shapes[-1]):
         raise ValueError(f"C has shape {tuple(C.shape)} but the network outputs {tuple(shapes[-1])} per sample")
     C = C.reshape(*C.shape[:2], *shapes[-1])
+    check_method(graph, region, C, method, beta=beta, intersect_ibp=intersect_ibp)
+    if method == "ibp":
+        return ibp_lower(graph, region, C, shapes)[1]
+    if method == "crown":
+        return crown_lower(graph, region, C, shapes, lower_slope, intersect_ibp)
+    return crown_ibp_lower(graph, region, C, shapes, lower_slope, beta)
+
+
+def check_method(graph: Graph, region: InputSet, C: torch.Tensor, method: str, *, beta: float = 1.0,
+                 intersect_ibp: bool = False, lower_slope: LowerSlope = "adaptive") -> None:
+    """ValueError unless ``method`` is known and takes the options given."""
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if beta != 1.0 and method != "crown-ibp":
         raise ValueError("beta mixes CROWN-IBP with IBP; it needs method='crown-ibp'")
     if intersect_ibp and method != "crown":
         raise ValueError("intersect_ibp applies to method='crown'")
-    if method == "ibp":
-        return ibp_lower(graph, region, C, shapes)[1]
-    if method == "crown":
-        return crown_lower(graph, region, C, shapes, lower_slope, intersect_ibp)
-    return crown_ibp_lower(graph, region, C, shapes, lower_slope, beta)
 
 
 def specification(C: torch.Tensor | None, outputs: int, like: torch.Tensor) -> torch.Tensor:
@@ -121,15 +133,20 @@ def margin_matrix(y: torch.Tensor, num_classes: int, dtype: torch.dtype = torch.
 
 def margin_bounds(model: nn.Module | Graph, x: torch.Tensor, y: torch.Tensor, eps: float | torch.Tensor,
                   norm: str = "linf", method: str = "ibp", *, normalize: Normalization | None = None,
-                  **options: Any) -> torch.Tensor:
+                  sound: bool = False, **options: Any) -> torch.Tensor:
     """Lower bounds (B, classes - 1) of the margins ``f_y(x') - f_j(x')``, ``j != y``, over the ball
-    (one pass: no upper bounds).  ``options``: those of ``lower_bounds``."""
+    (one pass: no upper bounds).  ``options``: those of ``lower_bounds``.  ``sound``: float64 bounds that hold
+    under floating-point arithmetic (``sound.py``; not differentiable), else bounds in ``x``'s dtype."""
     graph = from_module(model, normalize)
     classes = math.prod(graph.shapes(x)[-1])
-    return lower_bounds(graph, ball(x, eps, norm), margin_matrix(y, classes, x.dtype), method, **options)
+    C = margin_matrix(y, classes, x.dtype)
+    if sound:
+        return sound_lower_bounds(model, x, eps, C, norm, method, normalize, check_method, **options)
+    return lower_bounds(graph, ball(x, eps, norm), C, method, **options)
 
 
 def certified(model: nn.Module | Graph, x: torch.Tensor, y: torch.Tensor, eps: float | torch.Tensor,
               norm: str = "linf", method: str = "ibp", **options: Any) -> torch.Tensor:
-    """Whether every margin lower bound is positive: ``y`` provably stays the prediction on the ball."""
+    """Whether every margin lower bound is positive: ``y`` provably stays the prediction on the ball (with
+    ``sound=True``, also under floating-point rounding: ``margin_bounds``)."""
     return (margin_bounds(model, x, y, eps, norm, method, **options) > 0).all(1)

@@ -25,6 +25,7 @@ constant); this one keeps the pass a gather/scatter (``F.unfold``/``F.fold``).
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -128,12 +129,16 @@ def relaxation(layer: Layer, box: Box, lower_slope: LowerSlope) -> Relaxation:
 
 
 def pull_back(graph: Graph, A: torch.Tensor, stop: int, shapes: list[torch.Size],
-              relaxations: dict[int, Relaxation], start: int = 0) -> tuple[torch.Tensor, torch.Tensor | None]:
+              relaxations: dict[int, Relaxation], start: int = 0,
+              monitor: Callable[[int, torch.Tensor], None] | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Functionals ``A`` of the input of layer ``stop`` pulled back to the input of layer ``start``: the
     lower linear bound ``A' x + bias`` of ``A z_stop`` valid for every x, the nonlinear layers replaced by
-    their ``relaxations`` (Theorem 3.2)."""
+    their ``relaxations`` (Theorem 3.2).  ``monitor(index, A)`` sees the functionals before each step (the
+    rounding-error account of ``sound.py``)."""
     bias: torch.Tensor | None = None
     for index in range(stop - 1, start - 1, -1):
+        if monitor is not None:
+            monitor(index, A)
         step = relaxations[index] if graph.layers[index].nonlinear else graph.layers[index]
         A, b = step.backward(A, shapes[index])
         if b is not None:

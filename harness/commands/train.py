@@ -1,11 +1,41 @@
 """``harness train``: a classifier with a recipe, or what a defense learns (a purifier for a target model, a
-generator from clean data), saved as a checkpoint."""
+generator from clean data), saved as a checkpoint.
+
+Every training is checkpointed after each epoch to ``OUT.partial.pt`` (``harness.core.resume``), under a key of the
+command's settings: the same command after a crash resumes at the last epoch (its bar starts there) and ends with
+the weights an uninterrupted run gives; the checkpoint goes once OUT is written.  A checkpoint that is damaged or
+was written by another command is refused (exit 2); ``--restart`` discards it and starts over."""
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from pathlib import Path
 
 from harness.core.errors import UsageError
+
+# What does not change the trained weights: left out of the checkpoint's key.
+_NOT_IN_KEY = ("quiet", "out", "restart", "func", "command")
+
+
+def partial_path(out: Path) -> Path:
+    return Path(str(out) + ".partial.pt")
+
+
+@contextmanager
+def checkpointed(args, out: Path):
+    """Run the block's training in a ``resume.session`` beside ``out``; remove the checkpoint after the block
+    (the caller writes ``out`` inside it)."""
+    from harness.core import resume
+    from harness.core.artifacts import cache_key, sha256_file
+
+    spec = {k: v for k, v in vars(args).items() if k not in _NOT_IN_KEY}
+    for k in ("model", "target_model"):  # a weights file is keyed by its content, not its name
+        if spec.get(k) and Path(spec[k]).is_file():
+            spec[f"{k}_sha256"] = sha256_file(spec[k])
+    with resume.session(partial_path(out), key=f"harness-train-{cache_key(spec)}",
+                        resume=not getattr(args, "restart", False)) as run:
+        yield
+    run.discard()
 
 
 def cmd_train(args) -> int:
@@ -33,9 +63,10 @@ def cmd_train(args) -> int:
         model = load_checkpoint(model, args.model, arch)
     out = Path(args.out)
     check_writable(out.parent if out.parent != Path("") else Path("."))
-    model = fit(model.to(device), data.x, data.y, make_batch, epochs=args.epochs, lr=args.lr,
-                batch_size=args.batch_size, seed=args.seed, quiet=args.quiet, desc=f"train {arch} ({args.recipe})")
-    atomic_save(model.state_dict(), out)
+    with checkpointed(args, out):
+        model = fit(model.to(device), data.x, data.y, make_batch, epochs=args.epochs, lr=args.lr,
+                    batch_size=args.batch_size, seed=args.seed, quiet=args.quiet, desc=f"train {arch} ({args.recipe})")
+        atomic_save(model.state_dict(), out)
     meta = {"arch": arch, "arch_kw": kw, "recipe": args.recipe, "set": args.set, "dataset": args.dataset,
             "split": args.split or "train", "epochs": args.epochs, "lr": args.lr, "seed": args.seed}
     Path(str(out) + ".json").write_text(json.dumps(meta, indent=2) + "\n")
@@ -60,9 +91,10 @@ def train_standalone(args) -> int:
         raise UsageError("--epochs must be positive")
     out = Path(args.out)
     check_writable(out.parent if out.parent != Path("") else Path("."))
-    use = factory.train_to_file(out, dataset=args.dataset, split=args.split, data_dir=args.data_dir, epochs=args.epochs,
-                                seed=args.seed, quiet=args.quiet, device=pick_device(args.device),
-                                settings=parse_sets(args.set))
+    with checkpointed(args, out):
+        use = factory.train_to_file(out, dataset=args.dataset, split=args.split, data_dir=args.data_dir,
+                                    epochs=args.epochs, seed=args.seed, quiet=args.quiet, device=pick_device(args.device),
+                                    settings=parse_sets(args.set))
     if not args.quiet:
         print(f"wrote {out} (use: run --defense {args.defense} --set {use})")
     return 0
@@ -99,8 +131,9 @@ def train_defense(args) -> int:
     check_writable(out.parent if out.parent != Path("") else Path("."))
     feature = standard_model(args.dataset) if get_method(args.defense).feature_net else None  # as the defense's default
     feature_model = load_zoo(feature, device, args.quiet, args.data_dir) if feature else None
-    train_to_file(args.defense, target, data, out, epochs=args.epochs, feature_model=feature_model, quiet=args.quiet,
-                  **settings)
+    with checkpointed(args, out):
+        train_to_file(args.defense, target, data, out, epochs=args.epochs, feature_model=feature_model,
+                      quiet=args.quiet, **settings)
     if not args.quiet:
         print(f"wrote {out} (use: run --model {target_name} --defense {args.defense} --set {args.defense}.checkpoint={out})")
     return 0

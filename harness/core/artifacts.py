@@ -7,7 +7,10 @@ A trained artifact is looked up in three places, in this order (``load_or_train`
    not bit-reproducible across CPUs (their vectorised kernels round differently), inference of fixed weights is
    (nearly), so only shipped weights give the same numbers on every machine.
 2. **cache**: ``$HARNESS_CACHE`` (default ``~/.cache/harness``), weights trained earlier on this machine.
-3. **trained now**, on one thread with the artifact's own seed, then cached with an atomic write.
+3. **trained now**, on one thread with the artifact's own seed, then cached with an atomic write.  The training
+   is checkpointed after every epoch beside the cache entry (``<name>-torch<version>.partial.pt``, ``resume``): a
+   killed training resumes there on the next call, to the same weights, and the checkpoint is removed once the
+   weights are cached.
 
 The name carries a key: a hash of everything that defines the artifact (``cache_key``), so a changed recipe never
 picks up stale weights.  The torch version is part of the key of cached (trained here) weights, not of shipped ones.
@@ -19,12 +22,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import torch
+
+from . import resume
+from .atomic import atomic_save
 
 SHIPPED_DIR = Path(__file__).resolve().parents[1] / "weights"
 
@@ -70,24 +75,6 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def atomic_save(state: dict, path: str | Path) -> None:
-    """``torch.save`` to a temporary name beside ``path``, then rename: a crash never leaves half a file.  Saved
-    through a file object, so the archive's inner folder is ``archive`` (not the temporary name): the same
-    state dict gives the same bytes."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(state, f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def safe_load(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
     """A state dict, read with ``weights_only=True``."""
     return torch.load(path, map_location=map_location, weights_only=True)
@@ -111,18 +98,29 @@ def load_or_train(name: str, train: Callable[[], dict], *, sha256: str | None = 
     """The state dict of the artifact ``name`` (its key included) and where it came from: shipped (checked against
     ``sha256``), else cached (keyed by the torch version too), else ``train()``-ed now and cached atomically.
 
-    A damaged cache file is trained again and replaced; a damaged shipped file is an ``ArtifactError``.
+    A damaged cache file is trained again and replaced; a damaged shipped file is an ``ArtifactError``.  The
+    training runs in a ``resume.session`` checkpointed to ``partial_file(name)``: it resumes what an interrupted
+    call left there (a damaged or foreign checkpoint is a ``UsageError``), and the file goes once the weights are
+    cached.
     """
     path = shipped_file(name, sha256)
     if path is not None:
         return safe_load(path), f"shipped:{path.name}"
-    path = cache_dir() / f"{name}-torch{torch_version()}.pt"
+    path, partial = cache_dir() / f"{name}-torch{torch_version()}.pt", partial_file(name)
     if path.exists():
         try:
-            return safe_load(path), str(path)
+            state = safe_load(path)
+            partial.unlink(missing_ok=True)  # left by a crash between caching the weights and removing it
+            return state, str(path)
         except Exception:  # noqa: BLE001 - a damaged cache file is retrained and replaced
             pass
-    with torch_threads(TRAIN_THREADS):
+    with torch_threads(TRAIN_THREADS), resume.session(partial, key=path.stem) as run:
         state = train()
     atomic_save(state, path)
+    run.discard()
     return state, str(path)
+
+
+def partial_file(name: str) -> Path:
+    """Where the training of the artifact ``name`` is checkpointed while it runs (``resume``)."""
+    return cache_dir() / f"{name}-torch{torch_version()}.partial.pt"

@@ -3,21 +3,25 @@ adversarial training (``eps_ramp``).
 
 ``train_epochs`` is the loop every trainer of the project runs (classifiers, purifiers, MagNet's autoencoder, the
 OOD detector's model): per epoch a seeded permutation of the samples, per batch a step that returns the loss, then
-zero_grad / backward / optimizer step / scheduler step, the epoch's mean of each loss term logged, a tqdm bar.  A
-trainer brings its optimizer, schedule and step.  A recipe (registered in ``RECIPES``: ``defenses.recipes``,
+zero_grad / backward / optimizer step / scheduler step, the epoch's mean of each loss term logged, a tqdm bar, and a
+checkpoint after every epoch when it runs inside a training session (``harness.core.resume``: a killed training
+resumes at its last epoch, to the same weights).  A trainer brings its optimizer, schedule, step and what else the
+checkpoint must keep (its models, an eps ramp).  A recipe (registered in ``RECIPES``: ``defenses.recipes``,
 ``defenses.preempt``, ``defenses.smoothing``, ``defenses.safe_spot``) turns a clean batch into the batch the model
 is trained on; ``fit`` trains a classifier on it (SGD with momentum, cosine schedule).  Imports nothing of the
 project.
 """
 from __future__ import annotations
 
-import itertools
 import math
+from collections.abc import Mapping
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
+
+from .resume import Counter, Epochs, Stateful
 
 BatchFn = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 # One training step on the samples ``idx``: (the loss to minimise, named terms to log; {} logs the loss alone).
@@ -25,14 +29,18 @@ Step = Callable[[torch.Tensor], "tuple[torch.Tensor, dict[str, torch.Tensor]]"]
 
 
 def train_epochs(n: int, step: Step, opt: torch.optim.Optimizer, sched, *, epochs: int, batch_size: int,
-                 gen: torch.Generator, desc: str = "train", quiet: bool = False, log: list | None = None) -> None:
+                 gen: torch.Generator, keep: Mapping[str, object], desc: str = "train", quiet: bool = False,
+                 log: list | None = None, every: int = 1) -> None:
     """Run ``epochs`` passes over ``n`` samples in batches of ``batch_size`` (order: ``torch.randperm(n, generator=gen)``
     per epoch): ``loss, terms = step(idx)``, then zero_grad, backward, ``opt.step()``, ``sched.step()``.
 
     ``log`` receives per epoch the mean over samples of "loss" and of each term.  A non-finite mean raises
-    FloatingPointError (a model trained on NaN losses is worse than no model)."""
-    bar = tqdm(range(epochs), desc=desc, disable=quiet, leave=False)
-    for _ in bar:
+    FloatingPointError (a model trained on NaN losses is worse than no model).  ``keep``: what the step changes
+    besides the optimizer, schedule and ``gen`` (the models, at least), checkpointed with them every ``every``
+    epochs inside a training session (``resume.Epochs``); the bar starts at the epoch resumed from."""
+    run = Epochs(epochs, {**keep, "optimizer": opt, "scheduler": sched, "generator": gen}, log=log, every=every)
+    bar = tqdm(total=epochs, initial=run.start, desc=desc, disable=quiet, leave=False)
+    for _ in run:
         perm = torch.randperm(n, generator=gen)
         sums: dict[str, torch.Tensor] = {}
         for i in range(0, n, batch_size):
@@ -49,7 +57,9 @@ def train_epochs(n: int, step: Step, opt: torch.optim.Optimizer, sched, *, epoch
             raise FloatingPointError(f"{desc}: a loss term became non-finite: {means}")
         if log is not None:
             log.append(means)
+        bar.update()
         bar.set_postfix(loss=f"{means['loss']:.4f}")
+    bar.close()
 
 
 class OwnLoop:
@@ -91,16 +101,51 @@ def fit(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, make_batch: Ba
         model.train()
         return F.cross_entropy(model(xt), yb), {}
 
-    train_epochs(len(x), step, opt, sched, epochs=epochs, batch_size=batch_size, gen=gen, desc=desc, quiet=quiet)
+    keep = {"model": model, **({"batches": make_batch} if isinstance(make_batch, Stateful) else {})}
+    train_epochs(len(x), step, opt, sched, epochs=epochs, batch_size=batch_size, gen=gen, keep=keep, desc=desc,
+                 quiet=quiet)
     return model.eval()
 
 
-def eps_ramp(eps: float, ramp: int) -> Callable[[], float]:
+class EpsRamp(Stateful):
     """The budget of each successive training batch: eps * min(1, (b + 1) / ramp) for batch b = 0, 1, ...
 
     ``ramp`` = 0 is the constant eps.  A linear warm-up of the budget is the usual remedy when adversarial
     training at a large budget stays at chance from a random initialisation (MNIST at Linf 0.3 with a small CNN:
-    Gowal et al. 2018, IBP; Wong et al. 2020, "Fast is better than free", both ramp eps).
+    Gowal et al. 2018, IBP; Wong et al. 2020, "Fast is better than free", both ramp eps).  Its position (batches
+    drawn) is checkpointed with the training (``Stateful``).
     """
-    batches = itertools.count(1)
-    return lambda: eps * min(1.0, next(batches) / ramp) if ramp > 0 else eps
+
+    def __init__(self, eps: float, ramp: int):
+        self.eps, self.ramp, self.batches = eps, ramp, Counter()
+
+    def __call__(self) -> float:
+        return self.eps * min(1.0, next(self.batches) / self.ramp) if self.ramp > 0 else self.eps
+
+    def state_dict(self) -> dict:
+        return self.batches.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.batches.load_state_dict(state)
+
+
+def eps_ramp(eps: float, ramp: int) -> EpsRamp:
+    """``EpsRamp(eps, ramp)``: call it once per training batch for that batch's budget."""
+    return EpsRamp(eps, ramp)
+
+
+class StatefulBatch(Stateful):
+    """A recipe's batch function whose state a checkpoint keeps (its eps ramp): ``fit`` checkpoints it."""
+
+    def __init__(self, make_batch: BatchFn, state: Stateful):
+        self.make_batch, self.state = make_batch, state
+        self.__name__ = getattr(make_batch, "__name__", "make_batch")
+
+    def __call__(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.make_batch(model, x, y)
+
+    def state_dict(self) -> dict:
+        return self.state.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.state.load_state_dict(state)
