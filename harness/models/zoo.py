@@ -153,6 +153,18 @@ for _sfx, _eps in (("c0", 0.0), ("c01", 0.1)):
                       recipe_kw={"eps": _eps, "start": 3, "length": 15, "mid": 0.3, "milestones": (40, 52)},
                       lr=2e-3, batch_size=50))
 
+# A5's legacy MNIST classifiers (Frosio & Kautz 2023, Table 2) on the paper's CROWN-IBP schedule: 100 epochs, eps
+# ramp over epochs 3-20 (auto_LiRPA's SmoothedScheduler, mid 0.3), RMSprop lr 1e-3 dropped 10x at epochs 25 and 42,
+# batches of 100; on ``test-train`` (the first 8,000 MNIST test images: only the test set ships), evaluated on
+# ``test-holdout``.  About 100 CPU-minutes each for eps > 0 (resumable: an interrupted training goes on from its
+# last epoch).  The A5 MNIST tables: reports/grids/a5_mnist.toml.
+for _sfx, _eps in (("c0", 0.0), ("c01", 0.1), ("c03", 0.3)):
+    zoo_entry(f"mnist_a5_cnn_{_sfx}", f"A5 classifier a5_cnn_small, CROWN-IBP training at Linf eps_A^C = {_eps:g} "
+                                      "(Frosio & Kautz 2023, Table 2; 100 epochs), MNIST test-train split",
+              ZooSpec("mnist", "a5_cnn_small", "crown-ibp", epochs=100, arch_kw={"image_size": 28},
+                      recipe_kw={"eps": _eps, "start": 3, "length": 17, "mid": 0.3, "milestones": (25, 42)},
+                      split="test-train", lr=1e-3, batch_size=100))
+
 # The lecture's adversarial-training family (defenses/adversarial_training.py) at the digits budget, 15 epochs as
 # digits_cnn_adv (the README's training table; trained on first use, not shipped).
 for _recipe, _kw, _text in (("fgsm", {}, "FGSM-AT (Goodfellow et al. 2015; alpha 0.5, no random init)"),
