@@ -1,4 +1,4 @@
-"""Command line: the parser and the dispatch of ``run``, ``list``, ``train``, ``check`` (contract in DESIGN.md),
+"""Command line: the parser and the dispatch of ``run``, ``list``, ``train``, ``check`` (contracts in docs/CONTRACTS.md),
 ``certify`` and ``grid``; the subcommands live in ``harness.commands``, ``harness.certify`` and ``harness.grid``.
 
 Exit codes: 0 success; 1 internal error; 2 bad input or usage (one line on stderr, nothing written);
@@ -119,6 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--dry-run", action="store_true", help="list the cells, their state and commands; run nothing")
     g.add_argument("--backend", default="local", choices=("local", "ray"), help="local (default) or ray (the [ray] extra)")
     g.add_argument("--address", default=None, help="Ray cluster address (auto, HOST:6379, ray://HOST:10001)")
+    g.add_argument("--report-into", default=None, metavar="PAGE",
+                   help="then commit results.csv to reports/results/<stem>.csv and render it into PAGE's section of "
+                        "this grid (docs/results/*.md; harness/grid/pages.py)")
     g.add_argument("--quiet", action="store_true", help="no progress bars and no table on stdout")
     g.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
