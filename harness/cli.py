@@ -76,6 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     ls = sub.add_parser("list", help="list plugins")
     ls.add_argument("kind", nargs="?", default=None, help="datasets|models|zoo|attacks|defenses|recipes")
     ls.add_argument("pattern", nargs="?", default="*")
+    ls.add_argument("--markdown", action="store_true",
+                    help="names and descriptions as Markdown tables (default kinds: defenses, attacks; README's list)")
     ls.add_argument("--debug", action="store_true")
 
     t = sub.add_parser("train", help="train a model with a recipe and save a checkpoint")
