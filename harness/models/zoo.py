@@ -145,7 +145,7 @@ zoo_entry("digits_cnn_spgd_adv", "small CNN, safe-spot-aware adversarial trainin
 # 0.1, on the digits schedule of 1437 training images (batches of 50, 60 epochs, eps ramp over epochs 3-17 of
 # auto_LiRPA's SmoothedScheduler with mid 0.3, RMSprop lr 2e-3 dropped 10x at epochs 40 and 52); the paper's:
 # 100 epochs, ramp 3-20, lr 1e-3 at 25 and 42, batches of 100.  The same training, seed and weights as the former
-# scripts/a5_tables.py.  The A5 tables: reports/grids/a5_digits.toml.
+# a5_tables.py.  The A5 tables: reports/grids/a5_digits.toml.
 for _sfx, _eps in (("c0", 0.0), ("c01", 0.1)):
     zoo_entry(f"digits_a5_cnn_{_sfx}", f"A5 classifier a5_cnn_small, CROWN-IBP training at Linf eps_A^C = {_eps:g} "
                                        "(Frosio & Kautz 2023, Table 2; 60 epochs) on digits",
@@ -153,7 +153,7 @@ for _sfx, _eps in (("c0", 0.0), ("c01", 0.1)):
                       recipe_kw={"eps": _eps, "start": 3, "length": 15, "mid": 0.3, "milestones": (40, 52)},
                       lr=2e-3, batch_size=50))
 
-# The lecture's adversarial-training family (defenses/adversarial_training.py) at the digits budget, 15 epochs as
+# The lecture's adversarial-training family (defenses/adversarial_training/) at the digits budget, 15 epochs as
 # digits_cnn_adv (the README's training table; trained on first use, not shipped).
 for _recipe, _kw, _text in (("fgsm", {}, "FGSM-AT (Goodfellow et al. 2015; alpha 0.5, no random init)"),
                             ("fast", {}, "Fast-AT (Wong et al. 2020; uniform start, step 1.25 eps)"),
