@@ -336,6 +336,6 @@ def test_a_detector_cell_gives_both_readings_in_the_tables(tmp_path):
 
 @pytest.mark.parametrize("path", sorted((REPO / "reports" / "grids").glob("*.toml")), ids=lambda p: p.stem)
 def test_every_shipped_grid_file_is_valid(path):
-    """The README's grid files load (names, labels, scoped settings, excludes) and every cell is distinct."""
+    """The grid files of reports/grids load (names, labels, scoped settings, excludes) and every cell is distinct."""
     grid = load_grid(path)
     assert grid.cells and len({c.id for c in grid.cells}) == len(grid.cells)

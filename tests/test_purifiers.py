@@ -2,7 +2,7 @@
 
 Trained purifiers are tiny here (1 epoch, a few channels): the properties tested do not need good ones.
 The table's direction (oblivious-trained purifiers lose white-box robustness, JATP much less) is shown by the
-grids reports/grids/purifiers_*.toml (README, "Purifiers"), not tested here.
+grids reports/grids/purifiers_*.toml (docs/results/purifiers.md), not tested here.
 """
 from __future__ import annotations
 

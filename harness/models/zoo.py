@@ -1,6 +1,6 @@
 """The zoo: named, trained models.
 
-A zoo entry is a recipe (dataset, architecture, training recipe and its settings) and, for the entries the README,
+A zoo entry is a recipe (dataset, architecture, training recipe and its settings) and, for the entries the result pages,
 the CI baseline and the default run rest on, the sha256 of its shipped weights (``harness/weights/``, package
 data).  ``load_zoo`` takes the shipped weights where an entry has them, else weights trained earlier on this
 machine (``$HARNESS_CACHE``), else trains now on one thread with the entry's seed (deterministic on one machine,
@@ -154,7 +154,7 @@ for _sfx, _eps in (("c0", 0.0), ("c01", 0.1)):
                       lr=2e-3, batch_size=50))
 
 # The lecture's adversarial-training family (defenses/adversarial_training/) at the digits budget, 15 epochs as
-# digits_cnn_adv (the README's training table; trained on first use, not shipped).
+# digits_cnn_adv (docs/results/training.md; trained on first use, not shipped).
 for _recipe, _kw, _text in (("fgsm", {}, "FGSM-AT (Goodfellow et al. 2015; alpha 0.5, no random init)"),
                             ("fast", {}, "Fast-AT (Wong et al. 2020; uniform start, step 1.25 eps)"),
                             ("free", {"m": 5}, "Free-AT (Shafahi et al. 2019; m = 5)"),
