@@ -1,5 +1,5 @@
-"""Command line: the parser and the dispatch of ``run``, ``list``, ``train``, ``check`` (contracts in docs/CONTRACTS.md),
-``certify`` and ``grid``; the subcommands live in ``harness.commands``, ``harness.certify`` and ``harness.grid``.
+"""Command line: the parser and the dispatch of ``run``, ``list``, ``train``, ``check``, ``certify`` and ``grid``
+(contracts: docs/CONTRACTS.md); the subcommands live in ``harness.commands``, ``harness.certify`` and ``harness.grid``.
 
 Exit codes: 0 success; 1 internal error; 2 bad input or usage (one line on stderr, nothing written);
 3 ``check`` found a regression.  A traceback is printed only with ``--debug``.
