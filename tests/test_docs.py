@@ -133,3 +133,16 @@ def test_readme_is_a_front_door():
                     "./setup.sh --dev && .venv/bin/python -m pytest"):
         assert command in text
     assert "```python\nimport harness\n" in text
+
+
+def test_list_markdown_on_the_command_line(capsys):
+    from harness.cli import main
+    from harness.commands.catalog import markdown
+
+    assert main(["list", "--markdown"]) == 0
+    assert capsys.readouterr().out == markdown()
+    assert main(["list", "recipes", "--markdown"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("**Recipes**") and "| `pgd` |" in out and "**Attacks**" not in out
+    assert main(["list", "nothing", "--markdown"]) == 2
+    assert capsys.readouterr().err.startswith("harness: error: unknown kind 'nothing'")
