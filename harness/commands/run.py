@@ -1,4 +1,4 @@
-"""``harness run``: evaluate defenses against attacks and write the report (docs/CONTRACTS.md, the CLI contract)."""
+"""``harness run``: evaluate defenses against attacks and write the report (DESIGN.md, the CLI contract)."""
 from __future__ import annotations
 
 import datetime as dt
