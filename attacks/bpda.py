@@ -9,7 +9,7 @@ dP/dx by the derivative of a differentiable g with g(x) ≈ P(x):
 ``backward="identity"``: g(x) = x, so the gradient is the classifier's gradient taken at P(x) (the
 obfuscated-gradients code: ``model.defend`` forward, the gradient applied straight to the input).
 ``backward="approx"``: g is the defense's own differentiable surrogate ``defense.approx(x)``.
-(advertorch's ``BPDAWrapper`` with ``forwardsub``, REFERENCE-IMPLEMENTATIONS.md 7.)
+(advertorch's ``BPDAWrapper`` with ``forwardsub``, docs/REFERENCE-IMPLEMENTATIONS.md 7.)
 
 Randomized preprocessors: each forward pass is a fresh draw; averaging over draws is EOT
 (``attacks/eot.py``), not this module.

@@ -1,4 +1,4 @@
-"""The README's headline example, ``harness run --defense preempt --attack adaptive_l2``, against its floor.
+"""The headline example of docs/results, ``harness run --defense preempt --attack adaptive_l2``, against its floor.
 
     pytest benchmarks/test_bench_example.py -s --benchmark-only        # first 60 digits test images
     BENCH_EXAMPLE_N=360 pytest benchmarks/test_bench_example.py -s --benchmark-only   # the whole example

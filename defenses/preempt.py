@@ -9,7 +9,7 @@ reconstruction of the adaptive attack (Algorithm 3, ``attacks/adaptive.py``).
 Update gradient (section 3.4, first order).  The inner PGD steps take their loss gradients without
 ``create_graph``, so each step direction alpha*dir(g_t) is a constant and x_adv^T depends on x_r only through the
 random start x_r + eta, the projections onto B_eps(x_r) and the [0,1] clamps.  That is what the official code
-differentiates (REFERENCE-IMPLEMENTATIONS.md section 1, "First-order meta-gradient": autograd through the
+differentiates (docs/REFERENCE-IMPLEMENTATIONS.md section 1, "First-order meta-gradient": autograd through the
 projections, ``hessian: false``).  We compute exactly that derivative, but without keeping an autograd graph over
 the T steps: the trajectory runs under no_grad on detached tensors and the outer gradient is
 ``dCE(x_adv^T)/dx_adv^T`` pulled back through the recorded Jacobians of the projections and clamps:
@@ -302,7 +302,7 @@ def preempt_robust(norm: Literal["linf", "l2"] = "linf", eps: float = 0.1, delta
     steps of PGD UP from x_r + eta within B_eps(x_r) (step alpha = eps/4); train on the result.
 
     Ground-truth labels (section 3.5).  Code-vs-paper: the official ``train.py`` calls its PGD for the first stage
-    with ``targeted=False``, i.e. it ASCENDS the loss (REFERENCE-IMPLEMENTATIONS.md section 1, Algorithm 2
+    with ``targeted=False``, i.e. it ASCENDS the loss (docs/REFERENCE-IMPLEMENTATIONS.md section 1, Algorithm 2
     pitfall); we follow the paper's Algorithm 2 and descend.  For L2 the step direction is g/||g||_2.
     ``ramp``: batches over which eps, delta, beta and alpha warm up linearly from 0 (``recipes.eps_ramp``).
     """

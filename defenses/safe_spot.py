@@ -1,6 +1,6 @@
 """Safe-spot search and safe-spot-aware adversarial training (Moon, An & Song, "Exploiting safe spots in neural
 networks for preemptive robustness and out-of-distribution detection", ICLR 2021 submission; "the safe-spot
-paper" below; ``../shared/seeds/safe-spots-ood-detection.md``).
+paper" below; OpenReview mRNkPVHyIVX).
 
 A safe spot of x_o is x_s in B_delta(x_o) ∩ [0,1] that keeps the label c(x_o) and lies in the eps-safe region:
 no x_a in B_eps(x_s) changes the prediction (Definitions 1-2).  The defender finds it with the model's prediction

@@ -2,7 +2,7 @@
 
 The smoothed classifier of a base classifier f is g(x) = argmax_c P[f(x + eta) = c], eta ~ N(0, sigma^2 I).
 Noise is added in [0, 1] pixel space and is NOT clamped (as in ``locuslab/smoothing``; normalisation is
-inside the model).  ``Smoothing`` follows Cohen et al.'s ``Smooth`` class (REFERENCE-IMPLEMENTATIONS.md
+inside the model).  ``Smoothing`` follows Cohen et al.'s ``Smooth`` class (docs/REFERENCE-IMPLEMENTATIONS.md
 section 6):
 
 - ``sample_noise``: class counts of f(x + N(0, sigma^2 I)) over ``num`` draws per image, batched across

@@ -11,7 +11,7 @@ Certificates are L2.  An Linf budget eps is reported through the L2 ball that co
 radius eps * sqrt(d) (d = pixels x channels): sufficient, and loose.
 
 Each evaluation batch is seeded from the run seed (``harness.engine.cell_seed``), so results are
-reproducible for a seed and batch size.  ``scripts/certify.py`` is the command line.
+reproducible for a seed and batch size.  ``harness certify`` is the command line.
 """
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""Command line: the parser and the dispatch of ``run``, ``list``, ``train``, ``check`` (contract in DESIGN.md),
-``certify`` and ``grid``; the subcommands live in ``harness.commands``, ``harness.certify`` and ``harness.grid``.
+"""Command line: the parser and the dispatch of ``run``, ``list``, ``train``, ``check``, ``certify`` and ``grid``
+(contracts: docs/CONTRACTS.md); the subcommands live in ``harness.commands``, ``harness.certify`` and ``harness.grid``.
 
 Exit codes: 0 success; 1 internal error; 2 bad input or usage (one line on stderr, nothing written);
 3 ``check`` found a regression.  A traceback is printed only with ``--debug``.
@@ -96,6 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     ls = sub.add_parser("list", help="list plugins")
     ls.add_argument("kind", nargs="?", default=None, help="datasets|models|zoo|attacks|defenses|recipes")
     ls.add_argument("pattern", nargs="?", default="*")
+    ls.add_argument("--markdown", action="store_true",
+                    help="names and descriptions as Markdown tables (default kinds: defenses, attacks; README's list)")
     ls.add_argument("--debug", action="store_true")
 
     t = sub.add_parser("train", help="train a model with a recipe and save a checkpoint")
@@ -142,6 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--dry-run", action="store_true", help="list the cells, their state and commands; run nothing")
     g.add_argument("--backend", default="local", choices=("local", "ray"), help="local (default) or ray (the [ray] extra)")
     g.add_argument("--address", default=None, help="Ray cluster address (auto, HOST:6379, ray://HOST:10001)")
+    g.add_argument("--report-into", default=None, metavar="PAGE",
+                   help="then commit results.csv to reports/results/<stem>.csv and render it into PAGE's section of "
+                        "this grid (docs/results/*.md; harness/grid/pages.py)")
     g.add_argument("--quiet", action="store_true", help="no progress bars and no table on stdout")
     g.add_argument("--debug", action="store_true", help="show tracebacks")
     return p

@@ -11,7 +11,7 @@ Convention (the harness's default, ``positive="in"``): the in-distribution is th
     the smallest FPR on the ROC curve with TPR >= 0.95 (sklearn's roc_curve points; ties at tau accepted).
 The safe-spot paper says "the false positive rate at 95% true positive rate (FPR95)" and "following the
 experimental protocol of Hendrycks et al. (2019b)" (section 4.4) without naming the positive class.  Outlier
-Exposure's code (REFERENCE-IMPLEMENTATIONS.md section 2) takes the OUT-distribution as positive: AUPR-Out =
+Exposure's code (docs/REFERENCE-IMPLEMENTATIONS.md section 2) takes the OUT-distribution as positive: AUPR-Out =
 average precision of -s with OOD positive, and FPR95 = the fraction of IN-distribution samples flagged at the
 threshold where 95% of the OOD samples are flagged.  ``positive="out"`` computes that convention (OE's
 ``fpr_and_fdr_at_recall`` picks the threshold with recall closest to 0.95; here, as above, the largest flagging

@@ -1,6 +1,6 @@
 """Run reports: results.csv / results.md / timings.csv / samples.csv / run.json, written atomically.
 
-results.csv columns (DESIGN.md contract, in this order):
+results.csv columns (docs/CONTRACTS.md, in this order):
   dataset, model, defense, attack, threat, norm, eps, n, clean_acc, robust_acc, robust_ci_low,
   robust_ci_high, seed, config_hash
 then: clean_ci_low, clean_ci_high, attacked, invalid (attacked samples whose every misclassifying image lay

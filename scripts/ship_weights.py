@@ -2,7 +2,7 @@
 
 Each entry is loaded as ``harness.models.zoo.load_zoo`` does (trained now on one thread where this machine has no
 cached copy), its state dict is written to ``harness/weights/<name>-<key>.pt``, and the line to record in
-``SHIPPED`` (``harness/models/zoo.py``) is printed.  The README's numbers and ``reports/baselines/`` are then
+``SHIPPED`` (``harness/models/zoo.py``) is printed.  The numbers of docs/results and ``reports/baselines/`` are then
 regenerated from these files, which every machine loads unchanged.
 """
 from __future__ import annotations

@@ -1,7 +1,7 @@
 r"""The robustness/accuracy trade-off example of Tsipras et al. (2019), attacked with the harness's own PGD.
 
 Source: the lecture "Defenses against adversarial attacks", slides "Trade-off between robustness and accuracy"
-(``shared/seeds/lecture-defenses-against-adversarial-attacks.md``), which present the example of D. Tsipras,
+(not in this repository), which present the example of D. Tsipras,
 S. Santurkar, L. Engstrom, A. Turner and A. Madry, "Robustness May Be at Odds with Accuracy", ICLR 2019
 (arXiv:1805.12152), Section 2 (its Theorem 2.1: for eps >= 2 eta, any classifier with standard accuracy
 >= 1 - delta has Linf-robust accuracy <= p / (1 - p) * delta).

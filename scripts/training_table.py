@@ -1,6 +1,6 @@
 """The lecture's adversarial-training family on the embedded digits: clean, FGSM, PGD-20 and AutoAttack accuracy and
 the training cost of each recipe (``defenses.adversarial_training``; the slides "FGSM adversarial training" to
-"Adversarial training with additional unlabeled data" of ``../shared/seeds/lecture-defenses-against-adversarial-attacks.md``).
+"Adversarial training with additional unlabeled data" of the lecture "Defenses against adversarial attacks").
 
     OMP_NUM_THREADS=1 python scripts/training_table.py                 # 15 epochs, AutoAttack on the first 100
     OMP_NUM_THREADS=1 python scripts/training_table.py --epochs 2 --aa-n 20    # a smoke run

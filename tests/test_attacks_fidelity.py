@@ -1,4 +1,4 @@
-"""Fidelity of our attacks against the references (DESIGN.md: torchattacks, Foolbox and pyautoattack).
+"""Fidelity of our attacks against the references (docs/DESIGN.md: torchattacks, Foolbox and pyautoattack).
 
 On the adversarially trained digits model (``digits_cnn_adv``) and all 360 digits test images:
 

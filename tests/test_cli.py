@@ -1,4 +1,4 @@
-"""The command-line contract of DESIGN.md: outputs, exit codes, one-line errors, reproducibility."""
+"""The command-line contract of docs/CONTRACTS.md: outputs, exit codes, one-line errors, reproducibility."""
 from __future__ import annotations
 
 import csv

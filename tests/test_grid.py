@@ -112,7 +112,7 @@ def test_combined_results_are_the_cells_rows_in_order(small, reference):
     assert len(combined) == 4 * 2 * 3  # cells x eps x (fgsm, pgd_linf, worst-case)
     assert [{k: v for k, v in r.items() if k not in ("cell", "set.pgd_linf.steps")} for r in combined] == expected
     header, cell_header = (head(p) for p in (reference / "results.csv", reference / "cells" / grid.cells[0].id / "results.csv"))
-    assert header[:len(COLUMNS + EXTRA_COLUMNS)] == COLUMNS + EXTRA_COLUMNS  # DESIGN.md's columns first
+    assert header[:len(COLUMNS + EXTRA_COLUMNS)] == COLUMNS + EXTRA_COLUMNS  # docs/CONTRACTS.md's columns first
     assert header == cell_header + ["cell", "set.pgd_linf.steps"]
     assert [r["set.pgd_linf.steps"] for r in combined[::6]] == ["2", "3", "2", "3"]
     assert [r["seed"] for r in combined[::6]] == ["0", "0", "1", "1"]
@@ -336,6 +336,6 @@ def test_a_detector_cell_gives_both_readings_in_the_tables(tmp_path):
 
 @pytest.mark.parametrize("path", sorted((REPO / "reports" / "grids").glob("*.toml")), ids=lambda p: p.stem)
 def test_every_shipped_grid_file_is_valid(path):
-    """The README's grid files load (names, labels, scoped settings, excludes) and every cell is distinct."""
+    """The grid files of reports/grids load (names, labels, scoped settings, excludes) and every cell is distinct."""
     grid = load_grid(path)
     assert grid.cells and len({c.id for c in grid.cells}) == len(grid.cells)

@@ -93,7 +93,7 @@ def test_first_order_update_keeps_no_graph_over_the_inner_steps(models, digits_t
 
 
 def _official_style_gradient(model, x_r, y, norm, eps, steps, seed):
-    """Independent reference: the official code's meta-gradient (REFERENCE-IMPLEMENTATIONS.md section 1).
+    """Independent reference: the official code's meta-gradient (docs/REFERENCE-IMPLEMENTATIONS.md section 1).
 
     x_adv is built with autograd on, through the random start, the projections onto B_eps(x_r) (clamp of the
     difference for Linf, torch.renorm for L2) and the [0,1] clamps, while each inner loss gradient is taken

@@ -2,7 +2,7 @@
 
 Trained purifiers are tiny here (1 epoch, a few channels): the properties tested do not need good ones.
 The table's direction (oblivious-trained purifiers lose white-box robustness, JATP much less) is shown by the
-grids reports/grids/purifiers_*.toml (README, "Purifiers"), not tested here.
+grids reports/grids/purifiers_*.toml (docs/results/purifiers.md), not tested here.
 """
 from __future__ import annotations
 
@@ -429,7 +429,7 @@ def test_features_tap_and_bad_layer():
 
 
 def test_networks_match_the_official_layouts():
-    """Parameter counts of the paper-sized networks (REFERENCE-IMPLEMENTATIONS.md 4, 5a, 5b)."""
+    """Parameter counts of the paper-sized networks (docs/REFERENCE-IMPLEMENTATIONS.md 4, 5a, 5b)."""
     from defenses.purifiers.networks import HGD_PAPER, n_params
 
     assert n_params(RRDBNet(3, 64, 23, 32)) == 16_550_275

@@ -1,6 +1,6 @@
 """The shipped weights: present, checked against their sha256, never retrained, and giving the recorded numbers.
 
-The README's zoo table and the CI baseline rest on them; a second CPU kernel dispatch (``ATEN_CPU_CAPABILITY``,
+The zoo table (docs/results) and the CI baseline rest on them; a second CPU kernel dispatch (``ATEN_CPU_CAPABILITY``,
 which emulates another CPU on this one) must pass the regression gate with them.
 """
 from __future__ import annotations
@@ -50,7 +50,7 @@ def test_shipped_defense_weights_match_their_sha256(artifact):
 
 
 def test_the_default_purifier_and_autoencoder_load_without_training(empty_cache):
-    """The digits defenses of the README's tables take the shipped weights: nothing is trained or cached."""
+    """The digits defenses of docs/results' tables take the shipped weights: nothing is trained or cached."""
     from harness.core.registry import DEFENSES
 
     for name in ("jatp", "hgd", "nrp", "defense_gan"):
@@ -87,7 +87,7 @@ def test_a_damaged_shipped_file_is_an_error_not_a_silent_retrain(tmp_path, monke
 
 
 def test_zoo_table_numbers_rerun_exactly(tmp_path):
-    """reports/baselines/zoo_digits.csv (the README's zoo table) is what reports/grids/zoo_digits.toml gives from
+    """reports/baselines/zoo_digits.csv (docs/results/zoo.md) is what reports/grids/zoo_digits.toml gives from
     the shipped weights, byte for byte, and the grid holds every shipped entry."""
     from harness.cli import main
     from harness.grid import load_grid

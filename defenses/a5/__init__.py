@@ -1,5 +1,5 @@
-"""A5: Adversarial Augmentation Against Adversarial Attacks (Frosio & Kautz, CVPR 2023; ``../shared/seeds/
-a5-adversarial-augmentation.md``, official code NVlabs/A5 ``a5.py``), on the in-house bounds (``harness.bounds``).
+"""A5: Adversarial Augmentation Against Adversarial Attacks (Frosio & Kautz, CVPR 2023, "The Best
+Defense is a Good Offense: Adversarial Augmentation Against Adversarial Attacks"; official code NVlabs/A5 ``a5.py``), on the in-house bounds (``harness.bounds``).
 
 Modules:
 

@@ -1,5 +1,5 @@
-"""The A5 objective (Frosio & Kautz, CVPR 2023, "The Best Defense is a Good Offense"; ``../shared/seeds/
-a5-adversarial-augmentation.md``): margin lower bounds, the worst-case cross-entropy (eqs. 2-3), the defensive
+"""The A5 objective (Frosio & Kautz, CVPR 2023, "The Best Defense is a Good Offense:
+Adversarial Augmentation Against Adversarial Attacks"): margin lower bounds, the worst-case cross-entropy (eqs. 2-3), the defensive
 perturbation (eq. 5), the training loss and eps schedule of the official ``a5.py``, and certification.
 
 * Margins (eq. 1 and the margin vector of sec. 3): lower bounds of ``f_y(x') - f_j(x')``, ``j != y``, over the

@@ -1,4 +1,4 @@
-"""The adversarial-training family of the lecture (``../shared/seeds/lecture-defenses-against-adversarial-attacks.md``,
+"""The adversarial-training family of the lecture "Defenses against adversarial attacks" (not in this repository;
 the slides "FGSM adversarial training" to "Adversarial training with additional unlabeled data") as training recipes.
 
     fgsm          Goodfellow, Shlens & Szegedy, ICLR 2015: alpha CE(x) + (1 - alpha) CE(x + eps sign grad_x CE(x))

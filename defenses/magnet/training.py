@@ -51,7 +51,7 @@ def train_autoencoder(data, epochs: int | None = None, *, quiet: bool = True, lo
 
 
 # The sha256 of each shipped autoencoder (artifact name -> digest; ``harness/weights/<name>.pt``): the digits
-# autoencoder of the README's MagNet tables (default settings), trained with torch 2.13.0 on one CPU thread.
+# autoencoder of docs/results/magnet.md (default settings), trained with torch 2.13.0 on one CPU thread.
 SHIPPED: dict[str, str] = {
     "magnet-ae-digits-edfd946e63f8": "4305d1e60c7b3585370269e97ae20f14099b0698e81aab43e999948df3517742",
 }

@@ -24,7 +24,7 @@ safe spot found for c(x_o) (by Algorithm 1 = S-Full by default; ``method`` selec
 x_a* in B_eps(x_s*) is the adversarial example of x_s*: T-step PGD (random start, step eps/4) UP CE(., c(x_o))
 from x_s* (the point whose loss is the safe-spot objective of eq. (2), Figure 3).  Higher = in-distribution; low
 scores are filtered as OOD.  mu, gamma and lambda are not given in the paper body (supplementary E.2 is not in the
-seed, and no code is public: REFERENCE-IMPLEMENTATIONS.md section 2); defaults mu = 0.5, gamma = 0.5 (OE's
+seed, and no code is public: docs/REFERENCE-IMPLEMENTATIONS.md section 2); defaults mu = 0.5, gamma = 0.5 (OE's
 weight) and lambda = 0.1 are our choices, stated in every table: lambda had the lowest validation FPR95 of D in
 {0, 0.1, 0.25, 0.5, 1} (in-distribution validation images vs held-out TRAINING outliers, 2 seeds; the differences
 below lambda = 0.5 are within noise: 0.6 vs 1.2% mean FPR95).  The paper's experiments likely fine-tune (Figure 3's

@@ -41,7 +41,7 @@ DEFAULTS = {
     "epochs": 10, "batch_size": 64, "seed": 0,
 }
 
-# The official ImageNet settings (REFERENCE-IMPLEMENTATIONS.md 5b; JATP's Table 1 retrains HGD on CIFAR-10
+# The official ImageNet settings (docs/REFERENCE-IMPLEMENTATIONS.md 5b; JATP's Table 1 retrains HGD on CIFAR-10
 # with "PGD-40, step 0.007, eps 8/255" as the training attack).  Documented, not run.
 PAPER = {**HGD_PAPER, "guide": "Mixed_7c (Inception-v3 top feature map)", "train_eps": 16 / 255,
          "pool_attacks": ("fgsm", "ifgsm"), "pool_eps_fractions": (0.25, 0.5, 0.75, 1.0), "pool_copies": 1,

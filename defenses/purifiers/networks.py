@@ -1,6 +1,6 @@
 """Purifier networks, scaled down for the CPU: the HGD U-Net ("DUNET") and the NRP/ESRGAN RRDB generator.
 
-Both are faithful to the layouts of the official code (REFERENCE-IMPLEMENTATIONS.md, 5a and 5b) with fewer
+Both are faithful to the layouts of the official code (docs/REFERENCE-IMPLEMENTATIONS.md, 5a and 5b) with fewer
 channels and blocks; the paper-sized settings are the ``*_PAPER`` dicts (for reference, not used here).
 
 - ``UNetDenoiser`` (HGD, Liao et al. CVPR 2018, Fig. 3 "DUNET"): blocks Conv3x3 (no bias) + BN + ReLU; an
@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-# The paper-sized networks (computed parameter counts in REFERENCE-IMPLEMENTATIONS.md):
+# The paper-sized networks (computed parameter counts in docs/REFERENCE-IMPLEMENTATIONS.md):
 HGD_PAPER = {"enc_channels": (64, 128, 256, 256, 256), "enc_blocks": (2, 3, 3, 3, 3),
              "dec_channels": (256, 256, 128, 64), "dec_blocks": (3, 3, 3, 2)}          # ~11.03M params
 NRP_PAPER = {"nf": 64, "nb": 23, "gc": 32}                                                # 16,550,275 params

@@ -46,7 +46,7 @@ DEFAULTS = {
     "epochs": 8, "batch_size": 64, "seed": 0,
 }
 
-# The paper's ImageNet/MS-COCO settings (REFERENCE-IMPLEMENTATIONS.md 5a; ssp.py).  Documented, not run.
+# The paper's ImageNet/MS-COCO settings (docs/REFERENCE-IMPLEMENTATIONS.md 5a; ssp.py).  Documented, not run.
 # JATP's Table 1 uses NRP with nb = 3 on CIFAR-10 ("only reduce the number of basic blocks to 3").
 PAPER = {**NRP_PAPER, "feature_model": "vgg16 (ImageNet) features[:16] (relu3_3)", "train_eps": 16 / 255,
          "train_steps": 100, "train_step_size": 0.01, "init": "randn", "loss": "feature + pixel + RaGAN (unverified)",

@@ -41,7 +41,7 @@ __all__ = ["METHODS", "SHIPPED", "Context", "Features", "Method", "PurifierDefen
            "train_to_file", "training_data", "weights_digest"]
 
 # The sha256 of each shipped purifier (artifact name -> digest; ``harness/weights/<name>.pt``): the digits purifiers
-# of the README's table (HGD, HGD-full, NRP, JATP, JATP-obl against digits_cnn_adv), trained with torch 2.13.0 on one
+# of docs/results (HGD, HGD-full, NRP, JATP, JATP-obl against digits_cnn_adv), trained with torch 2.13.0 on one
 # CPU thread.  The MNIST purifiers are not shipped (trained on first use).
 SHIPPED: dict[str, str] = {
     "purifier-hgd-digits_cnn_adv-0ae8df714b22": "313c80de0bb47f2a7c1e34dee0bbca21416752d2ea32ec82f5815aa3ad7806e7",

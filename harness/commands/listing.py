@@ -9,6 +9,13 @@ from harness.core.errors import UsageError
 def cmd_list(args) -> int:
     from harness.core.registry import REGISTRIES
 
+    if args.markdown:
+        from .catalog import README_KINDS, markdown
+
+        if args.kind is not None and args.kind not in REGISTRIES:
+            raise UsageError(f"unknown kind {args.kind!r}; one of {', '.join(REGISTRIES)}")
+        print(markdown([args.kind] if args.kind else README_KINDS), end="")
+        return 0
     kinds = [args.kind] if args.kind else list(REGISTRIES)
     for kind in kinds:
         if kind not in REGISTRIES:

@@ -3,7 +3,7 @@
 A trained artifact is looked up in three places, in this order (``load_or_train``):
 
 1. **shipped**: ``harness/weights/NAME.pt``, package data, verified against the sha256 that its definition records
-   (a zoo entry, a defense).  These are the weights the README's numbers and the CI baseline rest on: training is
+   (a zoo entry, a defense).  These are the weights the result pages' numbers and the CI baseline rest on: training is
    not bit-reproducible across CPUs (their vectorised kernels round differently), inference of fixed weights is
    (nearly), so only shipped weights give the same numbers on every machine.
 2. **cache**: ``$HARNESS_CACHE`` (default ``~/.cache/harness``), weights trained earlier on this machine.

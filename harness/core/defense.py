@@ -1,4 +1,4 @@
-"""The four kinds of defense, by where they act (DESIGN.md, Concepts).
+"""The four kinds of defense, by where they act (docs/DESIGN.md, Concepts).
 
 Every defense answers the questions the threat models ask (``harness.threat``):
 ``prepare(model, x, y)``: what the attacker is handed (x_r for a preemptive defense, x otherwise);

@@ -1,4 +1,4 @@
-"""Exceptions that map to the exit codes of the command-line contract (DESIGN.md)."""
+"""Exceptions that map to the exit codes of the command-line contract (docs/CONTRACTS.md)."""
 
 
 class UsageError(Exception):

@@ -23,6 +23,12 @@ def cmd_grid(args) -> int:
     """The subcommand."""
     if args.address and args.backend != "ray":
         raise UsageError("--address goes with --backend ray")
+    if args.report_into is not None:
+        from .pages import check_page
+
+        if args.dry_run:
+            raise UsageError("--report-into does not go with --dry-run")
+        check_page(args.report_into)
     grid = load_grid(args.file, args.out)
     if args.dry_run:
         print(dry_run(grid))
@@ -50,6 +56,12 @@ def cmd_grid(args) -> int:
         print(tabulate(body, headers=head, tablefmt="github", disable_numparse=True))
         print(f"\nwrote {grid.out}/results.csv, results.md, results.tex ({n} cell{'s' * (n != 1)}: "
               f"{n - before} finished now, {before} complete before)")
+    if args.report_into is not None:
+        from .pages import data_path, report_into
+
+        page = report_into(grid, args.report_into)
+        if not args.quiet:
+            print(f"wrote {data_path(grid.path)} and {page}")
     return 0
 
 

@@ -1,6 +1,6 @@
 """The zoo: named, trained models.
 
-A zoo entry is a recipe (dataset, architecture, training recipe and its settings) and, for the entries the README,
+A zoo entry is a recipe (dataset, architecture, training recipe and its settings) and, for the entries the result pages,
 the CI baseline and the default run rest on, the sha256 of its shipped weights (``harness/weights/``, package
 data).  ``load_zoo`` takes the shipped weights where an entry has them, else weights trained earlier on this
 machine (``$HARNESS_CACHE``), else trains now on one thread with the entry's seed (deterministic on one machine,
@@ -145,7 +145,7 @@ zoo_entry("digits_cnn_spgd_adv", "small CNN, safe-spot-aware adversarial trainin
 # 0.1, on the digits schedule of 1437 training images (batches of 50, 60 epochs, eps ramp over epochs 3-17 of
 # auto_LiRPA's SmoothedScheduler with mid 0.3, RMSprop lr 2e-3 dropped 10x at epochs 40 and 52); the paper's:
 # 100 epochs, ramp 3-20, lr 1e-3 at 25 and 42, batches of 100.  The same training, seed and weights as the former
-# scripts/a5_tables.py.  The A5 tables: reports/grids/a5_digits.toml.
+# a5_tables.py.  The A5 tables: reports/grids/a5_digits.toml.
 for _sfx, _eps in (("c0", 0.0), ("c01", 0.1)):
     zoo_entry(f"digits_a5_cnn_{_sfx}", f"A5 classifier a5_cnn_small, CROWN-IBP training at Linf eps_A^C = {_eps:g} "
                                        "(Frosio & Kautz 2023, Table 2; 60 epochs) on digits",
@@ -157,7 +157,7 @@ for _sfx, _eps in (("c0", 0.0), ("c01", 0.1)):
 # ramp over epochs 3-20 (auto_LiRPA's SmoothedScheduler, mid 0.3), RMSprop lr 1e-3 dropped 10x at epochs 25 and 42,
 # batches of 100; on ``test-train`` (the first 8,000 MNIST test images: only the test set ships), evaluated on
 # ``test-holdout``.  About 100 CPU-minutes each for eps > 0 (resumable: an interrupted training goes on from its
-# last epoch).  The A5 MNIST tables: reports/grids/a5_mnist.toml.
+# last epoch).  The A5 MNIST tables: docs/results/a5.md.
 for _sfx, _eps in (("c0", 0.0), ("c01", 0.1), ("c03", 0.3)):
     zoo_entry(f"mnist_a5_cnn_{_sfx}", f"A5 classifier a5_cnn_small, CROWN-IBP training at Linf eps_A^C = {_eps:g} "
                                       "(Frosio & Kautz 2023, Table 2; 100 epochs), MNIST test-train split",
@@ -165,8 +165,8 @@ for _sfx, _eps in (("c0", 0.0), ("c01", 0.1), ("c03", 0.3)):
                       recipe_kw={"eps": _eps, "start": 3, "length": 17, "mid": 0.3, "milestones": (25, 42)},
                       split="test-train", lr=1e-3, batch_size=100))
 
-# The lecture's adversarial-training family (defenses/adversarial_training.py) at the digits budget, 15 epochs as
-# digits_cnn_adv (the README's training table; trained on first use, not shipped).
+# The lecture's adversarial-training family (defenses/adversarial_training/) at the digits budget, 15 epochs as
+# digits_cnn_adv (docs/results/training.md; trained on first use, not shipped).
 for _recipe, _kw, _text in (("fgsm", {}, "FGSM-AT (Goodfellow et al. 2015; alpha 0.5, no random init)"),
                             ("fast", {}, "Fast-AT (Wong et al. 2020; uniform start, step 1.25 eps)"),
                             ("free", {"m": 5}, "Free-AT (Shafahi et al. 2019; m = 5)"),
