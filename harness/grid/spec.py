@@ -82,7 +82,12 @@ def load_grid(path: str | Path, out: str | None = None) -> Grid:
     path = Path(path)
     doc = read_toml(path)
     where = str(path)
+    if not doc:
+        raise UsageError(f"{where}: empty grid file (it needs an [axes] table; docs/GRIDS.md)")
     _known(doc, {"grid", "axes", "settings", "exclude"}, where)
+    if not doc.get("axes"):
+        raise UsageError(f"{where}: no [axes] table (a grid needs at least one axis, e.g. defense = [\"none\"]; "
+                         "docs/GRIDS.md)")
     head = _table(doc.get("grid", {}), f"{where} [grid]")
     _known(head, GRID_KEYS, f"{where} [grid]")
     for key, kind in GRID_KEYS.items():
