@@ -127,17 +127,29 @@ def tex_escape(text: str) -> str:
     return "".join(LATEX_SPECIAL.get(ch, ch) for ch in str(text))
 
 
-def tex_number(grid: Grid, r: dict, kind: str) -> str:
-    r"""An accuracy as results.tex prints it: rounded to the precision of its 95% interval (``[grid] decimals``
-    fixes it), ``$\pm$ half-width`` with ``[grid] ci``, both detector readings, ``$^\dagger$`` when flagged."""
+def _half(r: dict, kind: str) -> float | None:
+    low, high = _float(r.get(f"{kind}_ci_low")), _float(r.get(f"{kind}_ci_high"))
+    return (high - low) / 2 if low is not None and high is not None else None
+
+
+def table_decimals(grid: Grid, rows: list[dict]) -> int:
+    """``[grid] decimals``, else the precision of the table's widest 95% interval (``harness.display.decimals``):
+    one precision for every number, and none finer than its least certain number deserves."""
+    if "decimals" in grid.head:
+        return grid.head["decimals"]
+    halves = [h for r in rows for k in ("clean", "robust") if (h := _half(r, k)) is not None]
+    return decimals(max(halves) if halves else math.nan)
+
+
+def tex_number(r: dict, kind: str, dec: int, ci: bool) -> str:
+    r"""An accuracy as results.tex prints it: ``dec`` decimals, ``$\pm$ half-width`` of its 95% interval with
+    ``ci``, both detector readings, ``$^\dagger$`` when its row carries a masking flag."""
     value = _float(r.get(f"{kind}_acc"))
     if value is None:
         return ""
-    low, high = _float(r.get(f"{kind}_ci_low")), _float(r.get(f"{kind}_ci_high"))
-    half = (high - low) / 2 if low is not None and high is not None else None
-    dec = grid.head["decimals"] if "decimals" in grid.head else decimals(half if half is not None else math.nan)
+    half = _half(r, kind)
     text = f"{value:.{dec}f}"
-    if grid.ci and half is not None:
+    if ci and half is not None:
         text += f" {{\\scriptsize $\\pm$ {half:.{dec}f}}}"
     second = _float(r.get("robust_acc_reject_defended")) if kind == "robust" else None
     if second is not None:
@@ -161,12 +173,14 @@ def to_latex(grid: Grid, rows: list[dict]) -> str:
     """The paper table as a booktabs ``table``: a caption (``[grid] caption``, TeX as written, else the grid's own
     words) and a label (``[grid] label``, else ``tab:<grid name>``), display names (``harness.display``, overridden
     by the grid's ``[labels]``), label columns left-aligned, numbers right-aligned and rounded to their interval."""
-    head, body, n_labels = paper_table(grid, rows, number=lambda r, kind: tex_number(grid, r, kind),
+    dec = table_decimals(grid, rows)
+    head, body, n_labels = paper_table(grid, rows, number=lambda r, kind: tex_number(r, kind, dec, grid.ci),
                                        name=lambda t: display(t, grid.names))
     spec = "l" * n_labels + "r" * (len(head) - n_labels)
-    rounding = (f"Numbers to {grid.head['decimals']} decimals" if "decimals" in grid.head else
-                "Numbers are rounded to the precision of their exact 95% interval")
-    caption = grid.head.get("caption") or tex_escape(
+    rounding = (f"Numbers to {dec} decimals" if "decimals" in grid.head else
+                f"Numbers to {dec} decimal{'s' * (dec != 1)}, the precision of the widest exact 95% interval")
+    flag_note = " $^\\dagger$: a gradient-masking check fired on this number." if _flagged(rows) else ""
+    caption = grid.head["caption"] + flag_note if "caption" in grid.head else tex_escape(
         f"{_caption(grid, rows, None).replace(' Brackets: exact 95% intervals.', '')} {rounding}"
         f"{'; ±: half the width of the exact 95% interval' if grid.ci else ''}.")
     caption = caption.replace("†", "$^\\dagger$").replace("±", "$\\pm$")
