@@ -42,3 +42,34 @@ def test_ci_script_removes_its_temporary_folders():
     assert all(f'"${name}"' in trap for name in made), trap
     assert "--report" in script and "--strict" not in script
     assert os.access(Path(__file__).resolve().parents[1] / ".ci" / "run", os.X_OK)
+
+
+def test_probe_writable_tries_a_write(tmp_path):
+    import pytest
+
+    from harness.core.errors import UsageError
+    from harness.writable import probe_writable
+
+    probe_writable(tmp_path / "new" / "deeper")  # creates nothing
+    assert not (tmp_path / "new").exists() and list(tmp_path.iterdir()) == []
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UsageError, match="not a folder"):
+        probe_writable(tmp_path / "file")
+    with pytest.raises(UsageError, match="not a folder"):
+        probe_writable(tmp_path / "file" / "sub")
+    assert os.access("/proc", os.W_OK) or os.geteuid() != 0  # as root, os.access says yes under /proc ...
+    with pytest.raises(UsageError, match="not writable"):  # ... and the trial write says no
+        probe_writable(Path("/proc/harness-out"))
+
+
+def test_certify_refuses_an_unwritable_out_before_any_work(capsys, monkeypatch):
+    import harness.data
+    from harness.cli import main
+
+    def no_work(*a, **k):
+        raise AssertionError("certify loaded data before probing --out")
+
+    monkeypatch.setattr(harness.data, "load", no_work)
+    assert main(["certify", "--out", "/proc/harness-certify", "--n", "2", "--N", "10", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "--out /proc/harness-certify" in err and len(err.strip().splitlines()) == 1
