@@ -323,3 +323,27 @@ def test_check_help_documents_the_gate(capsys):
     for word in ("--alpha", "--strict", "--allow-model-change", "--allow-seed-change", "--format", "--report",
                  "--fail-on-flags", "McNemar", "Clopper-Pearson", "exit codes", "model_sha256", "GITHUB_STEP_SUMMARY"):
         assert word in text, word
+
+
+# The pytest helper ---------------------------------------------------------------------------------------------
+
+
+def test_assert_robust_raises_with_the_gates_table(tmp_path):
+    from harness.core.errors import UsageError
+    from harness.testing import assert_robust
+
+    b, r = pair(tmp_path, 1000, 500, lost=60, gained=10)
+    with pytest.raises(AssertionError) as err:
+        assert_robust(r, baseline=b)
+    assert "REGRESSION" in str(err.value) and "none/pgd/white-box linf 0.1" in str(err.value)
+    ok = assert_robust(b, baseline=b, min_robust_acc=40)
+    assert ok.exit_code == 0 and len(ok.lines) == 4
+    with pytest.raises(AssertionError, match="below its floor"):
+        assert_robust(r, min_robust_acc={"pgd": 46})
+    assert_robust(r, min_robust_acc={"pgd": 44})
+    with pytest.raises(AssertionError, match="do not have: square"):
+        assert_robust(r, min_robust_acc={"square": 1})
+    b2, r2 = pair(tmp_path / "other", 100, 60, lost=0, gained=0, sha=SHA_B)
+    with pytest.raises(UsageError, match="model_sha256"):
+        assert_robust(r2, baseline=b2)
+    assert assert_robust(r2, baseline=b2, allow_model_change=True).exit_code == 0
