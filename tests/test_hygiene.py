@@ -73,3 +73,13 @@ def test_certify_refuses_an_unwritable_out_before_any_work(capsys, monkeypatch):
     assert main(["certify", "--out", "/proc/harness-certify", "--n", "2", "--N", "10", "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "--out /proc/harness-certify" in err and len(err.strip().splitlines()) == 1
+
+
+def test_grid_refuses_an_unwritable_out_before_any_cell(tmp_path, capsys):
+    from harness.cli import main
+
+    toml = tmp_path / "g.toml"
+    toml.write_text('[axes]\ndefense = ["none"]\n[settings]\nn = 4\n')
+    assert main(["grid", str(toml), "--out", "/proc/harness-grid", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "--out /proc/harness-grid" in err and "not writable" in err
