@@ -124,3 +124,15 @@ def test_flat_in_eps_needs_a_falling_reference():
     assert _names(honest + falls, g) == [[], [], [], []]
     square_flat = [_nrow("square", 0.1, 95, defense="q"), _nrow("square", 0.3, 95, defense="q")]
     assert _names(square_flat + falls, g) == [[], [], [], []]  # a weak gradient-free attack is not masking
+
+
+def test_a_transfer_attack_beating_white_box_pgd_on_the_quantizer_is_flagged(tmp_path):
+    """PGD crafted on the bare classifier (oblivious) and then quantized fools far more samples than PGD through
+    the quantizer's zero gradients: the adaptive attack is the weaker one."""
+    out = tmp_path / "t"
+    assert main(["run", "--defense", "quantize", "--model", "digits_cnn", "--attack", "pgd_linf",
+                 "--attack", "obl=pgd_linf", "--set", "obl.threat=oblivious", "--eps", "0.1", "--n", "40",
+                 "--quiet", "--no-samples", "--out", str(out)]) == 0
+    got = {r["attack"]: r for r in rows(out / "results.csv")}
+    assert got["obl"]["threat"] == "oblivious" and float(got["obl"]["robust_acc"]) < 50
+    assert got["pgd_linf"]["flags"] == "transfer-stronger" and got["obl"]["flags"] == ""
