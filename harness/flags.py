@@ -25,8 +25,10 @@ Across the series of one (dataset, model, norm):
 
 - ``flat-in-eps``: a gradient attack's robust accuracy does not fall (by more than the tolerance) from its smallest
   eps e0 to a larger eps e, over a range where another series of the same results (the undefended model under
-  the same attack, or another attack on the defense) does fall significantly, and it stays significantly above
-  that series at e: the ball grew and the attack found nothing more (Athalye et al. 2018, sec. 3.1).
+  the same attack, or another attack on the defense) falls significantly, to at most half its accuracy at e0
+  (``REFERENCE_FALL``: a range over which an honest defense falls too, not a small eps where a robust model is
+  flat), and it stays significantly above that series at e: the ball grew and the attack found nothing more
+  (Athalye et al. 2018, sec. 3.1).
 
 A difference counts when it exceeds ``TOLERANCE`` points (random restarts and draws move accuracies a little);
 the three new checks also ask that it is significant (``harness.significance``: the two Clopper-Pearson intervals
@@ -45,6 +47,7 @@ UNBOUNDED_LINF = 1.0
 ITERATIVE = ("iterative", "approximated", "expectation")  # BPDA and EOT wrap an iterative attack (pgd by default)
 PLAIN = ("iterative", "single-step")  # gradient attacks that use the defense's own gradients
 THROUGH = ("approximated", "expectation")  # BPDA, EOT
+REFERENCE_FALL = 0.5  # flat-in-eps: the falling series keeps at most this share of its accuracy at the smallest eps
 FLAGS = ("gradient-free-stronger", "single-step-stronger", "not-monotone-in-eps", "robust-at-unbounded-eps",
          "bpda-eot-stronger", "transfer-stronger", "flat-in-eps")
 
@@ -161,7 +164,7 @@ def _flat(rows, gradient_rows, kept, flags) -> None:
                 if rkey == key or rkey[:3] != key[:3] or e0 not in ref or e not in ref:
                     continue
                 r0, r1 = rows[ref[e0]], rows[ref[e]]
-                if _fewer(r1, r0) and _fewer(r1, hi):
+                if _acc(r1) <= _acc(r0) * REFERENCE_FALL and _fewer(r1, r0) and _fewer(r1, hi):
                     flags[s[e]].append(
                         f"flat-in-eps: {hi['attack']} stays at {hi['robust_acc']}% from eps {lo['eps']} "
                         f"({lo['robust_acc']}%) to {hi['eps']}, while {r0['defense']} / {r0['attack']} "

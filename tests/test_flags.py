@@ -65,9 +65,11 @@ def test_the_quantizer_under_fgsm_and_pgd_is_flat_in_eps(tmp_path):
     for attack in ("fgsm", "pgd_linf"):
         assert float(got["quantize", attack, "0.2"]["robust_acc"]) > 90  # not vacuous: masked at every eps
         assert float(got["none", attack, "0.2"]["robust_acc"]) < 10
-        for eps in ("0.1", "0.2"):
-            assert got["quantize", attack, eps]["flags"].split("; ") == ["flat-in-eps"]
+        assert got["quantize", attack, "0.2"]["flags"] == "flat-in-eps"
         assert got["quantize", attack, "0.05"]["flags"] == ""
+        # at 0.1 the undefended model kept more than half of its accuracy at 0.05: not yet a range that proves it
+        assert float(got["none", attack, "0.1"]["robust_acc"]) > float(got["none", attack, "0.05"]["robust_acc"]) / 2
+        assert got["quantize", attack, "0.1"]["flags"] == ""
     assert all(r["flags"] == "" for k, r in got.items() if k[0] == "none")
     md = (tmp_path / "q" / "results.md").read_text()
     assert "quantize / pgd_linf (eps 0.2): flat-in-eps: pgd_linf stays at" in md
@@ -124,6 +126,8 @@ def test_flat_in_eps_needs_a_falling_reference():
     assert _names(honest + falls, g) == [[], [], [], []]
     square_flat = [_nrow("square", 0.1, 95, defense="q"), _nrow("square", 0.3, 95, defense="q")]
     assert _names(square_flat + falls, g) == [[], [], [], []]  # a weak gradient-free attack is not masking
+    small = [_nrow("pgd", 0.1, 60, defense="none"), _nrow("pgd", 0.3, 40, defense="none")]
+    assert _names(flat + small, g) == [[], [], [], []]  # the reference kept more than half: a small-eps range
 
 
 def test_a_transfer_attack_beating_white_box_pgd_on_the_quantizer_is_flagged(tmp_path):

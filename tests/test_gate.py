@@ -347,3 +347,22 @@ def test_assert_robust_raises_with_the_gates_table(tmp_path):
     with pytest.raises(UsageError, match="model_sha256"):
         assert_robust(r2, baseline=b2)
     assert assert_robust(r2, baseline=b2, allow_model_change=True).exit_code == 0
+
+
+def test_the_ci_workflow_example_uses_valid_commands():
+    """docs/ci/robustness.yml: valid YAML whose harness commands parse with today's command line."""
+    import shlex
+    from pathlib import Path
+
+    from harness.cli import build_parser
+
+    yaml = pytest.importorskip("yaml")
+    doc = yaml.safe_load((Path(__file__).resolve().parents[1] / "docs" / "ci" / "robustness.yml").read_text())
+    steps = doc["jobs"]["gate"]["steps"]
+    commands = [shlex.split(s["run"].replace("$RUN", "/tmp/run")) for s in steps if "-m harness" in s.get("run", "")]
+    assert [c[3] for c in commands] == ["run", "check"]
+    for c in commands:
+        build_parser().parse_args(c[3:])
+    check_args = build_parser().parse_args(commands[1][3:])
+    assert check_args.format == "github" and check_args.report and not check_args.strict
+    assert any(s.get("uses", "").startswith("actions/upload-artifact") and s.get("if") == "always()" for s in steps)
