@@ -79,7 +79,8 @@ def test_the_quantizer_under_fgsm_and_pgd_is_flat_in_eps(tmp_path):
 def test_bpda_far_stronger_than_pgd_on_the_quantizer_is_flagged(tmp_path):
     got = {(r["defense"], r["attack"], r["eps"]): r for r in _run_rows(
         tmp_path / "b", "--defense", "quantize", "--attack", "pgd_linf", "--attack", "bpda")}
-    assert float(got["quantize", "bpda", "0.1"]["robust_acc"]) < 50 < float(got["quantize", "pgd_linf", "0.1"]["robust_acc"])
+    bpda, pgd = (float(got["quantize", a, "0.1"]["robust_acc"]) for a in ("bpda", "pgd_linf"))
+    assert bpda < 50 < pgd
     for eps in ("0.1", "0.2"):  # BPDA alone also gives flat-in-eps its falling reference
         assert set(got["quantize", "pgd_linf", eps]["flags"].split("; ")) == {"bpda-eot-stronger", "flat-in-eps"}
         assert got["quantize", "bpda", eps]["flags"] == ""

@@ -75,7 +75,8 @@ def test_results_tex_is_paper_ready(quant, tmp_path):
                        ("Bit depth (8 levels)", "0.05"): False, ("Bit depth (8 levels)", "0.2"): True}
     if shutil.which("pdflatex"):  # compile it where a TeX engine exists
         doc = tmp_path / "t.tex"
-        doc.write_text("\\documentclass{article}\\usepackage{booktabs}\\begin{document}\n" + tex + "\n\\end{document}\n")
+        doc.write_text("\\documentclass{article}\\usepackage{booktabs}\\begin{document}\n" + tex
+                       + "\n\\end{document}\n")
         done = subprocess.run(["pdflatex", "-interaction=nonstopmode", doc.name], cwd=tmp_path, capture_output=True)
         assert done.returncode == 0, done.stdout[-2000:]
 

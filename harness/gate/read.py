@@ -123,7 +123,8 @@ def check_comparable(base: Table, now: Table, pairs: list[tuple[dict, dict]], al
                      allow_model_change: bool, cols=KEY) -> list[str]:
     """Refuse (``UsageError``) when the matched rows differ in an ``IDENTITY`` column; the notes of allowed changes."""
     notes = []
-    allowed = {"seed": ("--allow-seed-change", allow_seed_change), "model_sha256": ("--allow-model-change", allow_model_change)}
+    allowed = {"seed": ("--allow-seed-change", allow_seed_change),
+               "model_sha256": ("--allow-model-change", allow_model_change)}
     for col in IDENTITY:
         if base.has(col) != now.has(col):
             only, other = (base, now) if base.has(col) else (now, base)
@@ -134,7 +135,8 @@ def check_comparable(base: Table, now: Table, pairs: list[tuple[dict, dict]], al
         for b, n in pairs:
             if b[col] != n[col]:
                 flag, ok = allowed.get(col, ("", False))
-                what = f"{label(b, cols)}: {col} {b[col] or '(blank)'} in the baseline, {n[col] or '(blank)'} in the results"
+                what = (f"{label(b, cols)}: {col} {b[col] or '(blank)'} in the baseline, "
+                        f"{n[col] or '(blank)'} in the results")
                 if not ok:
                     hint = f" (pass {flag} if that is intended)" if flag else ""
                     raise UsageError(f"not comparable: {what}{hint}")

@@ -186,7 +186,8 @@ def to_latex(grid: Grid, rows: list[dict]) -> str:
     caption = caption.replace("†", "$^\\dagger$").replace("±", "$\\pm$")
     lines = [f"% harness grid {grid.path}", "% needs \\usepackage{booktabs}", "\\begin{table}[t]", "\\centering",
              f"\\caption{{{caption}}}", f"\\label{{{tex_label(grid)}}}",
-             f"\\begin{{tabular}}{{{spec}}}", "\\toprule", " & ".join(tex_escape(h) for h in head) + " \\\\", "\\midrule"]
+             f"\\begin{{tabular}}{{{spec}}}", "\\toprule", " & ".join(tex_escape(h) for h in head) + " \\\\",
+             "\\midrule"]
     lines += [" & ".join([tex_escape(v) for v in line[:n_labels]] + line[n_labels:]) + " \\\\" for line in body]
     lines += ["\\bottomrule", "\\end{tabular}", "\\end{table}", ""]
     return "\n".join(lines)
