@@ -262,6 +262,18 @@ def test_other_labels_in_the_samples_are_other_data(tmp_path, capsys):
     assert "labels" in capsys.readouterr().err
 
 
+def test_results_sharing_no_cell_with_the_baseline_are_incomparable(tmp_path, capsys):
+    b = write_run(tmp_path / "b", {"fgsm": [1] * 50}, [1] * 50)
+    rows = list(csv.DictReader(b.open()))
+    other = tmp_path / "other.csv"
+    with other.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=COLUMNS, lineterminator="\n")
+        w.writeheader()
+        w.writerows([{**r, "eps": "0.3"} for r in rows])
+    assert check("--baseline", b, other) == 2
+    assert "no cell of the baseline" in capsys.readouterr().err
+
+
 def test_a_missing_cell_fails_and_a_run_folder_is_accepted(tmp_path, capsys):
     b = write_run(tmp_path / "b", {"fgsm": [1] * 50, "pgd": [1] * 30 + [0] * 20}, [1] * 50)
     r = write_run(tmp_path / "r", {"pgd": [1] * 30 + [0] * 20}, [1] * 50)

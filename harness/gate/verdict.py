@@ -83,6 +83,9 @@ def compare(baseline: str, results: str, tolerance: float = 1.0, alpha: float = 
     cols = key_columns(base, now, allow_model_change)
     b_idx, n_idx = index(base, cols, "baseline"), index(now, cols, "results")
     pairs = [(b_idx[k], n_idx[k]) for k in b_idx if k in n_idx]
+    if not pairs:
+        raise UsageError(f"not comparable: no cell of the baseline {base.path} is in the results {now.path} "
+                         f"(keyed by {', '.join(cols)})")
     out = Outcome(str(base.path), str(now.path), tolerance, alpha, strict, fail_on_flags)
     out.notes = check_comparable(base, now, pairs, allow_seed_change, allow_model_change, cols)
     b_samples, n_samples = Samples(base.path), Samples(now.path)
