@@ -378,3 +378,54 @@ def test_the_ci_workflow_example_uses_valid_commands():
     check_args = build_parser().parse_args(commands[1][3:])
     assert check_args.format == "github" and check_args.report and not check_args.strict
     assert any(s.get("uses", "").startswith("actions/upload-artifact") and s.get("if") == "always()" for s in steps)
+
+
+# End to end, with real runs -------------------------------------------------------------------------------------
+
+
+def _checkpoint(zoo_name, path):
+    import torch
+
+    from harness.models.zoo import load_zoo
+    from harness.plugins import load_builtins
+
+    load_builtins()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(load_zoo(zoo_name, quiet=True).state_dict(), path)
+    return path
+
+
+def _run(model_path, out):
+    assert main(["run", "--model", str(model_path), "--arch", "small_cnn", "--attack", "fgsm", "--n", "60",
+                 "--quiet", "--out", str(out)]) == 0
+    return out / "results.csv"
+
+
+def test_a_renamed_checkpoint_passes_the_gate_end_to_end(tmp_path, capsys):
+    """The same weights under another file name: every cell is matched (none MISSING) and paired: no sample
+    flipped."""
+    import shutil
+
+    first = _checkpoint("digits_cnn", tmp_path / "model.pt")
+    renamed = tmp_path / "model_v2.pt"
+    shutil.copy(first, renamed)
+    base, now = _run(first, tmp_path / "a"), _run(renamed, tmp_path / "b")
+    assert list(csv.DictReader(now.open()))[0]["model"] == "model_v2"
+    assert check("--baseline", base, now, "--format", "json") == 0
+    data = json.loads(capsys.readouterr().out)
+    assert {c["status"] for c in data["cells"]} == {"ok"} and len(data["cells"]) == 4
+    assert all(c["test"] == "mcnemar" and c["lost"] == c["gained"] == 0 for c in data["cells"])
+
+
+def test_other_weights_under_the_same_name_are_refused_end_to_end(tmp_path, capsys):
+    base = _run(_checkpoint("digits_cnn", tmp_path / "a" / "model.pt"), tmp_path / "ra")
+    now = _run(_checkpoint("digits_cnn_adv", tmp_path / "b" / "model.pt"), tmp_path / "rb")
+    if "model_sha256" not in next(csv.DictReader(now.open())):
+        pytest.skip("results.csv has no model_sha256 column yet (written by the run-spec work)")
+    assert check("--baseline", base, now) == 2
+    assert "model_sha256" in capsys.readouterr().err
+    code = check("--baseline", base, now, "--allow-model-change", "--format", "json")
+    data = json.loads(capsys.readouterr().out)
+    assert code == data["exit_code"] and "model_sha256 changed" in data["notes"][0]
+    fgsm = next(c for c in data["cells"] if c["key"]["attack"] == "fgsm" and c["metric"] == "robust_acc")
+    assert fgsm["change"] > 0  # the adversarially trained weights: judged, and more robust
