@@ -65,11 +65,8 @@ def test_the_quantizer_under_fgsm_and_pgd_is_flat_in_eps(tmp_path):
     for attack in ("fgsm", "pgd_linf"):
         assert float(got["quantize", attack, "0.2"]["robust_acc"]) > 90  # not vacuous: masked at every eps
         assert float(got["none", attack, "0.2"]["robust_acc"]) < 10
-        assert got["quantize", attack, "0.2"]["flags"] == "flat-in-eps"
-        assert got["quantize", attack, "0.05"]["flags"] == ""
-        # at 0.1 the undefended model kept more than half of its accuracy at 0.05: not yet a range that proves it
-        assert float(got["none", attack, "0.1"]["robust_acc"]) > float(got["none", attack, "0.05"]["robust_acc"]) / 2
-        assert got["quantize", attack, "0.1"]["flags"] == ""
+        assert got["quantize", attack, "0.2"]["flags"] == "flat-in-eps"  # the undefended model fell below half
+        assert got["quantize", attack, "0.05"]["flags"] == ""  # the smallest eps: the start of the range
     assert all(r["flags"] == "" for k, r in got.items() if k[0] == "none")
     md = (tmp_path / "q" / "results.md").read_text()
     assert "quantize / pgd_linf (eps 0.2): flat-in-eps: pgd_linf stays at" in md
