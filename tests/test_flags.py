@@ -63,9 +63,9 @@ def test_the_quantizer_under_fgsm_and_pgd_is_flat_in_eps(tmp_path):
     got = {(r["defense"], r["attack"], r["eps"]): r for r in _run_rows(
         tmp_path / "q", "--defense", "none", "--defense", "quantize", "--attack", "fgsm", "--attack", "pgd_linf")}
     for attack in ("fgsm", "pgd_linf"):
-        assert float(got["quantize", attack, "0.2"]["robust_acc"]) > 90  # not vacuous: masked at every eps
-        assert float(got["none", attack, "0.2"]["robust_acc"]) < 10
-        assert got["quantize", attack, "0.2"]["flags"] == "flat-in-eps"  # the undefended model fell below half
+        q, n = (float(got[d, attack, "0.2"]["robust_acc"]) for d in ("quantize", "none"))
+        assert q > 80 and n < 10  # not vacuous: the quantizer's number stays, the undefended model's falls
+        assert got["quantize", attack, "0.2"]["flags"] == "flat-in-eps"  # the undefended model collapsed
         assert got["quantize", attack, "0.05"]["flags"] == ""  # the smallest eps: the start of the range
     assert all(r["flags"] == "" for k, r in got.items() if k[0] == "none")
     md = (tmp_path / "q" / "results.md").read_text()
@@ -78,9 +78,11 @@ def test_bpda_far_stronger_than_pgd_on_the_quantizer_is_flagged(tmp_path):
         tmp_path / "b", "--defense", "quantize", "--attack", "pgd_linf", "--attack", "bpda")}
     bpda, pgd = (float(got["quantize", a, "0.1"]["robust_acc"]) for a in ("bpda", "pgd_linf"))
     assert bpda < 50 < pgd
-    for eps in ("0.1", "0.2"):  # BPDA alone also gives flat-in-eps its falling reference
-        assert set(got["quantize", "pgd_linf", eps]["flags"].split("; ")) == {"bpda-eot-stronger", "flat-in-eps"}
+    for eps in ("0.1", "0.2"):
+        assert "bpda-eot-stronger" in got["quantize", "pgd_linf", eps]["flags"].split("; ")
         assert got["quantize", "bpda", eps]["flags"] == ""
+    # BPDA alone also gives flat-in-eps its collapsing reference, at the largest eps
+    assert set(got["quantize", "pgd_linf", "0.2"]["flags"].split("; ")) == {"bpda-eot-stronger", "flat-in-eps"}
 
 
 def test_bpda_and_eot_declare_what_their_gradients_are():
@@ -102,8 +104,10 @@ def _names(rows_, g):
 def test_bpda_eot_stronger_needs_a_significant_gap():
     g = {"pgd": "iterative", "fgsm": "single-step", "bpda": "approximated", "eot": "expectation"}
     f = _names([_nrow("pgd", 0.1, 90), _nrow("fgsm", 0.1, 92), _nrow("bpda", 0.1, 40), _nrow("eot", 0.1, 89)], g)
-    assert f == [["bpda-eot-stronger"], ["bpda-eot-stronger"], [], []]
+    assert f == [["bpda-eot-stronger"], [], [], []]  # FGSM is weaker than an iterative BPDA by nature
     f = _names([_nrow("pgd", 0.1, 90, n=10), _nrow("bpda", 0.1, 80, n=10)], g)  # 1 sample of 10: noise
+    assert f == [[], []]
+    f = _names([_nrow("pgd", 0.1, 40, n=10000), _nrow("bpda", 0.1, 37, n=10000)], g)  # significant, not far
     assert f == [[], []]
 
 
@@ -120,12 +124,14 @@ def test_flat_in_eps_needs_a_falling_reference():
     assert _names(flat, g) == [[], []]  # no series of the results says the range matters
     falls = [_nrow("pgd", 0.1, 60, defense="none"), _nrow("pgd", 0.3, 5, defense="none")]
     assert _names(flat + falls, g) == [[], ["flat-in-eps"], [], []]
-    honest = [_nrow("pgd", 0.1, 95, defense="q"), _nrow("pgd", 0.3, 80, defense="q")]
+    noisy = [_nrow("pgd", 0.1, 95, defense="q"), _nrow("pgd", 0.3, 80, defense="q")]  # kept 84%: hardly fell
+    assert _names(noisy + falls, g) == [[], ["flat-in-eps"], [], []]
+    honest = [_nrow("pgd", 0.1, 95, defense="q"), _nrow("pgd", 0.3, 70, defense="q")]
     assert _names(honest + falls, g) == [[], [], [], []]
     square_flat = [_nrow("square", 0.1, 95, defense="q"), _nrow("square", 0.3, 95, defense="q")]
     assert _names(square_flat + falls, g) == [[], [], [], []]  # a weak gradient-free attack is not masking
-    small = [_nrow("pgd", 0.1, 60, defense="none"), _nrow("pgd", 0.3, 40, defense="none")]
-    assert _names(flat + small, g) == [[], [], [], []]  # the reference kept more than half: a small-eps range
+    small = [_nrow("pgd", 0.1, 60, defense="none"), _nrow("pgd", 0.3, 20, defense="none")]
+    assert _names(flat + small, g) == [[], [], [], []]  # the reference kept a third: not yet a large budget
 
 
 def test_a_transfer_attack_beating_white_box_pgd_on_the_quantizer_is_flagged(tmp_path):
