@@ -93,6 +93,7 @@ class BPDA(Attack):
     """
 
     adaptive = True
+    gradients = "approximated"  # harness.flags: the backward pass is replaced (bpda-eot-stronger)
 
     def __init__(self, norm: Literal["linf", "l2"] | None = None, eps: float = 0.0,
                  inner: Attack = Part("attacks", "pgd", steps=40),

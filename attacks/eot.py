@@ -56,6 +56,7 @@ class EOT(Attack):
     """
 
     norms = NORMS
+    gradients = "expectation"  # harness.flags: the gradient of the expectation over draws (bpda-eot-stronger)
 
     def __init__(self, inner: Attack = Part("attacks", "pgd", early_stop=False), samples: int = 10,
                  norm: Literal["linf", "l2"] | None = None, eps: float = 0.0, threat: str | None = None):

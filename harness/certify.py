@@ -186,7 +186,10 @@ def cmd_certify(args, argv: list[str]) -> int:
     from .config import Overrides, parse_eps
     from .data import load
     from .report import environment, write_atomic
+    from .writable import probe_writable
 
+    if args.out is not None:
+        probe_writable(Path(args.out))
     assembly.require_positive(N0=args.N0, N=args.N, batch=args.batch, skip=args.skip, batch_size=args.batch_size, n=args.n)
     if not args.step > 0:
         raise UsageError("--step must be > 0")
@@ -226,6 +229,7 @@ def cmd_certify(args, argv: list[str]) -> int:
               "batch_size": args.batch_size or 100, "eps": eps, "norm": args.norm, "radii": radii, "step": args.step, "seed": args.seed}
     config_hash = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
     out = Path(args.out or Path("runs") / f"certify-{config_hash}")
+    probe_writable(out)  # a trial write, before any work: os.access says yes under /proc or on a read-only mount
     x, y = data.x[idx], data.y[idx]
     if defense.kind == "preemptive":  # certify x_r (preemptive paper, Table 7)
         with tqdm(total=len(idx), desc="robustify", disable=args.quiet, leave=False) as bar:

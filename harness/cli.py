@@ -22,6 +22,26 @@ exit codes: 0 success, 1 internal error, 2 bad input or usage (one line on stder
 3 'check' found a regression"""
 
 
+CHECK_HELP = """Compare a run's results.csv with a committed baseline; exit 3 when a cell fell.
+
+Rows are matched by content: (dataset, defense, attack, threat, norm, eps), and, where a file holds several, the
+model's weights hash (model_sha256), the seed and set.* values -- never the checkpoint's file name, so a renamed
+file of the same weights is the same model.  The two files must describe the same experiment: the same data
+(data_fingerprint), n, subset, seed (unless --allow-seed-change) and weights (unless --allow-model-change);
+otherwise, or on bad input (no rows, a blank, non-numeric, nan or out-of-range accuracy, a duplicated cell), the
+gate refuses with exit 2 and the reason.  A column that neither file has (older files) is not compared.
+
+A cell's clean_acc or robust_acc regresses when it fell by more than --tolerance points AND the fall is
+significant at --alpha: the exact one-sided McNemar test on the per-sample verdicts when both runs kept them
+(samples.csv beside results.csv; NAME.samples.csv beside another NAME.csv; a grid's cells/<id>/samples.csv),
+else the two exact Clopper-Pearson intervals (at the level whose separation is a test at --alpha).  --strict
+keeps the plain point threshold.  A baseline cell missing from the results fails too.  Masking flags of the
+results (results.csv 'flags') are reported as warnings, or fail the gate with --fail-on-flags.
+
+exit codes: 0 no regression, 3 regression (or a flag with --fail-on-flags), 2 bad input or files not comparable.
+See docs/CI.md for the JSON report, the JUnit and GitHub formats and a ready GitHub Actions workflow."""
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, exit 2 (argparse would print the usage block too)
         raise UsageError(message)
@@ -132,11 +152,25 @@ def build_parser() -> argparse.ArgumentParser:
     ce.add_argument("--out", default=None, help="output folder (default runs/certify-<config hash>)")
     common(ce)
 
-    c = sub.add_parser("check", help="fail (exit 3) when results fell below a baseline")
-    c.add_argument("--baseline", required=True)
-    c.add_argument("--tolerance", type=float, default=1.0, help="points of accuracy allowed to be lost")
-    c.add_argument("results")
-    c.add_argument("--debug", action="store_true")
+    c = sub.add_parser("check", help="fail (exit 3) when results fell below a baseline (a CI regression gate)",
+                       description=CHECK_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    c.add_argument("results", help="results.csv of the run to judge (or its run / grid folder)")
+    c.add_argument("--baseline", required=True, help="the committed results.csv to compare with (or its folder)")
+    c.add_argument("--tolerance", type=float, default=1.0,
+                   help="points of accuracy a cell may lose (default 1.0); a larger fall fails only when significant")
+    c.add_argument("--alpha", type=float, default=0.05,
+                   help="significance level of the one-sided test of a fall (default 0.05)")
+    c.add_argument("--strict", action="store_true",
+                   help="the plain point threshold: any fall > --tolerance fails, significant or not")
+    c.add_argument("--allow-seed-change", action="store_true", help="compare runs made with different --seed")
+    c.add_argument("--allow-model-change", action="store_true",
+                   help="compare runs of different weights (model_sha256): 'my model changed, did robustness fall?'")
+    c.add_argument("--fail-on-flags", action="store_true", help="a gradient-masking flag in the results fails too (exit 3)")
+    c.add_argument("--format", default="text", choices=("text", "json", "junit", "github"),
+                   help="output on stdout (default text); github: ::error/::warning annotations, and a Markdown "
+                        "summary appended to $GITHUB_STEP_SUMMARY when set")
+    c.add_argument("--report", default=None, metavar="FILE", help="also write the outcome as JSON to FILE")
+    c.add_argument("--debug", action="store_true", help="show tracebacks")
 
     g = sub.add_parser("grid", help="run a grid of runs from a TOML file (docs/GRIDS.md); resumes where it stopped")
     g.add_argument("file", help="grid file, e.g. reports/grids/ci_default.toml")
@@ -161,7 +195,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "check":
             from .check import run_check
 
-            return run_check(args.baseline, args.results, args.tolerance)
+            return run_check(args.baseline, args.results, args.tolerance, alpha=args.alpha, strict=args.strict,
+                             allow_seed_change=args.allow_seed_change, allow_model_change=args.allow_model_change,
+                             fail_on_flags=args.fail_on_flags, fmt=args.format, report=args.report)
         if args.command == "grid":
             from harness.grid import cmd_grid
 

@@ -1,11 +1,53 @@
-"""Shared fixtures: the repo's real-data folder and the cached zoo models."""
+"""Shared fixtures: the repo's real-data folder and the cached zoo models; the session's own model cache."""
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+_USER_CACHE: Path | None = None
+_SESSION_CACHE: Path | None = None
+_USER_ENV: str | None = None
+
+
+def mirror(src: Path, dst: Path) -> None:
+    """``dst`` holds a symbolic link to every file under ``src`` (folders made anew): weights trained earlier are
+    read through the links, while anything written lands in ``dst``.  Every cache write is atomic (a temporary file
+    renamed over the name, ``harness.core.artifacts.atomic_save``), so it replaces a link, never the file behind it."""
+    for root, _, files in os.walk(src):
+        rel = Path(root).relative_to(src)
+        (dst / rel).mkdir(parents=True, exist_ok=True)
+        for f in files:
+            if not f.endswith(".tmp"):
+                (dst / rel / f).symlink_to(Path(root) / f)
+
+
+def pytest_configure(config):
+    """The test session gets its own ``$HARNESS_CACHE``, a temporary folder: pytest never writes into the user's
+    model cache.  Shipped weights (``harness/weights``) do not live in a cache; weights the user's cache already
+    holds are linked in, so models trained on first use are not trained again; what the tests train is dropped
+    with the folder at the end of the session."""
+    global _USER_CACHE, _SESSION_CACHE
+    global _USER_ENV
+    _USER_ENV = os.environ.get("HARNESS_CACHE")
+    _USER_CACHE = Path(_USER_ENV or Path.home() / ".cache" / "harness")
+    _SESSION_CACHE = Path(tempfile.mkdtemp(prefix="harness-test-cache-"))
+    if _USER_CACHE.is_dir():
+        mirror(_USER_CACHE, _SESSION_CACHE)
+    os.environ["HARNESS_CACHE"] = str(_SESSION_CACHE)
+
+
+def pytest_unconfigure(config):
+    if _SESSION_CACHE is not None:
+        shutil.rmtree(_SESSION_CACHE, ignore_errors=True)
+        if _USER_ENV is None:
+            os.environ.pop("HARNESS_CACHE", None)
+        else:
+            os.environ["HARNESS_CACHE"] = _USER_ENV
 
 
 @pytest.fixture(scope="module")

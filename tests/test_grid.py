@@ -242,16 +242,35 @@ def tabular(tex: str) -> tuple[int, list[list[str]]]:
 
 
 def test_results_tex_is_a_booktabs_tabular_of_the_md_table(reference, tmp_path):
+    """The same table as results.md, paper-ready: display names, each number rounded to the precision of its
+    interval (n = 20: +-12 points, no decimals) with the half-width as +-, the flag daggers where md has them."""
+    from harness.display import decimals, display
+
     tex = (reference / "results.tex").read_text()
+    assert "\\caption{" in tex and "\\label{tab:small}" in tex and "\\begin{table}" in tex
     ncol, cells = tabular(tex)
     assert ncol == 4 + 4  # defense, seed, steps, eps | Clean, fgsm, pgd_linf, Worst case
     assert all(len(r) == ncol for r in cells) and len(cells) == 1 + 4 * 2
-    assert cells[0][-1].strip() == "Worst case" and "pgd\\_linf" in cells[0][-2]
-    md_lines = [ln for ln in (reference / "results.md").read_text().split("## All rows")[0].splitlines()
+    assert cells[0][-1].strip() == "Worst case" and cells[0][-2].strip() == "PGD-Linf (white-box)"
+    md_lines = [ln for ln in (reference / "results.md").read_text().split("\n## ")[0].splitlines()
                 if ln.startswith("|") and not ln.startswith("|--")]
     md = [[c.strip() for c in ln.strip("|").split("|")] for ln in md_lines]
-    plain = [[re.sub(r"\{\\scriptsize (.*)\}", r"\1", c).strip().replace("\\_", "_") for c in r] for r in cells]
-    assert plain == md
+    assert len(md) == len(cells)
+    halves = [(float(h) - float(lo)) / 2 for r in md[1:] for c in r[4:]
+              for lo, h in re.findall(r"\[(\S+), (\S+)\]", c)]
+    d = decimals(max(halves))  # one precision for the table: that of its widest interval
+    assert d == 0 and max(halves) > 10
+    for t, m in zip(cells[0], md[0]):
+        ident, _, threat = m.partition(" (")
+        assert t.strip().replace("\\_", "_") == display(ident) + (f" ({threat}" if threat else "")
+    for trow, mrow in zip(cells[1:], md[1:]):
+        assert [t.strip() for t in trow[:4]] == [display(m) for m in mrow[:4]]
+        for t, m in zip(trow[4:], mrow[4:]):
+            got = re.fullmatch(r"(\S+) \{\\scriptsize \$\\pm\$ (\S+)\}(\$\^\\dagger\$)?", t.strip())
+            want = re.fullmatch(r"(\S+) \[(\S+), (\S+)\]( †)?", m)
+            value, low, high = (float(x) for x in want.groups()[:3])
+            assert got.groups()[:2] == (f"{value:.{d}f}", f"{(high - low) / 2:.{d}f}")
+            assert bool(got.group(3)) == bool(want.group(4))
     if shutil.which("pdflatex"):
         doc = tmp_path / "t.tex"
         doc.write_text("\\documentclass{article}\\usepackage{booktabs}\\begin{document}\n\\input{"

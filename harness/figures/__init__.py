@@ -20,7 +20,10 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from harness.display import display
+
 FOLDER = "figures"
+SELF_NAMED = ("defense", "model", "dataset", "norm")  # axes whose value names itself in a legend
 RUN_FIGURES = ("robust_vs_eps", "distances", "detector_scores")
 CAPTIONS = {"robust_vs_eps": "Robust accuracy vs eps (95% intervals shaded)",
             "distances": "Distances to x_o of the reconstruction and of the adversarial images (eps dotted)",
@@ -48,14 +51,16 @@ def _ok(x: float) -> bool:
     return not math.isnan(x)
 
 
-def markdown(names: list[str], heading: str = "## Figures") -> str:
-    """The results.md section linking ``names`` (stems under figures/); empty when there is none."""
+def markdown(names: list[str], heading: str = "## Figures", captions: dict | None = None) -> str:
+    """The results.md section linking ``names`` (stems under figures/), each with its caption line (``captions``
+    overrides ``CAPTIONS``); empty when there is none."""
     if not names:
         return ""
     lines = ["", heading, ""]
     for name in names:
-        lines += [f"![{CAPTIONS.get(name, name)}]({FOLDER}/{name}.png)", "",
-                  f"{CAPTIONS.get(name, name)} ([PDF]({FOLDER}/{name}.pdf)).", ""]
+        short = CAPTIONS.get(name, name)
+        lines += [f"![{short}]({FOLDER}/{name}.png)", "",
+                  f"*Figure: {(captions or {}).get(name, short)}* ([PDF]({FOLDER}/{name}.pdf)).", ""]
     return "\n".join(lines)
 
 
@@ -74,7 +79,8 @@ def _tidy(folder: Path, owned, drawn) -> None:
 
 
 def _curves(rows: list[dict], panel_of, line_of) -> tuple[dict, bool]:
-    """{panel: {line: [(eps, acc, lo, hi)]}} from results.csv rows; and whether some line has >= 2 budgets."""
+    """{panel: {line: [(eps, acc, lo, hi)]}} from results.csv rows; and whether some line has >= 2 budgets.  A
+    panel none of whose lines has two budgets (nothing to draw against eps) is left out: no empty panels."""
     panels: dict = {}
     for r in rows:
         eps, acc = _num(r.get("eps")), _num(r.get("robust_acc"))
@@ -85,8 +91,8 @@ def _curves(rows: list[dict], panel_of, line_of) -> tuple[dict, bool]:
             continue
         lo, hi = _num(r.get("robust_ci_low")), _num(r.get("robust_ci_high"))
         panels.setdefault(key, {}).setdefault(line_of(r), []).append((eps, acc, lo if _ok(lo) else acc, hi if _ok(hi) else acc))
-    several = any(len({p[0] for p in pts}) >= 2 for lines in panels.values() for pts in lines.values())
-    return panels, several
+    panels = {k: lines for k, lines in panels.items() if any(len({p[0] for p in pts}) >= 2 for pts in lines.values())}
+    return panels, bool(panels)
 
 
 def _norm_of(rows) -> str:
@@ -113,7 +119,7 @@ def run_figures(out: Path, rows: list[dict], samples, meta: dict, run_info: dict
 
     one_attack = len(attacks) == 1
     panels, several = _curves(rows, lambda r: r["defense"] if not (one_attack and r["attack"] == "worst-case") else None,
-                              lambda r: WORST if r["attack"] == "worst-case" else f"{r['attack']} ({r['threat']})")
+                              lambda r: WORST if r["attack"] == "worst-case" else f"{display(r['attack'])} ({r['threat']})")
     if several:
         from .plots import robust_vs_eps
 
@@ -121,7 +127,7 @@ def run_figures(out: Path, rows: list[dict], samples, meta: dict, run_info: dict
         for r in rows:
             if r["attack"] == "worst-case" and _ok(_num(r.get("eps"))) and _ok(_num(r.get("clean_acc"))):
                 clean.setdefault(r["defense"], []).append((_num(r["eps"]), _num(r["clean_acc"])))
-        robust_vs_eps([(f"defense: {d}", list(lines.items()), clean.get(d)) for d, lines in panels.items()],
+        robust_vs_eps([(display(d), list(lines.items()), clean.get(d)) for d, lines in panels.items()],
                       folder / "robust_vs_eps",
                       title=f"{title}: robust accuracy vs budget ({norm})", xlabel=f"eps ({norm})")
         drawn.append("robust_vs_eps")
@@ -135,7 +141,10 @@ def run_figures(out: Path, rows: list[dict], samples, meta: dict, run_info: dict
         if _scores(srows, rows, run_info, folder / "detector_scores", title):
             drawn.append("detector_scores")
     _tidy(folder, RUN_FIGURES, drawn)
-    return markdown(drawn)
+    n = rows[0].get("n", "") if rows else ""
+    return markdown(drawn, captions={"robust_vs_eps": (
+        f"Robust accuracy (%) vs eps ({norm}), {title}: a panel per defense, a line per attack, the worst case per "
+        f"sample wide and grey, the clean accuracy dashed; shaded: exact 95% Clopper-Pearson intervals; n = {n}.")})
 
 
 class Samples:
@@ -235,9 +244,11 @@ def _scores(srows, rows, run_info, stem: Path, title: str) -> bool:
     return True
 
 
-def grid_figures(out: Path, rows: list[dict], labels: dict[str, dict], varying: list[str], name: str) -> str:
+def grid_figures(out: Path, rows: list[dict], labels: dict[str, dict], varying: list[str], name: str,
+                 names: dict | None = None) -> str:
     """The grid's robust-vs-eps figure from its combined rows: a panel per attack (and norm, where the grid has
-    several), the worst case first, a line per cell labelled by the axes that vary; returns the results.md section."""
+    several), the worst case first, a line per cell labelled by the axes that vary, in display names
+    (``harness.display``; ``names``: the grid's ``[labels]``); returns the results.md section with its caption."""
     from .plots import WORST
 
     folder = Path(out) / FOLDER
@@ -246,16 +257,18 @@ def grid_figures(out: Path, rows: list[dict], labels: dict[str, dict], varying: 
 
     def panel(r):
         if r["attack"] == "worst-case":
-            head = WORST if len(attacks) > 1 else f"{attacks[0]} ({r['threat']})" if attacks else WORST
+            head = WORST if len(attacks) > 1 else f"{display(attacks[0], names)} ({r['threat']})" if attacks else WORST
         elif len(attacks) > 1:
-            head = f"{r['attack']} ({r['threat']})"
+            head = f"{display(r['attack'], names)} ({r['threat']})"
         else:
             return None
         return f"{head}, {NORM_TEXT[r['norm']]}" if len(norms) > 1 and r.get("norm") in NORM_TEXT else head
 
     def line(r):
         lab = labels.get(r.get("cell"), {})
-        return ", ".join(f"{a.removeprefix('set.')}={lab.get(a, '')}" for a in varying if lab.get(a, "") != "") or r["defense"]
+        parts = [display(lab[a], names) if a in SELF_NAMED else f"{display(a.removeprefix('set.'), names)} = {lab[a]}"
+                 for a in varying if lab.get(a, "") != ""]
+        return ", ".join(parts) or display(r["defense"], names)
 
     panels, several = _curves(rows, panel, line)
     drawn = []
@@ -271,7 +284,12 @@ def grid_figures(out: Path, rows: list[dict], labels: dict[str, dict], varying: 
                       xlabel=f"eps ({norm})")
         drawn.append("robust_vs_eps")
     _tidy(folder, ("robust_vs_eps",), drawn)
-    return markdown(drawn)
+    ns = "/".join(sorted({r["n"] for r in rows if r.get("n")}, key=int))
+    axes = ", ".join(display(a.removeprefix("set."), names) for a in varying) or "defense"
+    caption = (f"Robust accuracy (%) vs eps ({_norm_of(rows)}), grid {name}: a panel per attack"
+               f"{' (worst case per sample over the attacks first)' if len(attacks) > 1 else ''}, a line per cell "
+               f"({axes}); shaded: exact 95% Clopper-Pearson intervals; {ns} samples per cell.")
+    return markdown(drawn, captions={"robust_vs_eps": caption})
 
 
 def certify_figures(out: Path, curve_csv: str, table_csv: str, meta: dict) -> str:

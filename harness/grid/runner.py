@@ -33,9 +33,9 @@ def cmd_grid(args) -> int:
     if args.dry_run:
         print(dry_run(grid))
         return 0
-    from harness.assembly import check_writable
+    from harness.writable import probe_writable
 
-    check_writable(grid.out)
+    probe_writable(grid.out)  # a trial write: os.access says yes under /proc or on a read-only mount
     before = sum(is_done(grid.out, c) for c in grid.cells)
     try:
         run_grid(grid, backend=args.backend, address=args.address, quiet=args.quiet, debug=args.debug)

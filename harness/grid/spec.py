@@ -29,7 +29,7 @@ CELL_AXES = ("dataset", "model", "defense", "norm", "seed")  # and "set.KEY"
 RUN_LISTS = ("attack", "eps")  # shared by every cell: the lists of one run
 SETTINGS = {"n": int, "subset": str, "subset_seed": int, "indices": str, "batch_size": int, "passes": int,
             "split": str, "data_dir": str, "device": str, "arch": str, "no_samples": bool, "set": list}
-GRID_KEYS = {"out": str, "ci": bool}
+GRID_KEYS = {"out": str, "ci": bool, "caption": str, "label": str, "decimals": int}  # and [labels]: display names
 FLAGS = ("n", "subset", "subset_seed", "indices", "batch_size", "passes", "split", "data_dir", "device",
          "arch")  # settings that are run options
 
@@ -68,6 +68,8 @@ class Grid:
     ci: bool
     axes: list[str]  # the cell axes in the order of the file
     cells: list[Cell] = field(default_factory=list)
+    names: dict = field(default_factory=dict)  # [labels]: plugin id / axis value -> display name in tables, figures
+    head: dict = field(default_factory=dict)  # [grid]: caption, label (of results.tex), decimals (fixed, not by CI)
 
     @property
     def set_axes(self) -> list[str]:
@@ -100,12 +102,23 @@ def load_grid(path: str | Path, out: str | None = None) -> Grid:
     path = Path(path)
     doc = read_toml(path)
     where = str(path)
-    _known(doc, {"grid", "axes", "settings", "exclude"}, where)
+    if not doc:
+        raise UsageError(f"{where}: empty grid file (it needs an [axes] table; docs/GRIDS.md)")
+    _known(doc, {"grid", "axes", "settings", "exclude", "labels"}, where)
+    if not doc.get("axes"):
+        raise UsageError(f"{where}: no [axes] table (a grid needs at least one axis, e.g. defense = [\"none\"]; "
+                         "docs/GRIDS.md)")
     head = _table(doc.get("grid", {}), f"{where} [grid]")
     _known(head, GRID_KEYS, f"{where} [grid]")
     for key, kind in GRID_KEYS.items():
         if key in head and not _is(head[key], kind):
             raise UsageError(f"{where} [grid] {key}: expected a {kind.__name__}, got {head[key]!r}")
+    if not 0 <= head.get("decimals", 0) <= 6:
+        raise UsageError(f"{where} [grid] decimals: expected 0 to 6, got {head['decimals']}")
+    names = _table(doc.get("labels", {}), f"{where} [labels]")
+    for k, v in names.items():
+        if not isinstance(v, str) or not v.strip():
+            raise UsageError(f"{where} [labels] {k}: expected a display name (a non-empty string), got {v!r}")
     axes = _flatten_sets(_table(doc.get("axes", {}), f"{where} [axes]"))
     settings = _table(doc.get("settings", {}), f"{where} [settings]")
     values = _axes(axes, settings, where)
@@ -122,7 +135,8 @@ def load_grid(path: str | Path, out: str | None = None) -> Grid:
     _check_names(values, run_kw.get("arch"), where)
     order = [a for a in values if a not in RUN_LISTS]
     grid = Grid(path, path.stem, Path(out or head.get("out") or Path("runs") / "grids" / path.stem),
-                bool(head.get("ci", False)), order)
+                bool(head.get("ci", False)), order, names=dict(names),
+                head={k: head[k] for k in ("caption", "label", "decimals") if k in head})
     seen = set()
     for combo in itertools.product(*(values[a] for a in order)):
         point = dict(zip(order, combo))

@@ -123,7 +123,8 @@ def write_combined(grid: Grid, out: Path) -> int:
         rows, columns = combined_rows(grid, [(c, read_rows(out, c)) for c in done])
         from harness.figures import grid_figures  # figures/robust_vs_eps over the cells, with several budgets
 
-        figures = grid_figures(out, rows, {c.id: c.labels for c in grid.cells}, grid.varying, grid.name)
+        figures = grid_figures(out, rows, {c.id: c.labels for c in grid.cells}, grid.varying, grid.name,
+                               grid.names)
         write_atomic(out, {"results.csv": to_csv_text(rows, columns),
                            "results.md": to_markdown(grid, rows, len(done)) + figures,
                            "results.tex": to_latex(grid, rows)})
