@@ -366,7 +366,7 @@ def test_the_ci_workflow_example_uses_valid_commands():
     import shlex
     from pathlib import Path
 
-    from harness.cli import build_parser
+    from harness.commands.parser import build_parser
 
     yaml = pytest.importorskip("yaml")
     doc = yaml.safe_load((Path(__file__).resolve().parents[1] / "docs" / "ci" / "robustness.yml").read_text())

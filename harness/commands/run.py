@@ -57,7 +57,7 @@ def spec_from_options(options: dict):
 
 
 def run_defaults() -> dict:
-    from harness.cli import build_parser
+    from .parser import build_parser
 
     return vars(build_parser().parse_args(["run"]))
 

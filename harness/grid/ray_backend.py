@@ -37,7 +37,7 @@ def harness_grid_cell(cell: Cell, debug: bool = False) -> tuple[int, dict[str, b
     from harness.core.progress import set_quiet
     from harness.plugins import load_builtins
 
-    from .runner import execute
+    from .execute import execute
 
     load_builtins()
     set_quiet(True)

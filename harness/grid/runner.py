@@ -15,6 +15,7 @@ from pathlib import Path
 from harness.core.errors import UsageError
 from harness.core.progress import bar
 
+from .execute import execute
 from .spec import Cell, Grid, load_grid
 from .store import CellFailed, claims, clear, is_done, mark_done, read_rows, status, write_combined
 
@@ -105,26 +106,6 @@ def run_grid(grid: Grid, *, backend: str = "local", address: str | None = None, 
     finally:
         progress.close()
     write_combined(grid, out)
-
-
-def execute(cell: Cell, out: Path, debug: bool = False) -> tuple[int, str]:
-    """One cell: build its ``RunSpec``, evaluate it and save the run into ``out``; (exit code, error line) as
-    ``harness run`` would end (2 bad input, 1 internal error)."""
-    from harness.build import build
-
-    try:
-        build(cell.run_spec()).execute(["run", *cell.command.split()[2:]]).save(out)
-        return 0, ""
-    except UsageError as err:
-        if debug:
-            raise
-        return 2, str(err).splitlines()[0] if str(err) else "usage error"
-    except KeyboardInterrupt:
-        raise
-    except Exception as err:  # noqa: BLE001 - a failed cell stops the grid with its reason; the others are kept
-        if debug:
-            raise
-        return 1, f"internal error: {type(err).__name__}: {err}"
 
 
 def run_local(grid: Grid, finish, *, quiet: bool, debug: bool) -> None:
