@@ -153,7 +153,7 @@ def test_eps_ramp_warms_the_budget_up_linearly():
 def test_third_party_plugin_through_entry_points(tmp_path, monkeypatch):
     """A package that declares ``[harness.attacks] name = module:Class`` is found without touching the harness."""
     (tmp_path / "thirdparty_attack.py").write_text(
-        "from attacks.base import Attack\n"
+        "from harness.core.attack import Attack\n"
         "class Nudge(Attack):\n"
         "    '''shifts every pixel by eps'''\n"
         "    def __init__(self, norm: str = 'linf', eps: float = 0.0, shift: float = 1.0):\n"
