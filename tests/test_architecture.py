@@ -128,7 +128,10 @@ def declared_in_pyproject() -> dict[str, dict[str, str]]:
 
 
 REGISTERED = """
-import json, attacks, defenses, harness.data, harness.models
+import importlib, json, pkgutil
+for package in ("attacks", "defenses", "harness.data", "harness.models"):  # every module: whatever registers
+    for module in pkgutil.walk_packages(importlib.import_module(package).__path__, package + "."):
+        importlib.import_module(module.name)
 from harness.core.registry import REGISTRIES
 print(json.dumps({kind: {"names": {n: [e.factory.__module__, e.factory.__qualname__] for n, e in r._entries.items()},
                          "families": sorted(p + "*" for p in r.resolvers)} for kind, r in REGISTRIES.items()}))
