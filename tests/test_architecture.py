@@ -162,3 +162,41 @@ def test_the_installed_entry_points_are_those_of_pyproject():
     for kind, names in declared_in_pyproject().items():
         installed = {ep.name: ep.value for ep in metadata.entry_points(group=f"harness.{kind}")}
         assert {n: installed.get(n) for n in names} == names, f"harness.{kind} is stale: reinstall (pip install -e .)"
+
+
+# Imported but deliberately not a dependency, each with its clear error where it is missing.
+NOT_DEPENDENCIES = {"torchattacks": "its metadata pins torchvision: pip install --no-deps (attacks/adapters/library.py)"}
+
+
+def test_pyproject_declares_every_library_the_code_imports():
+    """``pip install .`` gives a working harness: every third-party module imported (by a statement, or by name as
+    the adapters do) belongs to a distribution that pyproject.toml declares, as a dependency or an extra."""
+    import re
+    from importlib import metadata
+
+    from attacks.adapters.library import PREFIXES
+
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    requirements = project["dependencies"] + [r for extra in project["optional-dependencies"].values() for r in extra]
+
+    def norm(name: str) -> str:
+        return re.sub(r"[-_.]+", "-", name).lower()
+
+    declared = {norm(re.match(r"[A-Za-z0-9_.-]+", r).group()) for r in requirements}
+    imported = set(PREFIXES.values())
+    for path in modules().values():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                imported.add(node.module.split(".")[0])
+    third_party = imported - set(sys.stdlib_module_names) - set(PACKAGES)
+    assert {"torch", "sklearn", "PIL"} <= third_party, "the import walk found too little: it is broken"
+    distributions = metadata.packages_distributions()
+    undeclared = sorted(m for m in third_party - set(NOT_DEPENDENCIES)
+                        if norm(m) not in declared and not {norm(d) for d in distributions.get(m, [])} & declared)
+    assert undeclared == [], f"imported but not declared in pyproject.toml: {undeclared}"

@@ -250,6 +250,25 @@ def test_a_module_entry_point_registers_its_names_when_a_name_is_not_declared(tm
     assert reg.get("wiggle").description == "moves nothing"
 
 
+def test_a_broken_or_stale_entry_point_is_named(tmp_path, monkeypatch):
+    """An entry point whose module fails to import is an ImportError naming the plugin; one whose module does not
+    register its name (metadata older than the code) says so instead of a KeyError."""
+    (tmp_path / "thirdparty_empty.py").write_text("X = 1\n")
+    dist = tmp_path / "thirdparty_broken-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: thirdparty-broken\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[harness.things]\nbroken = thirdparty_nowhere:Thing\n"
+                                           "ghost = thirdparty_empty\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    reg = Registry("things")
+    with pytest.raises(ImportError, match=r"plugin 'broken' \(harness.things: thirdparty_nowhere:Thing\)"):
+        reg.get("broken")
+    with pytest.raises(UsageError, match="registered no thing 'ghost': stale metadata"):
+        reg.get("ghost")
+    with pytest.raises(UsageError, match="unknown thing 'gost'; did you mean ghost"):
+        reg.get("gost")
+
+
 def test_a_misspelt_name_is_refused_before_any_plugin_or_torch_is_imported():
     """Names are checked against the entry points first: exit 2, one line with the closest names, and neither a plugin
     package nor torch imported (the cost of a typo is the interpreter's start, not the harness's)."""
@@ -265,6 +284,20 @@ def test_a_misspelt_name_is_refused_before_any_plugin_or_torch_is_imported():
     run = subprocess.run([sys.executable, "-m", "harness", "run", "--defense", "nonee", "--quiet"], capture_output=True,
                          text=True)
     assert (run.returncode, run.stdout) == (2, "") and len(run.stderr.splitlines()) == 1 and "none" in run.stderr
+
+
+def test_a_missing_attack_library_is_one_line_naming_its_install_command(tmp_path):
+    """torchattacks is not a dependency (its metadata pins torchvision): without it a ``ta.`` attack is a usage error
+    that says how to install it, and the rest of the harness works."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nsys.modules['torchattacks'] = None  # as if not installed\nfrom harness.cli import main\n"
+            f"sys.exit(main(['run', '--attack', 'ta.PGD', '--n', '2', '--quiet', '--out', {str(tmp_path)!r}]))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 2 and out.stdout == "", out.stderr
+    assert len(out.stderr.splitlines()) == 1 and "pip install --no-deps torchattacks==3.5.1" in out.stderr
+    assert not list(tmp_path.iterdir())  # nothing written
 
 
 def test_parts_compose_and_are_reached_by_path():
