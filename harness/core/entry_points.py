@@ -17,6 +17,7 @@ imported first (it may register the name).
 from __future__ import annotations
 
 import difflib
+from collections.abc import Iterable
 from importlib import metadata
 from typing import Any
 
@@ -58,19 +59,17 @@ class EntryPoints:
         return [ep for name, ep in self.declared.items() if not name.endswith("*") and ep.attr is None]
 
     def load(self, ep: metadata.EntryPoint) -> Any:
-        """Import what ``ep`` names (once); a plugin that fails to import is one clear line, not a traceback."""
+        """Import what ``ep`` names (once).  A plugin that fails to import is an ImportError that names it (the
+        command line's one line, exit 1; ``--debug`` shows the plugin's own traceback)."""
         if ep.name not in self._loaded:
             try:
                 self._loaded[ep.name] = ep.load()
             except Exception as err:
-                raise UsageError(f"the plugin {ep.name!r} ({self.group} = {ep.value}) failed to import: "
-                                 f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}") from err
+                raise ImportError(f"the plugin {ep.name!r} ({self.group}: {ep.value}) failed to import: "
+                                  f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}") from err
         return self._loaded[ep.name]
 
-    def load_all(self) -> list[tuple[metadata.EntryPoint, Any]]:
-        return [(ep, self.load(ep)) for ep in self.declared.values()]
-
-    def unknown(self, kind: str, name: str, also: list[str] = ()) -> UsageError:
+    def unknown(self, kind: str, name: str, also: Iterable[str] = ()) -> UsageError:
         """The error for a name nothing declares: the closest declared names (``also``: names registered otherwise)."""
         known = sorted(set(self.names()) | set(also))
         if not known:

@@ -254,10 +254,12 @@ class Registry:
         return sorted(n for n in self._entries if fnmatch.fnmatch(n, pattern))
 
     def __contains__(self, name: str) -> bool:
-        """Whether ``name`` is registered, or declared by its own entry point (then it is imported); a name of a
-        family (``ta.PGD``) counts once it was resolved."""
-        if name not in self._entries and name in self.entry_points.declared:
-            self._load(self.entry_points.declared[name])
+        """Whether ``name`` is registered: its own entry point's module, else the module entry points' modules are
+        imported first; a name of a family (``ta.PGD``) counts once it was resolved."""
+        for ep in [self.entry_points.declared[name]] if name in self.entry_points.declared else \
+                self.entry_points.modules():
+            if name not in self._entries:
+                self._load(ep)
         return name in self._entries
 
 
