@@ -11,7 +11,7 @@ and the fastest of each kept; the run is the pytest-benchmark subject (wall-cloc
 
 Reference (issue 23, 2 shared CPU cores, torch 2.13 CPU): the floor is 1.2-1.3 CPU-s; the run was 2.85 CPU-s
 (scipy.stats for one beta quantile, scikit-learn for the digits, loaded twice, every plugin module imported) and
-is 1.44 (ratio 1.17); a misspelt name was 2.4 CPU-s (every plugin imported before the name was checked) and is
+is 1.39 (ratio 1.13); a misspelt name was 2.4 CPU-s (every plugin imported before the name was checked) and is
 0.09 (ratio 0.07).  Targets: run / floor <= 1.3
 and misspelt / floor <= 0.25; the assertions only catch gross regressions.
 """

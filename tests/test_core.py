@@ -92,39 +92,35 @@ def test_clopper_pearson_prints_the_numbers_of_scipys_beta_quantiles():
         assert (f"{100 * lo:.2f}", f"{100 * hi:.2f}") == (f"{100 * ref.low:.2f}", f"{100 * ref.high:.2f}")
 
 
-def test_the_digits_are_scikit_learns_read_once_from_the_cache(tmp_path, monkeypatch):
-    """The cached arrays are scikit-learn's images, labels and documented split, exactly; a run reads them once (no
-    scikit-learn import once cached), and a damaged cache file is computed again."""
+def test_the_shipped_digits_are_scikit_learns_and_read_once(tmp_path):
+    """harness/data/digits.npz holds scikit-learn's images, labels and the documented split, exactly (so a run needs
+    no scikit-learn); both splits come from one read, and a damaged file is a DataError, not other numbers."""
     import numpy as np
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
     from harness.data import digits as module
 
-    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path))
+    fresh = module.from_sklearn()
+    assert module.digest(fresh) == module.SHA256  # the file is what scikit-learn gives today
+    bunch = load_digits()
+    idx = dict(zip(("train", "test"), train_test_split(np.arange(1797), test_size=0.2, random_state=0,
+                                                       stratify=bunch.target)))
     module.digits_arrays.cache_clear()
-    try:
-        bunch = load_digits()
-        idx = dict(zip(("train", "test"), train_test_split(np.arange(1797), test_size=0.2, random_state=0,
-                                                           stratify=bunch.target)))
-        for split in ("train", "test"):
-            data = module.digits(split)
-            assert np.array_equal(data.x.numpy(), (bunch.images.astype(np.float32) / 16.0)[:, None][idx[split]])
-            assert data.y.dtype == torch.int64 and np.array_equal(data.y.numpy(), bunch.target[idx[split]])
-        assert module.digits_arrays.cache_info().misses == 1  # both splits from one read
-        (cached,) = tmp_path.glob("digits-sklearn*.pt")
-        compute = module.from_sklearn
-        module.digits_arrays.cache_clear()
-        monkeypatch.setattr(module, "from_sklearn", lambda: pytest.fail("computed again though cached"))
-        assert torch.equal(module.digits("test").x, data.x)
-        cached.write_bytes(b"damaged")
-        module.digits_arrays.cache_clear()
-        monkeypatch.setattr(module, "from_sklearn", compute)
-        assert torch.equal(module.digits("test").x, data.x)
-        with pytest.raises(DataError, match="unknown split"):
-            module.digits("validation")
-    finally:
-        module.digits_arrays.cache_clear()
+    for split in ("train", "test"):
+        data = module.digits(split)
+        assert np.array_equal(data.x.numpy(), (bunch.images.astype(np.float32) / 16.0)[:, None][idx[split]])
+        assert data.y.dtype == torch.int64 and np.array_equal(data.y.numpy(), bunch.target[idx[split]])
+    assert module.digits_arrays.cache_info().misses == 1  # both splits from one read
+    edited = {**fresh, "target": np.roll(fresh["target"], 1)}
+    np.savez_compressed(tmp_path / "digits.npz", **edited)
+    with pytest.raises(DataError, match="damaged or edited"):
+        module.digits_arrays(tmp_path / "digits.npz")
+    (tmp_path / "broken.npz").write_bytes(b"broken")
+    with pytest.raises(DataError, match="cannot be read"):
+        module.digits_arrays(tmp_path / "broken.npz")
+    with pytest.raises(DataError, match="unknown split"):
+        module.digits("validation")
 
 
 def test_imageset_rejects_out_of_range_and_nan():
