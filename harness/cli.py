@@ -14,6 +14,18 @@ from harness.core.progress import set_quiet
 from .commands.parser import build_parser
 
 
+def check_names(args) -> None:
+    """Refuse a misspelt plugin name (``--attack``, ``--defense``, ``--dataset``, ``--recipe``) with the closest names
+    before any plugin, or torch, is imported: the names are checked against the entry points' (the registries)."""
+    from harness.config import split_label
+    from harness.core.registry import ATTACKS, DATASETS, DEFENSES, RECIPES
+
+    for registry, flag in ((DEFENSES, "defense"), (ATTACKS, "attack"), (DATASETS, "dataset"), (RECIPES, "recipe")):
+        given = getattr(args, flag, None)
+        for text in [given] if isinstance(given, str) else given or []:
+            registry.check(split_label(text)[1])
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     debug = "--debug" in argv
@@ -30,9 +42,7 @@ def main(argv: list[str] | None = None) -> int:
             from harness.grid import cmd_grid
 
             return cmd_grid(args)
-        from harness.plugins import load_builtins
-
-        load_builtins()
+        check_names(args)
         if args.command == "list":
             from .commands.listing import cmd_list
 

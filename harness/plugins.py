@@ -1,14 +1,17 @@
-"""The built-in plugins: importing their modules registers them (datasets, models, zoo, attacks, defenses, recipes).
+"""Every installed plugin at once: the built-in datasets, models, zoo, attacks, defenses and recipes, and those of
+third-party packages, all found through their entry points (``harness.core.entry_points``; the built-ins are
+declared in this project's ``pyproject.toml``).
 
-This module sits above every plugin package (``harness.data``, ``harness.models``, ``attacks``, ``defenses``); the
-registries themselves (``harness.core.registry``) import none of them.
+The registries load their plugins on first use by themselves; ``load_builtins`` is for code that reads a registry's
+entries before asking for any by name (scripts, tests).  The harness imports no plugin package: ``attacks`` and
+``defenses`` are reached only through the entry points, as a third party's plugins are.
 """
 from __future__ import annotations
 
+from harness.core.registry import REGISTRIES
+
 
 def load_builtins() -> None:
-    """Import the built-in plugin modules so that they register themselves (cheap after the first call)."""
-    import attacks  # noqa: F401
-    import defenses  # noqa: F401
-    import harness.data  # noqa: F401
-    import harness.models  # noqa: F401
+    """Import every declared plugin of every registry (cheap after the first call)."""
+    for registry in REGISTRIES.values():
+        registry.load_all()

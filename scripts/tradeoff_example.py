@@ -30,11 +30,11 @@ Closed forms (Phi is the standard normal CDF), for an Linf adversary with budget
 So f_std is the more accurate (99.87% vs 95%) and f_rob the more robust (95% vs 0.13%): the trade-off.
 
 The robust accuracies printed are NOT the closed forms applied to the data: they come from running
-``harness.registry.ATTACKS.create("pgd_linf", ...)`` (``attacks.pgd.PGDLinf``, a ``PGD``: 20 steps of eps/4, random start,
+``harness.core.registry.ATTACKS.create("pgd_linf", ...)`` (``attacks.pgd.PGDLinf``, a ``PGD``: 20 steps of eps/4, random start,
 cross-entropy) against the two models, which are ``torch.nn.Module``s with two logits [-w^T x, w^T x]
 (class 0 is y = -1, class 1 is y = +1; argmax = sign).
 
-The [0, 1] box.  The harness's attacks are written for images: ``attacks.base.project`` (every PGD step) and the
+The [0, 1] box.  The harness's attacks are written for images: ``harness.core.geometry.project`` (every PGD step) and the
 random start always clamp to [0, 1].  The features here are unbounded reals, so the data are handed to the
 attack through an affine map folded into the models: u = 1/2 + x / S, and each model first computes
 x = S (u - 1/2).  The scale S is chosen from the sample, S = 2 (max |x| + eps) + 1 rounded up, so that the eps-ball
@@ -173,12 +173,8 @@ class Experiment:
 
 
 def make_attack(eps_unit: float, steps: int = 20):
-    """The harness's Linf PGD from the registry (20 steps of eps/4 from a random start, cross-entropy).
-
-    ``import attacks`` registers the built-in attacks (what ``load_builtins`` does for them) without importing
-    the defenses and model zoo, which this example does not need."""
-    import attacks  # noqa: F401 - registers pgd_linf
-
+    """The harness's Linf PGD from the registry (20 steps of eps/4 from a random start, cross-entropy); the registry
+    imports its module (``attacks.pgd``) alone, not the defenses and model zoo, which this example does not need."""
     return ATTACKS.create("pgd_linf", eps=eps_unit, steps=steps)
 
 

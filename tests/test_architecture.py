@@ -1,8 +1,10 @@
-"""The layers (docs/ARCHITECTURE.md): the floor ``harness.core`` imports nothing else of the project, and the import
-graph of ``harness``, ``attacks`` and ``defenses`` has no cycle, function-local imports included."""
+"""The layers (docs/ARCHITECTURE.md): the floor ``harness.core`` imports nothing else of the project, the import
+graph of ``harness``, ``attacks`` and ``defenses`` has no cycle, function-local imports included, and ``harness``
+imports neither plugin package."""
 from __future__ import annotations
 
 import ast
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -99,19 +101,102 @@ def test_the_floor_imports_nothing_else_of_the_project(module):
     assert out.stdout.strip() == "", f"{module} pulls in {out.stdout.strip()}"
 
 
-def test_the_pre_floor_import_paths_of_third_party_plugins_still_resolve():
-    """Plugins written against the old layout (``harness.registry``, ``attacks.base``, ``defenses.base``) get the
-    very objects of the floor."""
-    import attacks.base
-    import defenses.base
-    import harness.core.attack
-    import harness.core.defense
-    import harness.core.errors
-    import harness.core.registry
-    import harness.errors
-    import harness.registry
+def plugin_edges(graph: dict[str, set[str]]) -> list[tuple[str, str]]:
+    """The imports from the harness package up into the plugin packages ``attacks`` and ``defenses``."""
+    return sorted((a, b) for a, targets in graph.items() if a.split(".")[0] == "harness"
+                  for b in targets if b.split(".")[0] in ("attacks", "defenses"))
 
-    assert harness.registry.ATTACKS is harness.core.registry.ATTACKS
-    assert harness.errors.UsageError is harness.core.errors.UsageError
-    assert attacks.base.Attack is harness.core.attack.Attack
-    assert defenses.base.Preemptive is harness.core.defense.Preemptive
+
+def test_the_harness_imports_no_plugin_package():
+    """The built-in plugins are reached like a third party's, through their entry points (pyproject.toml): no
+    module of ``harness`` imports ``attacks`` or ``defenses``, at top level or inside a function."""
+    known = modules()
+    graph = {name: imports(name, path, known) for name, path in known.items()}
+    assert ("defenses.purifiers.training", "harness.core.registry") in [(a, b) for a, t in graph.items() for b in t]
+    assert plugin_edges(graph) == []
+    assert plugin_edges({"harness.x": {"defenses.y", "harness.core"}, "attacks.a": {"harness.core"}}) == [
+        ("harness.x", "defenses.y")]  # a planted edge is found
+
+
+def declared_in_pyproject() -> dict[str, dict[str, str]]:
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    eps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["entry-points"]
+    return {group.removeprefix("harness."): dict(names) for group, names in eps.items() if group.startswith("harness.")}
+
+
+REGISTERED = """
+import importlib, json, pkgutil
+for package in ("attacks", "defenses", "harness.data", "harness.models"):  # every module: whatever registers
+    for module in pkgutil.walk_packages(importlib.import_module(package).__path__, package + "."):
+        importlib.import_module(module.name)
+from harness.core.registry import REGISTRIES
+print(json.dumps({kind: {"names": {n: [e.factory.__module__, e.factory.__qualname__] for n, e in r._entries.items()},
+                         "families": sorted(p + "*" for p in r.resolvers)} for kind, r in REGISTRIES.items()}))
+"""
+
+
+def test_the_entry_points_declare_exactly_what_the_plugin_modules_register():
+    """Every built-in plugin is declared in pyproject.toml by its name, with the class or function it registers (the
+    zoo's entries: the module), and nothing else is declared: a plugin missing there would be unknown to a run."""
+    out = subprocess.run([sys.executable, "-c", REGISTERED], cwd=ROOT, capture_output=True, text=True, check=True)
+    registered = json.loads(out.stdout)
+    declared = declared_in_pyproject()
+    assert sorted(declared) == sorted(registered)
+    for kind, found in registered.items():
+        expect = {n: f"{mod}:{qual}" if "<" not in qual else mod for n, (mod, qual) in found["names"].items()}
+        expect.update({family: "attacks.adapters.factory" for family in found["families"]})
+        missing = {n: v for n, v in expect.items() if declared[kind].get(n) != v}
+        extra = sorted(set(declared[kind]) - set(expect))
+        assert not missing and not extra, (
+            f"[project.entry-points.\"harness.{kind}\"] in pyproject.toml: add or correct "
+            f"{', '.join(f'{n} = {v!r}' for n, v in missing.items())}; remove {extra}")
+
+
+def test_the_installed_entry_points_are_those_of_pyproject():
+    """The registries read the installed metadata: after an edit of the entry points, reinstall (pip install -e .)."""
+    from importlib import metadata
+
+    for kind, names in declared_in_pyproject().items():
+        installed = {ep.name: ep.value for ep in metadata.entry_points(group=f"harness.{kind}")}
+        assert {n: installed.get(n) for n in names} == names, f"harness.{kind} is stale: reinstall (pip install -e .)"
+
+
+# Imported but deliberately not a dependency, each with its clear error where it is missing.
+NOT_DEPENDENCIES = {"torchattacks": "its metadata pins torchvision: pip install --no-deps (attacks/adapters/library.py)"}
+
+
+def test_pyproject_declares_every_library_the_code_imports():
+    """``pip install .`` gives a working harness: every third-party module imported (by a statement, or by name as
+    the adapters do) belongs to a distribution that pyproject.toml declares, as a dependency or an extra."""
+    import re
+    from importlib import metadata
+
+    from attacks.adapters.library import PREFIXES
+
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    requirements = project["dependencies"] + [r for extra in project["optional-dependencies"].values() for r in extra]
+
+    def norm(name: str) -> str:
+        return re.sub(r"[-_.]+", "-", name).lower()
+
+    declared = {norm(re.match(r"[A-Za-z0-9_.-]+", r).group()) for r in requirements}
+    imported = set(PREFIXES.values())
+    for path in modules().values():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                imported.add(node.module.split(".")[0])
+    third_party = imported - set(sys.stdlib_module_names) - set(PACKAGES)
+    assert {"torch", "sklearn", "PIL"} <= third_party, "the import walk found too little: it is broken"
+    distributions = metadata.packages_distributions()
+    undeclared = sorted(m for m in third_party - set(NOT_DEPENDENCIES)
+                        if norm(m) not in declared and not {norm(d) for d in distributions.get(m, [])} & declared)
+    assert undeclared == [], f"imported but not declared in pyproject.toml: {undeclared}"

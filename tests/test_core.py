@@ -74,6 +74,55 @@ def test_clopper_pearson_matches_scipy(k, n):
     assert lo == pytest.approx(ref.low, abs=1e-9) and hi == pytest.approx(ref.high, abs=1e-9)
 
 
+def test_clopper_pearson_prints_the_numbers_of_scipys_beta_quantiles():
+    """The interval comes from a bisection-Newton quantile of the regularized incomplete beta (no scipy.stats at
+    start-up): within 1e-12 of ``scipy.stats.beta.ppf`` and the same percentages to the printed two decimals."""
+    from scipy.stats import beta
+
+    for n in (1, 2, 7, 10, 100, 120, 360, 1000, 1797, 10_000, 100_000):
+        for k in sorted({0, 1, 2, n // 3, n // 2, n - 2, n - 1, n} & set(range(n + 1))):
+            lo, hi = clopper_pearson(k, n)
+            ref_lo = 0.0 if k == 0 else float(beta.ppf(0.025, k, n - k + 1))
+            ref_hi = 1.0 if k == n else float(beta.ppf(0.975, k + 1, n - k))
+            assert abs(lo - ref_lo) < 1e-12 and abs(hi - ref_hi) < 1e-12, (k, n)
+            assert (f"{100 * lo:.2f}", f"{100 * hi:.2f}") == (f"{100 * ref_lo:.2f}", f"{100 * ref_hi:.2f}")
+    for k in range(361):  # every count of the digits test set
+        lo, hi = clopper_pearson(k, 360)
+        ref = binomtest(k, 360).proportion_ci(confidence_level=0.95, method="exact")
+        assert (f"{100 * lo:.2f}", f"{100 * hi:.2f}") == (f"{100 * ref.low:.2f}", f"{100 * ref.high:.2f}")
+
+
+def test_the_shipped_digits_are_scikit_learns_and_read_once(tmp_path):
+    """harness/data/digits.npz holds scikit-learn's images, labels and the documented split, exactly (so a run needs
+    no scikit-learn); both splits come from one read, and a damaged file is a DataError, not other numbers."""
+    import numpy as np
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    from harness.data import digits as module
+
+    fresh = module.from_sklearn()
+    assert module.digest(fresh) == module.SHA256  # the file is what scikit-learn gives today
+    bunch = load_digits()
+    idx = dict(zip(("train", "test"), train_test_split(np.arange(1797), test_size=0.2, random_state=0,
+                                                       stratify=bunch.target)))
+    module.digits_arrays.cache_clear()
+    for split in ("train", "test"):
+        data = module.digits(split)
+        assert np.array_equal(data.x.numpy(), (bunch.images.astype(np.float32) / 16.0)[:, None][idx[split]])
+        assert data.y.dtype == torch.int64 and np.array_equal(data.y.numpy(), bunch.target[idx[split]])
+    assert module.digits_arrays.cache_info().misses == 1  # both splits from one read
+    edited = {**fresh, "target": np.roll(fresh["target"], 1)}
+    np.savez_compressed(tmp_path / "digits.npz", **edited)
+    with pytest.raises(DataError, match="damaged or edited"):
+        module.digits_arrays(tmp_path / "digits.npz")
+    (tmp_path / "broken.npz").write_bytes(b"broken")
+    with pytest.raises(DataError, match="cannot be read"):
+        module.digits_arrays(tmp_path / "broken.npz")
+    with pytest.raises(DataError, match="unknown split"):
+        module.digits("validation")
+
+
 def test_imageset_rejects_out_of_range_and_nan():
     y = torch.zeros(2, dtype=torch.long)
     with pytest.raises(DataError, match=r"\[0, 1\]"):
@@ -153,7 +202,7 @@ def test_eps_ramp_warms_the_budget_up_linearly():
 def test_third_party_plugin_through_entry_points(tmp_path, monkeypatch):
     """A package that declares ``[harness.attacks] name = module:Class`` is found without touching the harness."""
     (tmp_path / "thirdparty_attack.py").write_text(
-        "from attacks.base import Attack\n"
+        "from harness.core.attack import Attack\n"
         "class Nudge(Attack):\n"
         "    '''shifts every pixel by eps'''\n"
         "    def __init__(self, norm: str = 'linf', eps: float = 0.0, shift: float = 1.0):\n"
@@ -169,6 +218,82 @@ def test_third_party_plugin_through_entry_points(tmp_path, monkeypatch):
     assert "nudge" in reg.list()
     assert reg.get("nudge").params["shift"].parse("0.5") == 0.5
     assert reg.create("nudge", eps=0.1).eps == 0.1
+
+
+def test_a_module_entry_point_registers_its_names_when_a_name_is_not_declared(tmp_path, monkeypatch):
+    """``[harness.attacks] my_attacks = "my_package.attacks"``: a module that registers any names on import is
+    imported when a name no entry point declares is asked for (and by ``list``), then checked like the others."""
+    import harness.core.registry
+
+    (tmp_path / "thirdparty_bulk.py").write_text(
+        "from harness.core.attack import Attack\n"
+        "from harness.core.registry import ATTACKS\n"
+        "@ATTACKS.register('wiggle', 'moves nothing')\n"
+        "class Wiggle(Attack):\n"
+        "    def __init__(self, norm: str = 'linf', eps: float = 0.0):\n"
+        "        self.set_budget(norm, eps)\n")
+    dist = tmp_path / "thirdparty_bulk-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: thirdparty-bulk\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[harness.attacks]\nbulk_attacks = thirdparty_bulk\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    reg = Registry("attacks")
+    monkeypatch.setattr(harness.core.registry, "ATTACKS", reg)  # the module registers in this registry
+    reg.check("pgd_linf")  # declared by name: nothing imported
+    assert "wiggle" not in reg._entries
+    with pytest.raises(UsageError, match="did you mean wiggle"):
+        reg.check("wigle")
+    assert reg.get("wiggle").description == "moves nothing"
+
+
+def test_a_broken_or_stale_entry_point_is_named(tmp_path, monkeypatch):
+    """An entry point whose module fails to import is an ImportError naming the plugin; one whose module does not
+    register its name (metadata older than the code) says so instead of a KeyError."""
+    (tmp_path / "thirdparty_empty.py").write_text("X = 1\n")
+    dist = tmp_path / "thirdparty_broken-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: thirdparty-broken\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[harness.things]\nbroken = thirdparty_nowhere:Thing\n"
+                                           "ghost = thirdparty_empty\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    reg = Registry("things")
+    with pytest.raises(ImportError, match=r"plugin 'broken' \(harness.things: thirdparty_nowhere:Thing\)"):
+        reg.get("broken")
+    with pytest.raises(UsageError, match="registered no thing 'ghost': stale metadata"):
+        reg.get("ghost")
+    with pytest.raises(UsageError, match="unknown thing 'gost'; did you mean ghost"):
+        reg.get("gost")
+
+
+def test_a_misspelt_name_is_refused_before_any_plugin_or_torch_is_imported():
+    """Names are checked against the entry points first: exit 2, one line with the closest names, and neither a plugin
+    package nor torch imported (the cost of a typo is the interpreter's start, not the harness's)."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom harness.cli import main\n"
+            "rc = main(['run', '--defense', 'none', '--attack', 'pgd_lnf', '--n', '10', '--quiet'])\n"
+            "print(rc, sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'attacks', 'defenses', 'scipy'}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["2", "[]"]
+    assert out.stderr.splitlines() == ["harness: error: unknown attack 'pgd_lnf'; did you mean pgd_linf, pgd_l2, pgd?"]
+    run = subprocess.run([sys.executable, "-m", "harness", "run", "--defense", "nonee", "--quiet"], capture_output=True,
+                         text=True)
+    assert (run.returncode, run.stdout) == (2, "") and len(run.stderr.splitlines()) == 1 and "none" in run.stderr
+
+
+def test_a_missing_attack_library_is_one_line_naming_its_install_command(tmp_path):
+    """torchattacks is not a dependency (its metadata pins torchvision): without it a ``ta.`` attack is a usage error
+    that says how to install it, and the rest of the harness works."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nsys.modules['torchattacks'] = None  # as if not installed\nfrom harness.cli import main\n"
+            f"sys.exit(main(['run', '--attack', 'ta.PGD', '--n', '2', '--quiet', '--out', {str(tmp_path)!r}]))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 2 and out.stdout == "", out.stderr
+    assert len(out.stderr.splitlines()) == 1 and "pip install --no-deps torchattacks==3.5.1" in out.stderr
+    assert not list(tmp_path.iterdir())  # nothing written
 
 
 def test_parts_compose_and_are_reached_by_path():

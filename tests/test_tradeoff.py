@@ -99,7 +99,7 @@ def test_attack_respects_budget(exp):
     for r in exp.results.values():
         assert r.linf.max().item() <= exp.eps + 1e-6
         assert r.linf_unit.max().item() <= exp.eps_unit + 1e-6
-        assert r.inside  # the [0,1] clamp of attacks.base.project never acted: an unconstrained Linf attack
+        assert r.inside  # the [0,1] clamp of harness.core.geometry.project never acted: an unconstrained Linf attack
 
 
 def test_attack_is_what_takes_f_std_down(exp):

@@ -17,6 +17,7 @@ from harness.core.geometry import NORMS, flat_norm, project
 from harness.core.registry import parse_number
 
 PREFIXES = {"ta.": "torchattacks", "fb.": "foolbox"}
+PREFIX_OF = {library: prefix for prefix, library in PREFIXES.items()}
 # torchattacks classes whose budget is in one norm (eps-budget attacks by their papers; CW/DeepFool: L2
 # minimization).  A class not listed: both norms when it takes a ``norm``, else Linf when it takes an eps
 # (unless its name says L2), else both (its images are projected onto the budget).
@@ -52,11 +53,17 @@ def parse_value(text: Any) -> Any:
         return text
 
 
+# How to install each library where it is missing.  torchattacks is not a dependency of the harness: its metadata
+# asks for torchvision (and an old requests), which its attacks do not need, so it goes in without them.
+INSTALL = {"torchattacks": "pip install --no-deps torchattacks==3.5.1", "foolbox": "pip install foolbox"}
+
+
 def _import(library: str):
     try:
         return importlib.import_module(library)
     except ImportError as err:
-        raise UsageError(f"the {library} adapter needs {library} ({err}); pip install {library}") from None
+        raise UsageError(f"the {PREFIX_OF[library]}<Class> attacks need {library}, which is not installed ({err}): "
+                         f"{INSTALL[library]}") from None
 
 
 def _peer_class(library: str, name: str):

@@ -15,15 +15,20 @@ are only ever read with ``torch.load(weights_only=True)``.
 Layout: this module holds the loading, training on first use and caching (``load_or_train``, ``build_purifier``,
 ``SHIPPED``) and re-exports the rest: ``features`` (feature taps and the feature-distortion attack), ``methods``
 (``Method``, ``METHODS``), ``loop`` (``train_purifier``, ``parse_settings``, ``train_to_file``) and ``preprocessor``
-(``PurifierDefense``, ``weights_digest``, ``frozen_eval``).
+(``weights_digest``, ``frozen_eval``); ``PurifierDefense``, the defense the registered purifiers build, is here, with
+what ``harness train --defense NAME --target-model M`` calls (``PurifierDefense.train_for_target``).
 """
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import nn
 
 from harness.core.artifacts import cache_key as artifact_key
 from harness.core.artifacts import load_or_train as load_artifact
+from harness.core.defense import Preprocessor
 from harness.core.errors import UsageError
 from harness.core.registry import ZOO
 from harness.data import load
@@ -33,7 +38,7 @@ from harness.models.zoo import ZooSpec, load_zoo
 from .features import Features, feature_attack, per_sample_mse
 from .loop import build_net, parse_settings, train_purifier, train_to_file
 from .methods import METHODS, Context, Method, get_method, presets, register_method
-from .preprocessor import PurifierDefense, frozen_eval, weights_digest
+from .preprocessor import frozen_eval, weights_digest
 
 __all__ = ["METHODS", "SHIPPED", "Context", "Features", "Method", "PurifierDefense", "build_net", "build_purifier",
            "cache_key", "default_train_eps", "feature_attack", "frozen_eval", "get_method", "load_or_train",
@@ -140,9 +145,89 @@ def _load_or_train(name: str, cfg: dict, *, target: str, dataset: str, checkpoin
     return frozen_eval(net), source
 
 
+class PurifierDefense(Preprocessor):
+    """A trained purifier P in front of the fixed classifier: classify = model(P(x)), P(x) clamped to [0, 1].
+
+    ``describe()`` gives the settings and a digest of the weights, so run.json and the config hash pin
+    the exact purifier.  ``dynamic`` (NRP's dynamic inference): P(clip_[0,1](Proj_{Linf dyn_eps}(x + N(0,
+    dyn_sigma^2)))) - a random preprocessor (``randomized``), to be attacked with EOT.
+    """
+
+    trains_for_target = True  # harness train --defense NAME --target-model M: train_for_target
+
+    @classmethod
+    def train_for_target(cls, name: str, out: str | Path, *, target: str | None, arch: str | None, dataset: str,
+                         split: str | None, data_dir: str | None, epochs: int | None, quiet: bool, device,
+                         settings: dict[str, str], load_target: Callable[..., tuple[nn.Module, str]]) -> str:
+        """Train the purifier ``name`` for the classifier ``target`` (a zoo name, or a checkpoint of ``arch``) and
+        save it at ``out`` (``harness train --defense NAME --target-model M``); returns the ``harness run``
+        arguments that use the file.
+
+        The training data is the zoo target's own (``training_data``), else ``split`` (default train) of
+        ``dataset``.  ``settings``: the ``--set`` strings (``epochs`` among them is ``epochs``).  Without
+        ``train_eps`` the budget is the dataset's Linf one, in steps of a quarter of it where the method takes a
+        step size (as the defenses' own default).  ``load_target(data)`` -> (classifier, its name).
+        """
+        from harness.models import zoo  # looked up when called (tests stand in a fake load_zoo)
+
+        if epochs is not None and epochs <= 0:
+            raise UsageError("--epochs must be positive")
+        zoo_target = arch is None and target in ZOO
+        data = load(dataset, split or (training_data(target, dataset)[1] if zoo_target else "train"), data_dir)
+        settings = parse_settings(name, settings)
+        if "train_eps" not in settings:
+            settings["train_eps"] = float(data.default_eps["linf"])
+            if "train_step_size" in get_method(name).defaults:
+                settings.setdefault("train_step_size", settings["train_eps"] / 4)
+        if "epochs" in settings:  # --set epochs=N is --epochs N
+            if epochs is not None and epochs != settings["epochs"]:
+                raise UsageError(f"--epochs {epochs} and --set epochs={settings['epochs']} disagree; give one")
+            epochs = settings.pop("epochs")
+        target_model, target_name = load_target(data)
+        feature = standard_model(dataset) if get_method(name).feature_net else None  # as the defense's default
+        feature_model = zoo.load_zoo(feature, device, quiet, data_dir) if feature else None
+        train_to_file(name, target_model, data, out, epochs=epochs, feature_model=feature_model, quiet=quiet,
+                      **settings)
+        return f"--model {target_name} --defense {name} --set {name}.checkpoint={out}"
+
+    def __init__(self, name: str, net: nn.Module, params: dict, source: str = "",
+                 dynamic: bool = False, dyn_sigma: float = 0.05, dyn_eps: float = 16 / 255):
+        super().__init__()
+        self.net = net
+        self._name, self._source = name, source
+        self.dynamic, self.dyn_sigma, self.dyn_eps = bool(dynamic), float(dyn_sigma), float(dyn_eps)
+        self.randomized = self.dynamic
+        self._params = {**params, "weights": weights_digest(net)}
+        if self.dynamic:
+            self._params.update(dynamic=True, dyn_sigma=self.dyn_sigma, dyn_eps=self.dyn_eps)
+        self.eval()
+
+    def purify(self, x: torch.Tensor) -> torch.Tensor:
+        if self.dynamic:
+            noise = (torch.randn_like(x) * self.dyn_sigma).clamp(-self.dyn_eps, self.dyn_eps)
+            x = (x + noise).clamp(0, 1)
+        return self.net(x).clamp(0, 1)
+
+    has_approx = True
+
+    def approx(self, x: torch.Tensor) -> torch.Tensor:
+        """BPDA's differentiable surrogate (``bpda --set backward=approx``): the network without the clamp.
+
+        The clamp to [0, 1] has a zero gradient wherever P's raw output leaves the box (about half the
+        pixels of the digits' black background); the surrogate passes the gradient straight through it.
+        """
+        return self.net(x)
+
+    def describe(self) -> dict:
+        return dict(self._params)
+
+    def extra_repr(self) -> str:
+        return f"{self._name}, weights from {self._source}"
+
+
 def build_purifier(name: str, cfg: dict, *, target: str, dataset: str | None, train_split: str | None,
                    checkpoint: str | None, data_dir: str | None, quiet: bool, feature_model: str | None = None,
-                   dynamic: bool = False) -> "PurifierDefense":
+                   dynamic: bool = False) -> PurifierDefense:
     """The registered purifier defenses' common body: resolve the training data, load or train P, describe it.
 
     ``feature_model="standard"`` (NRP) is the zoo's standard-trained CNN of the training dataset.

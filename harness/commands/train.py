@@ -101,39 +101,24 @@ def train_standalone(args) -> int:
 
 
 def train_defense(args) -> int:
-    """``harness train --defense NAME --target-model M``: train a purifier for M, save it for ``--set checkpoint=``."""
-    from defenses.purifiers.training import get_method, parse_settings, standard_model, train_to_file, training_data
+    """``harness train --defense NAME --target-model M``: what a defense learns for the classifier M (a purifier),
+    saved for ``--set NAME.checkpoint=``; the defense's class says how (``train_for_target``)."""
     from harness.assembly import check_writable, load_model, pick_device
     from harness.config import Overrides, parse_sets
-    from harness.core.registry import DEFENSES, ZOO
-    from harness.data import load
-    from harness.models.zoo import load_zoo
+    from harness.core.registry import DEFENSES
 
-    if not DEFENSES.get(args.defense).declared("trains_for_target", False):
+    entry = DEFENSES.get(args.defense)
+    if not entry.declared("trains_for_target", False):
         return train_standalone(args)
-    if args.epochs is not None and args.epochs <= 0:
-        raise UsageError("--epochs must be positive")
-    zoo_target = args.arch is None and args.target_model in ZOO
-    split = args.split or (training_data(args.target_model, args.dataset)[1] if zoo_target else "train")
-    data = load(args.dataset, split, args.data_dir)
     device = pick_device(args.device)
-    settings = parse_settings(args.defense, parse_sets(args.set))
-    if "train_eps" not in settings:  # as the defenses: the dataset's Linf budget, steps of a quarter of it
-        settings["train_eps"] = float(data.default_eps["linf"])
-        if "train_step_size" in get_method(args.defense).defaults:
-            settings.setdefault("train_step_size", settings["train_eps"] / 4)
-    if "epochs" in settings:  # --set epochs=N is --epochs N
-        if args.epochs is not None and args.epochs != settings["epochs"]:
-            raise UsageError(f"--epochs {args.epochs} and --set epochs={settings['epochs']} disagree; give one")
-        args.epochs = settings.pop("epochs")
-    target, target_name = load_model(args.target_model, args.arch, data, Overrides([]), device, args.quiet, args.data_dir)
     out = Path(args.out)
     check_writable(out.parent if out.parent != Path("") else Path("."))
-    feature = standard_model(args.dataset) if get_method(args.defense).feature_net else None  # as the defense's default
-    feature_model = load_zoo(feature, device, args.quiet, args.data_dir) if feature else None
     with checkpointed(args, out):
-        train_to_file(args.defense, target, data, out, epochs=args.epochs, feature_model=feature_model,
-                      quiet=args.quiet, **settings)
+        use = entry.builds.train_for_target(
+            args.defense, out, target=args.target_model, arch=args.arch, dataset=args.dataset, split=args.split,
+            data_dir=args.data_dir, epochs=args.epochs, quiet=args.quiet, device=device, settings=parse_sets(args.set),
+            load_target=lambda data: load_model(args.target_model, args.arch, data, Overrides([]), device, args.quiet,
+                                                args.data_dir))
     if not args.quiet:
-        print(f"wrote {out} (use: run --model {target_name} --defense {args.defense} --set {args.defense}.checkpoint={out})")
+        print(f"wrote {out} (use: run {use})")
     return 0

@@ -2,9 +2,10 @@
 
 Modelled on timm's registry.  Each entry is a factory (a class or a function) with a one-line description;
 its typed keyword parameters are read from the signature, so ``harness list`` can show them and
-``--set key=value`` can convert strings to the right type.  Third-party packages plug in through the entry
-point groups ``harness.datasets``, ``harness.models``, ``harness.attacks``, ``harness.defenses`` and
-``harness.recipes``: each entry point names a module (or callable) that registers on import.
+``--set key=value`` can convert strings to the right type.  Every plugin, the built-ins included, is declared by
+name in an entry point of the group ``harness.<kind>`` (``harness.datasets``, ``harness.models``, ``harness.zoo``,
+``harness.attacks``, ``harness.defenses``, ``harness.recipes``; ``harness.core.entry_points``): a registry
+imports a plugin's module the first time the plugin is asked for, and ``list`` imports them all.
 
 Composition: a parameter whose default is a ``Part`` holds another plugin (preempt_smooth holds a ``smoothing``).
 ``create`` builds the part from the keys under its name (``smoothing.sigma=0.25``, any depth) and hands the
@@ -13,14 +14,13 @@ factory the built object; on the command line the path starts with the plugin's 
 """
 from __future__ import annotations
 
-import difflib
 import fnmatch
 import inspect
 import typing
 from dataclasses import dataclass, field
-from importlib import metadata
 from typing import Any, Callable
 
+from .entry_points import EntryPoints
 from .errors import UsageError
 # parse_number is imported from here by plugins: re-exported
 from .values import SequenceError, describe, is_sequence_type, parse_as, parse_number, parse_sequence_as  # noqa: F401
@@ -140,7 +140,7 @@ class Registry:
     def __init__(self, kind: str):
         self.kind = kind
         self._entries: dict[str, Entry] = {}
-        self._plugins_loaded = False
+        self.entry_points = EntryPoints(f"harness.{kind}")
         # Name prefix -> resolver(name) -> factory, for families too large to register one by one (the
         # "ta." torchattacks and "fb." Foolbox adapters): ``get`` registers a resolved name on first use.
         # A resolver raises UsageError for a name it does not know.
@@ -162,26 +162,45 @@ class Registry:
 
         return deco
 
-    def _load_plugins(self) -> None:
-        if self._plugins_loaded:
+    def check(self, name: str) -> None:
+        """A UsageError with the closest names unless ``name`` is registered or declared by an entry point (its own
+        or its family's): nothing is imported but the modules of module entry points, which may register any name,
+        so the command line refuses a misspelt name at once."""
+        if name in self._entries or self.entry_points.find(name) is not None or self._resolver(name) is not None:
             return
-        self._plugins_loaded = True
-        for ep in metadata.entry_points(group=f"harness.{self.kind}"):
-            loaded = ep.load()  # a module registers on import; a class or function is registered as ep.name
-            if callable(loaded) and ep.name not in self._entries:
-                self.register(ep.name)(loaded)
+        for ep in self.entry_points.modules():
+            self._load(ep)
+        if name not in self._entries:
+            raise self.entry_points.unknown(self.kind.removesuffix("s"), name, list(self._entries))
 
     def get(self, name: str) -> Entry:
-        self._load_plugins()
         if name not in self._entries:
-            for prefix, resolve in self.resolvers.items():
-                if name.startswith(prefix):
-                    self.register(name)(resolve(name))
-                    return self._entries[name]
-            close = difflib.get_close_matches(name, list(self._entries), n=3, cutoff=0.5)
-            hint = f"; did you mean {', '.join(close)}?" if close else f"; known: {', '.join(sorted(self._entries))}"
-            raise UsageError(f"unknown {self.kind[:-1] if self.kind.endswith('s') else self.kind} {name!r}{hint}")
+            self.check(name)
+        if name not in self._entries:
+            ep = self.entry_points.find(name)
+            if ep is not None:
+                self._load(ep)
+            if name not in self._entries and self._resolver(name):  # a family's name: its module added the resolver
+                self.register(name)(self._resolver(name)(name))
+            if name not in self._entries:
+                raise UsageError(f"the entry point {ep.name} = {ep.value} ({self.entry_points.group}) registered no "
+                                 f"{self.kind.removesuffix('s')} {name!r}: stale metadata? reinstall its package")
         return self._entries[name]
+
+    def _resolver(self, name: str) -> Callable[[str], Any] | None:
+        return next((r for prefix, r in self.resolvers.items() if name.startswith(prefix)), None)
+
+    def _load(self, ep) -> None:
+        """Import what an entry point names: a module registers on import; a class or function is registered under
+        the entry point's name."""
+        loaded = self.entry_points.load(ep)
+        if callable(loaded) and not ep.name.endswith("*") and ep.name not in self._entries:
+            self.register(ep.name)(loaded)
+
+    def load_all(self) -> None:
+        """Import every declared plugin of this kind (``list`` does; cheap after the first call)."""
+        for ep in self.entry_points.declared.values():
+            self._load(ep)
 
     def create(self, name: str, **kwargs) -> Any:
         """Build the plugin ``name``; keyword arguments override its defaults."""
@@ -214,14 +233,19 @@ class Registry:
         return self.create(obj.registry_name, **{**obj._registry_kwargs, **changes})
 
     def list(self, pattern: str = "*") -> list[str]:
-        self._load_plugins()
+        self.load_all()
         listers, self.listers = self.listers, []
         for register_family in listers:
             register_family()
         return sorted(n for n in self._entries if fnmatch.fnmatch(n, pattern))
 
     def __contains__(self, name: str) -> bool:
-        self._load_plugins()
+        """Whether ``name`` is registered: its own entry point's module, else the module entry points' modules are
+        imported first; a name of a family (``ta.PGD``) counts once it was resolved."""
+        for ep in [self.entry_points.declared[name]] if name in self.entry_points.declared else \
+                self.entry_points.modules():
+            if name not in self._entries:
+                self._load(ep)
         return name in self._entries
 
 
