@@ -46,9 +46,6 @@ def evaluate(model: torch.nn.Module | str | None, data: Any = "digits", *,
     ``n``: a seeded class-stratified draw of n samples (``subset="first"``: the first n).  ``out``: also write
     the run folder there (``Results.save``).
     """
-    from harness.plugins import load_builtins
-
-    load_builtins()
     before = is_quiet()
     set_quiet(quiet)
     try:
@@ -76,11 +73,8 @@ def load_model(name: str, *, arch: str | None = None, dataset: str = "digits", d
                device: str = "cpu") -> torch.nn.Module:
     """A zoo model (``harness list zoo``), a checkpoint path with ``arch``, or ``file.py:factory``, as an
     ``nn.Module`` in eval mode."""
-    from harness.plugins import load_builtins
-
     from .build import load_data, load_spec_model
 
-    load_builtins()
     spec = RunSpec(ModelRef(name, arch), DataRef(dataset, data_dir=data_dir))
     return load_spec_model(spec, load_data(spec), torch.device(device))[0]
 
@@ -88,12 +82,9 @@ def load_model(name: str, *, arch: str | None = None, dataset: str = "digits", d
 def load_data(name: str = "digits", *, split: str = "test", data_dir: str | None = None,
               n: int | None = None, subset: str = "stratified", seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """A dataset's ``(x, y)``: images N x C x H x W in [0, 1] and integer labels (``n``: a stratified draw)."""
-    from harness.plugins import load_builtins
-
     from .build import load_data as load
     from .data.subset import select
 
-    load_builtins()
     data = select(load(RunSpec(data=DataRef(name, split, data_dir))), n, subset, seed)[0]
     return data.x, data.y
 

@@ -71,14 +71,12 @@ def cmd_images(args) -> int:
     from harness.commands.run import spec_from_options
     from harness.core.geometry import flat_norm
     from harness.core.progress import set_quiet
-    from harness.plugins import load_builtins
 
     from ..engine import cell_seed
     from ..threat import resolve_threat, run_cell, within_budget
     from . import NORM_TEXT, image_grid
 
     set_quiet(args.quiet)
-    load_builtins()
     options = {"defense": [args.defense], "attack": [args.attack], "model": args.model, "arch": args.arch,
                "dataset": args.dataset, "data_dir": args.data_dir, "split": args.split, "n": args.n,
                "subset": "first", "eps": [args.eps] if args.eps is not None else None, "norm": args.norm,

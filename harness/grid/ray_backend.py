@@ -35,11 +35,8 @@ RETRIES = 2
 def harness_grid_cell(cell: Cell, debug: bool = False) -> tuple[int, dict[str, bytes], str]:
     """The Ray task (its workers show as ``ray::harness_grid_cell``): (exit code, the run's files, its error)."""
     from harness.core.progress import set_quiet
-    from harness.plugins import load_builtins
-
     from .execute import execute
 
-    load_builtins()
     set_quiet(True)
     with tempfile.TemporaryDirectory(prefix="harness-grid-") as tmp:
         out = Path(tmp) / "cell"
