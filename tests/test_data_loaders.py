@@ -499,6 +499,7 @@ def test_cifar10_png_run_decodes_only_the_images_it_evaluates(tmp_path, monkeypa
     assert main(["run", "--dataset", "cifar10", "--data-dir", str(tmp_path), "--model", str(tmp_path / "model.pt"),
                  "--arch", "small_cnn", "--attack", "fgsm", "--n", "4", "--device", "cpu", "--quiet",
                  "--out", str(out)]) == 0
-    first = sorted((tmp_path / "cifar10_test_images").rglob("*.png"))[:4]
-    assert sorted(opened) == sorted(map(str, first))
+    files = sorted((tmp_path / "cifar10_test_images").rglob("*.png"))  # class, then file name: the set's order
+    chosen = [files[int(i)] for i in (out / "indices.txt").read_text().split()]  # the stratified draw
+    assert sorted(opened) == sorted(map(str, chosen)) and len({p.parent for p in chosen}) == 4
     assert (out / "results.csv").read_text().splitlines()[1].split(",")[7] == "4"  # n

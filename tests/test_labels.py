@@ -72,9 +72,9 @@ set = ["dlr.loss=dlr", "q2.bits=2"]
 """)
     cells = load_grid(toml).cells
     assert [c.labels["defense"] for c in cells] == ["none", "q2"]
-    assert cells[0].argv[cells[0].argv.index("--defense") + 1] == "none" and "q2.bits=2" not in cells[0].argv
-    assert ["--attack", "dlr=pgd_linf"] == cells[1].argv[cells[1].argv.index("dlr=pgd_linf") - 1:][:2]
-    assert "q2.bits=2" in cells[1].argv and "dlr.loss=dlr" in cells[1].argv
+    assert cells[0].options["defense"] == ["none"] and "q2.bits=2" not in cells[0].options["set"]
+    assert "dlr=pgd_linf" in cells[1].options["attack"]
+    assert "q2.bits=2" in cells[1].options["set"] and "dlr.loss=dlr" in cells[1].options["set"]
     bad = tmp_path / "bad.toml"
     bad.write_text('[axes]\nattack = ["fgsm=pgd_linf"]\n')
     assert main(["grid", str(bad), "--out", str(tmp_path / "o")]) == 2

@@ -40,6 +40,11 @@ class ImageSet:
     def num_classes(self) -> int:
         return len(self.classes)
 
+    def subset(self, idx: torch.Tensor) -> "ImageSet":
+        """The samples at ``idx`` (in that order); a lazily decoded set decodes only those."""
+        return ImageSet(self.x[idx], self.y[idx], self.classes, self.name, self.default_eps, self.default_model,
+                        self.note)
+
     def take(self, n: int | None) -> "ImageSet":
         """The first ``n`` samples (a fixed, documented order), or all of them for ``None``."""
         if n is None:

@@ -150,7 +150,7 @@ class LazyPngSet(ImageSet):
     @property
     def x(self) -> torch.Tensor:  # type: ignore[override]
         if self._x is None:
-            self._x = self._decode(len(self._files)).x
+            self._x = self._decode(torch.arange(len(self._files))).x
         return self._x
 
     @x.setter
@@ -160,13 +160,16 @@ class LazyPngSet(ImageSet):
     def take(self, n: int | None) -> ImageSet:
         if self._x is not None or n is None or not 0 < n <= len(self):
             return super().take(n)  # all decoded already, all wanted, or out of range (the usual error)
-        return self._decode(n)
+        return self._decode(torch.arange(n))
 
-    def _decode(self, n: int) -> ImageSet:
-        x = decode_files(self._files[:n], name="cifar10", rgb=True)
+    def subset(self, idx: torch.Tensor) -> ImageSet:
+        return super().subset(idx) if self._x is not None else self._decode(idx)
+
+    def _decode(self, idx) -> ImageSet:
+        x = decode_files([self._files[i] for i in idx.tolist()], name="cifar10", rgb=True)
         if x.shape[1:] != (3, 32, 32):
             raise DataError(f"cifar10: images in {self._root} are {x.shape[1:]}, expected 3 x 32 x 32 RGB")
-        return to_image_set(x, self.y[:n].numpy(), self.classes, self.name, self.note, self.default_eps)
+        return to_image_set(x, self.y[idx].numpy(), self.classes, self.name, self.note, self.default_eps)
 
 
 @DATASETS.register("cifar10", "CIFAR-10 32x32 colour images from the official python batches (or a PNG copy "

@@ -77,7 +77,7 @@ def select(data: ImageSet, n: int | None, rule: str = "stratified", seed: int = 
 
 
 def subset(data: ImageSet, idx: torch.Tensor) -> ImageSet:
-    return ImageSet(data.x[idx], data.y[idx], data.classes, data.name, data.default_eps, data.default_model, data.note)
+    return data.subset(idx)
 
 
 def fingerprint(data: ImageSet) -> str:
