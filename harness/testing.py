@@ -4,7 +4,7 @@
 
     def test_robustness_did_not_fall(tmp_path):
         assert main(["run", ..., "--out", str(tmp_path)]) == 0      # or a run made earlier in the session
-        assert_robust(tmp_path, baseline="tests/baselines/model.csv")
+        assert_robust(tmp_path, baseline="reports/baselines/NAME.csv")
 
 ``assert_robust`` is ``harness check`` as a function: the same content keys, comparability rules and noise-aware
 verdict (``harness.gate``).  A regression (or, with ``fail_on_flags``, a masking flag, or a robust accuracy below

@@ -1,7 +1,7 @@
 """Per-sample verdicts for the paired test: the ``samples.csv`` a run writes beside its results.csv.
 
 Where the samples of a results file are: ``<dir>/samples.csv`` beside a ``results.csv``; ``<dir>/<stem>.samples.csv``
-beside any other name (a committed baseline ``reports/baselines/x.csv`` keeps ``x.samples.csv``); for a grid's
+beside any other name (a committed baseline ``reports/baselines/NAME.csv`` keeps ``NAME.samples.csv``); for a grid's
 combined results.csv (a ``cell`` column), each row's own ``cells/<cell>/samples.csv``.
 
 samples.csv holds one line per (sample, defense, attack, eps) with ``index``, ``label``, ``clean`` and ``robust``
