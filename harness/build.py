@@ -25,7 +25,7 @@ from harness.core.registry import ATTACKS, DATASETS, DEFENSES, MODELS
 
 from .data.base import ImageSet
 from .data.files import check_model_fits
-from .data.subset import fingerprint, select
+from .data.subset import fingerprint, indices_hash, select
 from .spec import PluginSpec, RunSpec
 
 UNHASHED = ("device", "fidelity_n", "samples")
@@ -89,6 +89,7 @@ class Run:
 
     def execute(self, argv: list[str] | None = None):
         """Evaluate every cell (and, at a low precision, the fp32 fidelity check) and return ``Results``."""
+        from .assembly import device_name
         from .engine import evaluate
         from .precision import FIDELITY_N, fidelity_check
         from .report import environment
@@ -106,13 +107,13 @@ class Run:
         meta = {"dataset": self.data.name, "model": self.model_name, "seed": self.spec.seed,
                 "config_hash": self.config_hash, "note": self.data.note or self.data.name,
                 "model_sha256": self.model_sha256, "data_fingerprint": self.data_fingerprint,
-                "subset": self.subset_rule.split(":")[0] if not self.subset_rule.startswith("indices") else self.subset_rule,
+                "subset": self.subset_rule,
                 **({"warnings": fid_warnings} if fid_warnings else {})}
         run_info = {"spec": self.spec.to_dict(), "config": self.config, "config_hash": self.config_hash,
                     "seed": self.spec.seed, "argv": ["harness", *argv] if argv is not None else None,
                     "model_sha256": self.model_sha256, "data_fingerprint": self.data_fingerprint,
                     "subset": {"rule": self.subset_rule, "n": len(self.data),
-                               "indices_sha256": _indices_digest(self.indices)},
+                               "indices_sha256": None if self.indices is None else indices_hash(self.indices)},
                     "device": device_name(self.device), "data_note": self.data.note, "started": started,
                     "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), **environment(),
                     "precision": self.spec.precision, **({"fidelity": fidelity} if fidelity else {}),
@@ -120,18 +121,6 @@ class Run:
         gradients = {n: a.gradients for n, a in self.attacks if not a.certifies}
         return Results.from_run(results, self.data.y, meta, run_info, gradients=gradients, samples=self.spec.samples,
                                 indices=self.indices)
-
-
-def _indices_digest(idx) -> str | None:
-    if idx is None:
-        return None
-    return hashlib.sha256(",".join(map(str, idx.tolist())).encode()).hexdigest()[:16]
-
-
-def device_name(device) -> str:
-    from .assembly import device_name as name
-
-    return name(device)
 
 
 def build(spec: RunSpec, model: torch.nn.Module | None = None, data: ImageSet | None = None) -> Run:
