@@ -19,8 +19,8 @@ An attack hands back an ``AttackResult`` (``Attack.run``): the images, and optio
   ``Verdict.extra[name + "_dist"]`` (e.g. the reconstruction x_hat_o of the adaptive attack, Figure 3).
 - ``extra``: per-sample values recorded as they are.
 
-An adaptive attack is also handed a ``Referee`` (``referee=``) where the defense is deterministic and not a
-detector: ``referee.settled(images)`` says which samples that batch of candidates has already decided for good
+An adaptive attack is handed the defense and the bare classifier in its ``AttackContext``, and a ``Referee``
+(``context.referee``) where the defense is deterministic and not a detector: ``referee.settled(images)`` says which samples that batch of candidates has already decided for good
 (a valid, misclassifying image: no later candidate can change the sample's robust, valid or dist).  The attack may
 use it only to stop working on those samples (no work on samples already decided); it learns nothing else of x_o.
 
@@ -38,7 +38,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from harness.core.attack import Attack
+from harness.core.attack import NO_CONTEXT, Attack, AttackContext
+from harness.core.budget import Budget
 from harness.core.defense import ABSTAIN, Defense
 from harness.core.errors import UsageError
 from harness.core.geometry import flat_norm
@@ -62,8 +63,6 @@ class Verdict:
 
 def resolve_threat(defense: Defense, attack: Attack) -> str:
     """The threat model a cell runs under: the attack's request, else the defense kind's default."""
-    if getattr(attack, "is_clean", False):
-        return "none"
     threat = attack.threat or ("white-box" if attack.adaptive or defense.kind != "preemptive" else "grey-box")
     if threat not in THREATS:
         raise UsageError(f"unknown threat model {threat!r}; one of {', '.join(THREATS[1:])}")
@@ -93,9 +92,9 @@ def within_budget(x_adv: torch.Tensor, center: torch.Tensor, norm: str, eps: flo
     return d <= eps * (1 + RTOL) + ATOL, d
 
 
-def run_cell(defense: Defense, model, attack: Attack, threat: str, x_o: torch.Tensor, x_seen: torch.Tensor,
-             y: torch.Tensor, clean: torch.Tensor, passes: int = 1) -> Verdict:
-    """Attack the undecided samples of one batch under ``threat`` and judge each sample.
+def run_cell(defense: Defense, model, attack: Attack, threat: str, budget: Budget, x_o: torch.Tensor,
+             x_seen: torch.Tensor, y: torch.Tensor, clean: torch.Tensor, passes: int = 1) -> Verdict:
+    """Attack the undecided samples of one batch under ``threat`` at ``budget`` and judge each sample.
 
     ``x_o``: the original images; ``x_seen``: what the attacker is handed (x_r for a preemptive defense);
     ``clean``: the defended clean verdict (samples already wrong are not attacked).  ``passes``: for a
@@ -118,16 +117,14 @@ def run_cell(defense: Defense, model, attack: Attack, threat: str, x_o: torch.Te
         center = x_seen[idx] if threat == "grey-box" else x_o[idx]
 
         def judge(img):  # (within budget, distance, correct per pass, rejected per pass) of one batch of images
-            ok, d = within_budget(img, center, attack.norm, attack.eps)
+            ok, d = within_budget(img, center, budget.norm, budget.eps)
             preds = torch.stack([defense.classify(model, img) for _ in range(passes if defense.randomized else 1)])
             return ok, d, preds == y[idx], preds == ABSTAIN
 
-        kw = {}
-        if attack.adaptive:
-            kw = {"defense": defense, "classifier": model}
-            if not (defense.randomized or detector):  # there "settled" would not fix the majority / rejection reading
-                kw["referee"] = Referee(judge)
-        result = attack.run(defense.surface(model, threat), x_seen[idx], y[idx], **kw)
+        context = NO_CONTEXT
+        if attack.adaptive:  # no referee where "settled" would not fix the majority / rejection reading
+            context = AttackContext(defense, model, None if defense.randomized or detector else Referee(judge))
+        result = attack.run(defense.surface(model, threat), x_seen[idx], y[idx], budget, context)
         if attack.certifies:  # no image to judge: robust iff certified (and clean)
             certified = result.extra["certified"].to(robust.device).bool()
             robust[idx], attacked[idx] = certified, True
@@ -166,7 +163,7 @@ def run_cell(defense: Defense, model, attack: Attack, threat: str, x_o: torch.Te
             extra["robust_majority"] = robust.clone()
             extra["robust_majority"][idx] = majority
         valid[idx], dist[idx], attacked[idx] = ok, d, True
-        points = {f"{k}_dist": flat_norm(p.detach() - x_o[idx], attack.norm)
+        points = {f"{k}_dist": flat_norm(p.detach() - x_o[idx], budget.norm)
                   for k, p in result.points.items()}
         for key, val in {**result.extra, **points}.items():  # e.g. reconstruction distances
             full = torch.full((n,), float("nan"), device=y.device)

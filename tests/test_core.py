@@ -8,6 +8,7 @@ import torch
 from scipy.stats import binomtest
 
 from harness.config import Overrides, RunConfig, parse_eps
+from harness.core.budget import Budget
 from harness.core.errors import DataError, UsageError
 from harness.core.registry import ATTACKS, Registry
 from harness.data.base import ImageSet
@@ -156,10 +157,10 @@ def test_third_party_plugin_through_entry_points(tmp_path, monkeypatch):
         "from attacks.base import Attack\n"
         "class Nudge(Attack):\n"
         "    '''shifts every pixel by eps'''\n"
-        "    def __init__(self, norm: str = 'linf', eps: float = 0.0, shift: float = 1.0):\n"
-        "        self.set_budget(norm, eps); self.shift = shift\n"
-        "    def perturb(self, model, x, y, **kw):\n"
-        "        return (x + self.shift * self.eps).clamp(0, 1)\n")
+        "    def __init__(self, shift: float = 1.0):\n"
+        "        self.shift = shift\n"
+        "    def perturb(self, model, x, y, budget, context=None):\n"
+        "        return (x + self.shift * budget.eps).clamp(0, 1)\n")
     dist = tmp_path / "thirdparty_attack-0.1.dist-info"
     dist.mkdir()
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: thirdparty-attack\nVersion: 0.1\n")
@@ -168,7 +169,8 @@ def test_third_party_plugin_through_entry_points(tmp_path, monkeypatch):
     reg = Registry("attacks")
     assert "nudge" in reg.list()
     assert reg.get("nudge").params["shift"].parse("0.5") == 0.5
-    assert reg.create("nudge", eps=0.1).eps == 0.1
+    nudge = reg.create("nudge", shift=0.5)
+    assert torch.allclose(nudge.perturb(None, torch.zeros(2), None, Budget("linf", 0.1)), torch.full((2,), 0.05))
 
 
 def test_parts_compose_and_are_reached_by_path():
@@ -207,8 +209,8 @@ def test_a_part_chosen_on_the_command_line_takes_its_own_parameters():
     over = Overrides(["bpda.inner=ta.CW", "bpda.inner.c=10", "bpda.inner.lr=0.05"])
     kw = over.for_plugin(ATTACKS, "bpda")
     assert kw == {"inner": "ta.CW", "inner.c": 10.0, "inner.lr": 0.05}
-    attack = ATTACKS.create("bpda", norm="l2", eps=1.0, **kw)
-    assert attack.describe()["inner"]["param.c"] == 10.0 and attack.inner.eps == 1.0
+    attack = ATTACKS.create("bpda", **kw)
+    assert attack.describe()["inner"]["param.c"] == 10.0 and attack.describe(Budget("l2", 1.0))["inner"]["eps"] == 1.0
     with pytest.raises(UsageError, match="did you mean"):
         Overrides(["bpda.inner=ta.CWW"]).for_plugin(ATTACKS, "bpda")
     assert Overrides(["bpda.inner.c=10"]).for_plugin(ATTACKS, "bpda") == {}  # PGD, the default part, has no c

@@ -53,6 +53,7 @@ class A5Base(Preemptive):
     """What the three recipes share: Linf budgets ``delta`` (eps_D) and ``eps`` (eps_A^R), ``bound``."""
 
     norm = "linf"
+    follows_budget = ("norm", "eps", "delta")  # the run's budget unless --set gives them
 
     @staticmethod
     def _check(name: str, norm: str, eps: float, delta: float, bound: str) -> None:

@@ -11,8 +11,8 @@ def cmd_run(args, argv) -> int:
     import torch
 
     from harness.assembly import (
+        build_attacks,
         build_defenses,
-        build_plugins,
         check_model,
         check_writable,
         defense_context,
@@ -25,6 +25,7 @@ def cmd_run(args, argv) -> int:
     )
     from harness.batching import probe_batch_size
     from harness.config import Overrides, RunConfig, parse_eps_list, parse_instances
+    from harness.core.budget import Budget
     from harness.core.registry import ATTACKS, DATASETS, DEFENSES
     from harness.data import load
     from harness.evaluate import evaluate
@@ -53,17 +54,14 @@ def cmd_run(args, argv) -> int:
     torch.manual_seed(args.seed)
     context = defense_context(args, data)
     defenses = build_defenses(defense_names, overrides, norm, eps_list, context)
-    attacks = build_plugins(ATTACKS, attack_names, overrides, {"norm": norm, "eps": eps})
-    for name, attack in attacks:
-        if args.norm is not None and attack.norm != norm:
-            raise UsageError(f"attack {name} works in {attack.norm}, but --norm {norm} was given")
+    attacks = build_attacks(attack_names, overrides, Budget(norm, eps))
     model, model_name = load_model(args.model, args.arch, data, overrides, device, args.quiet, args.data_dir)
     overrides.check_all_used()
     batch_size, batching = (probe_batch_size(model, data.x, data.y, device, amp) if args.batch_size == "auto"
                             else (args.batch_size or 500, None))
     cfg = RunConfig(dataset=args.dataset, model=model_name, arch=args.arch,
                     defenses=[{"name": n, **describe(d)} for n, d in defenses],
-                    attacks=[{"name": n, **a.describe()} for n, a in attacks], norm=norm,
+                    attacks=[{"name": n, **a.describe(Budget(norm, eps))} for n, a in attacks], norm=norm,
                     eps=eps if len(eps_list) == 1 else eps_list, n=len(data),
                     batch_size=batch_size, seed=args.seed, passes=args.passes, split=args.split or "test",
                     data_dir=args.data_dir, device=str(device), out=args.out, quiet=args.quiet,

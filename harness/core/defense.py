@@ -63,10 +63,22 @@ class Defense:
             raise NotImplementedError(f"{type(self).__name__} certifies nothing")
         return getattr(self, self.certifier) if self.certifier else self
 
+    # The parameters that take the run's budget unless ``--set`` gives them: "norm" its norm, "eps" and "delta" its
+    # eps (preempt: delta = eps).  The engine builds such a defense once per budget of a several-eps run
+    # (``harness.lineup``); a defense that declares none is built once and serves every budget.
+    follows_budget: ClassVar[tuple[str, ...]] = ()
+
     def describe(self) -> dict:
-        """The resolved parameters (for run.json and the config hash); a part's own, nested under its name."""
-        return {k: v.describe() if isinstance(v, Defense) else v for k, v in vars(self).items()
-                if not k.startswith("_") and isinstance(v, (int, float, str, bool, type(None), Defense))}
+        """The resolved parameters (for run.json and the config hash); a part's own, nested under its name; the name
+        the defense is registered under."""
+        from .registry import DEFENSES
+
+        out = {k: v.describe() if isinstance(v, Defense) else v for k, v in vars(self).items()
+               if not k.startswith("_") and isinstance(v, (int, float, str, bool, type(None), Defense))}
+        name = DEFENSES.name_of(self)
+        if name is not None:
+            out["registry_name"] = name
+        return out
 
 
 class Preemptive(Defense):

@@ -67,14 +67,15 @@ class _Keep:
 def cmd_images(args) -> int:
     import torch
 
+    from harness.core.budget import Budget
     from harness.core.geometry import flat_norm
     from harness.core.progress import set_quiet
     from harness.core.registry import ATTACKS, DATASETS, DEFENSES
     from harness.plugins import load_builtins
 
     from ..assembly import (
+        build_attacks,
         build_defenses,
-        build_plugins,
         check_model,
         defense_context,
         load_model,
@@ -103,8 +104,10 @@ def cmd_images(args) -> int:
     eps = parse_eps(args.eps) if args.eps is not None else data.default_eps[norm]
     device = pick_device(args.device)
     torch.manual_seed(args.seed)
-    [(dname, defense)] = build_defenses([defense_inst], overrides, norm, [eps], defense_context(args, data))
-    [(aname, attack)] = build_plugins(ATTACKS, [attack_inst], overrides, {"norm": norm, "eps": eps})
+    budget = Budget(norm, eps)
+    [(dname, entrant)] = build_defenses([defense_inst], overrides, norm, [eps], defense_context(args, data))
+    [(aname, attack)] = build_attacks([attack_inst], overrides, budget)
+    defense = entrant.at(budget)
     model, model_name = load_model(args.model, args.arch, data, overrides, device, args.quiet, args.data_dir)
     overrides.check_all_used()
     model = model.to(device).eval()
@@ -118,14 +121,14 @@ def cmd_images(args) -> int:
     pred_r = defense.classify(model, x_r)
     torch.manual_seed(cell_seed(args.seed, dname, aname, 0))
     keep = _Keep(attack)
-    run_cell(defense, model, keep, resolve_threat(defense, attack), x, x_r, y, pred_r == y)
+    run_cell(defense, model, keep, resolve_threat(defense, attack), budget, x, x_r, y, pred_r == y)
     x_adv = x_r.clone()
     if keep.images is not None:
         x_adv[(pred_r == y).nonzero().flatten()] = keep.images.to(x_adv)
     attacked = pred_r == y
     with torch.no_grad():
         pred_adv = defense.classify(model, x_adv)
-    inside, dist = within_budget(x_adv, x, attack.norm, attack.eps)
+    inside, dist = within_budget(x_adv, x, budget.norm, budget.eps)
     notes = [f"dist {float(d):.2f}" + ("" if ok else " > $\\epsilon$") if a else "not attacked"
              for d, ok, a in zip(dist, inside, attacked)]
     norm_text = NORM_TEXT.get(norm, norm)
