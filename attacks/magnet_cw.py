@@ -35,8 +35,6 @@ in the ball and the harness judges it as defended.
 """
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 
 from harness.core.attack import NO_CONTEXT, Attack, AttackContext
@@ -57,7 +55,8 @@ BUDGET_SLACK = 1e-6
 class MagNetCW(Attack):
     adaptive = True
 
-    def __init__(self, steps: int = 100, lr: float = 0.05, c: float = 1.0, d: float = 10.0, kappa: float = 0.0, search_steps: int = 5,
+    def __init__(self, steps: int = 100, lr: float = 0.05, c: float = 1.0, d: float = 10.0, kappa: float = 0.0,
+                 search_steps: int = 5,
                  early_stop: bool = True, threat: str | None = None):
         if steps < 0 or search_steps < 1:
             raise UsageError(f"magnet_cw: steps must be >= 0 and search_steps >= 1, got {steps}, {search_steps}")

@@ -21,8 +21,6 @@ sigma is read from the smoothed surface the defense hands over (``defense.surfac
 """
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 
 from harness.core.attack import NO_CONTEXT, Attack, AttackContext
@@ -45,7 +43,8 @@ class SmoothPGD(Attack):
     No early stopping (Salman et al. run all steps): a noisy estimate of G is no reason to stop.
     """
 
-    def __init__(self, steps: int = 20, alpha: float | None = None, restarts: int = 1, random_start: bool = True, m: int = 8,
+    def __init__(self, steps: int = 20, alpha: float | None = None, restarts: int = 1, random_start: bool = True,
+                 m: int = 8,
                  fixed_noise: bool = False, sigma: float | None = None, threat: str | None = None):
         if steps < 1 or restarts < 1 or m < 1:
             raise UsageError("pgd_smooth: steps, restarts and m must be >= 1")

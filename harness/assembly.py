@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from .core.budget import Budget
+from .core.defense import RunContext
 from .core.errors import UsageError
 from .core.registry import ATTACKS, DEFENSES, MODELS, ZOO
 from .entrants import Entrant
@@ -120,17 +121,18 @@ def build_attacks(instances, overrides, budget: Budget) -> list:
     return built
 
 
-def build_defenses(instances, overrides, norm: str, eps_list: list[float], context: dict) -> list:
+def build_defenses(instances, overrides, norm: str, eps_list: list[float], context: RunContext) -> list:
     """Each defense (a (label, name) pair) as an ``Entrant`` evaluated at every budget of the run: built once, or,
     where parameters of it follow the budget (``Defense.follows_budget``, not given by --set: preempt's delta = eps)
-    and there are several budgets, once per budget.  Built here, so that a bad parameter fails before the run."""
+    and there are several budgets, once per budget; with the run's facts it declares it receives
+    (``Defense.receives``).  Built here, so that a bad parameter fails before the run."""
     budgets = [Budget(norm, e) for e in eps_list]
     built = []
     for label, name in instances:
         entry = DEFENSES.get(name)
         given = overrides.for_plugin(DEFENSES, name, label)
         follows = [p for p in entry.declared("follows_budget", ()) if p in entry.params]
-        base = {k: v for k, v in context.items() if k in entry.params}
+        base = {k: v for k, v in context.for_defense(entry.declared("receives", ())).items() if k in entry.params}
 
         def build(budget: Budget, name=name, follows=follows, base=base, given=given):
             at = {p: budget.norm if p == "norm" else budget.eps for p in follows}
@@ -147,14 +149,11 @@ def describe(entrant) -> dict:
     return entrant.describe()
 
 
-def defense_context(args, data) -> dict:
+def defense_context(args, data) -> RunContext:
     """What a defense that trains on first use learns from the run unless --set says otherwise: the dataset,
     where its files lie, --quiet, and (for purifiers) the zoo model it will stand in front of as ``target``."""
-    ctx = {"dataset": args.dataset, "data_dir": args.data_dir, "quiet": args.quiet}
     name = args.model or data.default_model
-    if args.arch is None and name in ZOO:
-        ctx["target"] = name
-    return ctx
+    return RunContext(args.dataset, args.data_dir, args.quiet, name if args.arch is None and name in ZOO else None)
 
 
 def check_writable(out: Path) -> None:

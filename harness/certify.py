@@ -212,7 +212,8 @@ def cmd_certify(args, argv: list[str]) -> int:
     budget = {}
     if args.eps is not None:  # the attack budget a defense that prepares x_r (preempt_smooth) is built for
         at = Budget(args.norm, parse_eps(args.eps))
-        budget = {k: at.norm if k == "norm" else at.eps for k in entry.declared("follows_budget", ()) if k in entry.params}
+        budget = {k: at.norm if k == "norm" else at.eps for k in entry.declared("follows_budget", ())
+                  if k in entry.params}
     defense = DEFENSES.create(args.defense, **smooth_kw, **{**budget, **extra})
     data = load(args.dataset, args.split or "test", args.data_dir)
     idx = torch.arange(0, len(data), args.skip)

@@ -167,7 +167,7 @@ def evaluate(model: torch.nn.Module, data: ImageSet, defenses: list[tuple[str, D
             s, f, bw = stats[k]
             res.cells.append(CellResult(aname, threats[dname, aname], budget.norm, budget.eps, _cat(per_cell[k]), s, f,
                                         bw, attack.certifies, e))
-        if not (defense.randomized or defense.kind == "detector"):  # there a rejection or a draw is no break
+        if not (defense.randomized or defense.rejects):  # there a rejection or a draw is no break
             res.check_certificates()
         results.append(res)
     bar.close()

@@ -20,11 +20,12 @@ An attack hands back an ``AttackResult`` (``Attack.run``): the images, and optio
 - ``extra``: per-sample values recorded as they are.
 
 An adaptive attack is handed the defense and the bare classifier in its ``AttackContext``, and a ``Referee``
-(``context.referee``) where the defense is deterministic and not a detector: ``referee.settled(images)`` says which samples that batch of candidates has already decided for good
+(``context.referee``) where the defense is deterministic and not a detector: ``referee.settled(images)`` says which
+samples that batch of candidates has already decided for good
 (a valid, misclassifying image: no later candidate can change the sample's robust, valid or dist).  The attack may
 use it only to stop working on those samples (no work on samples already decided); it learns nothing else of x_o.
 
-Detectors (``defense.kind == "detector"``): ``classify`` returns -1 (ABSTAIN) for a rejected input, so ``robust``
+Detectors (``defense.rejects``): ``classify`` returns -1 (ABSTAIN) for a rejected input, so ``robust``
 counts a rejected adversarial image as NOT defended (rejection = failure).  Four per-sample entries in ``extra``
 give the other reading and the detection numbers: ``robust_reject_defended`` (robust when a rejected adversarial
 image counts as defended; the clean verdict is the same in both: a rejected clean image is an error),
@@ -63,13 +64,10 @@ class Verdict:
 
 def resolve_threat(defense: Defense, attack: Attack) -> str:
     """The threat model a cell runs under: the attack's request, else the defense kind's default."""
-    threat = attack.threat or ("white-box" if attack.adaptive or defense.kind != "preemptive" else "grey-box")
+    threat = attack.threat or ("white-box" if attack.adaptive else defense.default_threat)
     if threat not in THREATS:
         raise UsageError(f"unknown threat model {threat!r}; one of {', '.join(THREATS[1:])}")
-    if defense.kind == "none" and threat == "oblivious":
-        threat = "white-box"  # with no defense, knowing the defense changes nothing
-    if threat not in defense.threats and defense.kind != "none":
-        raise UsageError(f"threat {threat!r} does not apply to the {defense.kind} defense; use one of {', '.join(defense.threats)}")
+    threat = defense.threat_for(threat)
     if attack.adaptive and threat != "white-box":
         raise UsageError(f"{type(attack).__name__} is an adaptive (white-box) attack; it cannot run {threat}")
     return threat
@@ -107,7 +105,7 @@ def run_cell(defense: Defense, model, attack: Attack, threat: str, budget: Budge
     dist = torch.full((n,), float("nan"), device=y.device)
     attacked = torch.zeros(n, dtype=torch.bool, device=y.device)
     extra = {}
-    detector = defense.kind == "detector"
+    detector = defense.rejects
     if detector:
         extra["robust_reject_defended"] = robust.clone()
         for key in ("rejected", "score_clean", "score_adv"):

@@ -214,3 +214,51 @@ def test_a_part_chosen_on_the_command_line_takes_its_own_parameters():
     with pytest.raises(UsageError, match="did you mean"):
         Overrides(["bpda.inner=ta.CWW"]).for_plugin(ATTACKS, "bpda")
     assert Overrides(["bpda.inner.c=10"]).for_plugin(ATTACKS, "bpda") == {}  # PGD, the default part, has no c
+
+
+def test_the_registry_writes_nothing_onto_what_it_builds():
+    """A run keeps its (label, name) pairs itself; a built plugin holds only its own parameters, and parts are
+    described under their registered names without an attribute saying so."""
+    from harness.core.registry import DEFENSES
+
+    load_builtins()
+    for obj in (ATTACKS.create("pgd_linf"), ATTACKS.create("bpda"), DEFENSES.create("preempt"),
+                DEFENSES.create("safe_spot_ood", calib_n=10)):
+        assert not {"registry_name", "_registry_kwargs"} & set(vars(obj)), type(obj).__name__
+    bpda = ATTACKS.create("bpda", inner="pgd_l2")
+    assert bpda.describe(Budget("l2", 0.5))["inner"]["registry_name"] == "pgd_l2"
+    assert DEFENSES.create("preempt").describe()["registry_name"] == "preempt"
+
+
+def test_a_defense_receives_the_run_facts_it_declares():
+    """``RunContext`` reaches the parameters a defense declares in ``receives`` (dataset, data_dir, quiet, target),
+    never another parameter that happens to share a name; an unknown target (no zoo model) leaves the default."""
+    from harness.assembly import build_defenses
+    from harness.core.defense import RunContext
+    from harness.core.registry import DEFENSES
+
+    load_builtins()
+    ctx = RunContext(dataset="digits", data_dir=None, quiet=True, target=None)
+    assert ctx.for_defense(("dataset", "target")) == {"dataset": "digits"}
+    assert DEFENSES.get("hgd").declared("receives") == ("dataset", "data_dir", "quiet", "target")
+    assert DEFENSES.get("preempt").declared("receives") == ()
+    [(_, entrant)] = build_defenses([("msp", "msp_detector")], Overrides(["msp.calib_n=10"]), "linf", [0.1], ctx)
+    assert (entrant.at(Budget("linf", 0.1)).dataset, entrant.per_budget) == ("digits", False)
+    [(_, pre)] = build_defenses([("preempt", "preempt")], Overrides([]), "linf", [0.05, 0.1], ctx)
+    assert pre.per_budget and [d.delta for d, _ in pre.served()] == [0.05, 0.1]  # delta = eps, per budget
+    [(_, fixed)] = build_defenses([("preempt", "preempt")], Overrides(["preempt.delta=0.2", "preempt.eps=0.1"]),
+                                  "linf", [0.05, 0.1], ctx)
+    assert not fixed.per_budget and [d.delta for d, _ in fixed.served()] == [0.2]  # one object for both budgets
+
+
+def test_the_purifier_methods_live_in_the_core_registry():
+    """No table beside the core registry: each purifier's training method registers in ``PURIFIERS`` (harness list
+    purifiers, entry point group harness.purifiers), and ``METHODS`` reads it."""
+    from defenses.purifiers.methods import METHODS, get_method
+    from harness.core.registry import PURIFIERS, REGISTRIES
+
+    load_builtins()
+    assert REGISTRIES["purifiers"] is PURIFIERS and {"hgd", "nrp", "jatp", "magnet"} <= set(PURIFIERS.list())
+    assert sorted(METHODS) == PURIFIERS.list() and METHODS["nrp"] is get_method("nrp") and METHODS["nrp"].feature_net
+    with pytest.raises(UsageError, match="did you mean hgd"):
+        get_method("hgdd")

@@ -221,8 +221,8 @@ def test_gradient_masking_is_exposed_by_bpda(plain_target, test_data):
     torch.manual_seed(0)
     pgd = run_cell(defense, plain_target, PGD(steps=20), "white-box", Budget("linf", 0.1), x, x, y, clean)
     torch.manual_seed(0)
-    bpda = run_cell(defense, plain_target, ATTACKS.create("bpda", **{"inner.steps": 20}), "white-box", Budget("linf", 0.1),
-                    x, x, y, clean)
+    bpda = run_cell(defense, plain_target, ATTACKS.create("bpda", **{"inner.steps": 20}), "white-box",
+                    Budget("linf", 0.1), x, x, y, clean)
     acc_pgd, acc_bpda = pgd.robust.float().mean().item(), bpda.robust.float().mean().item()
     assert acc_pgd >= 0.85 and acc_bpda <= 0.4, (acc_pgd, acc_bpda)
     assert bpda.valid.all() and (bpda.dist[bpda.attacked] <= 0.1 + 1e-6).all()
@@ -497,14 +497,18 @@ def test_run_puts_a_purifier_in_front_of_the_run_model():
     from argparse import Namespace
 
     from harness.assembly import defense_context
+    from harness.core.defense import RunContext
 
     data = load("digits", "test")
     args = Namespace(model="digits_cnn", arch=None, dataset="digits", data_dir=None, quiet=True)
-    assert defense_context(args, data) == {"dataset": "digits", "data_dir": None, "quiet": True, "target": "digits_cnn"}
+    ctx = defense_context(args, data)
+    assert ctx == RunContext(dataset="digits", data_dir=None, quiet=True, target="digits_cnn")
+    assert ctx.for_defense(DEFENSES.get("jatp").declared("receives")) == {"dataset": "digits", "quiet": True,
+                                                                          "target": "digits_cnn"}
     args.model = None
-    assert defense_context(args, data)["target"] == data.default_model
+    assert defense_context(args, data).target == data.default_model
     args.model, args.arch = "weights.pt", "small_cnn"
-    assert "target" not in defense_context(args, data)
+    assert "target" not in defense_context(args, data).for_defense(("dataset", "data_dir", "quiet", "target"))
 
 
 def test_purifiers_train_at_the_datasets_budget_by_default(shared_data, tmp_path, monkeypatch):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import inspect
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import torch
 from torch import nn

@@ -128,6 +128,8 @@ class A5Robustifier(A5Base):
     a5_cnn_small CROWN-IBP-trained at 0.1, eps = 0.1 (IBP-certified %, bare 79.7): 20 epochs, lr 1e-3, batch 100:
     delta 0.1: 84.2, 0.3: 86.7; the defaults: 85.3, 90.6."""
 
+    receives = ("dataset", "data_dir", "quiet")  # the run's (harness.core.defense.RunContext)
+
     def __init__(self, norm: str = "linf", eps: float = 0.1, delta: float = 0.3, bound: Bound = "crown-ibp",
                  epochs: int = 40, start: int = 2, length: int = 8, lr: float = 3e-3, milestones: tuple = (30,),
                  batch_size: int = 50, seed: int = 0, dataset: str = "digits", split: str | None = None,

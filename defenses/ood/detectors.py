@@ -27,6 +27,8 @@ class ThresholdDetector(Detector):
     whole CIFAR training split would take far longer than the evaluation).  Scores of the last ``classify`` call are reused by a ``score`` call
     on the very same tensor (so the harness's rejection and detection numbers come from one scoring)."""
 
+    receives = ("dataset", "data_dir")  # the run's (harness.core.defense.RunContext)
+
     def __init__(self, tpr: float = TPR, threshold: float | None = None, dataset: str = "digits",
                  calib_split: str = "train", calib_n: int | None = 1000, data_dir: str | None = None):
         if not 0 < tpr <= 1:

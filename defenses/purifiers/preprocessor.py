@@ -37,6 +37,7 @@ class PurifierDefense(Preprocessor):
     """
 
     trains_for_target = True  # harness train --defense NAME --target-model M (defenses.purifiers.training.train_to_file)
+    receives = ("dataset", "data_dir", "quiet", "target")  # the run's (harness.core.defense.RunContext)
 
     def __init__(self, name: str, net: nn.Module, params: dict, source: str = "",
                  dynamic: bool = False, dyn_sigma: float = 0.05, dyn_eps: float = 16 / 255):

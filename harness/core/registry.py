@@ -3,8 +3,8 @@
 Modelled on timm's registry.  Each entry is a factory (a class or a function) with a one-line description;
 its typed keyword parameters are read from the signature, so ``harness list`` can show them and
 ``--set key=value`` can convert strings to the right type.  Third-party packages plug in through the entry
-point groups ``harness.datasets``, ``harness.models``, ``harness.attacks``, ``harness.defenses`` and
-``harness.recipes``: each entry point names a module (or callable) that registers on import.
+point groups ``harness.datasets``, ``harness.models``, ``harness.attacks``, ``harness.defenses``,
+``harness.recipes`` and ``harness.purifiers``: each entry point names a module (or callable) that registers on import.
 
 Composition: a parameter whose default is a ``Part`` holds another plugin (preempt_smooth holds a ``smoothing``).
 ``create`` builds the part from the keys under its name (``smoothing.sigma=0.25``, any depth) and hands the
@@ -44,8 +44,8 @@ class Part:
         """The part ``name`` (default: this one's) with ``kwargs`` over the defaults that it takes."""
         registry = REGISTRIES[self.kind]
         entry = registry.get(name or self.name)
-        return registry.create(entry.name, **{**{k: v for k, v in self.defaults.items() if k.partition('.')[0] in entry.params},
-                                              **kwargs})
+        defaults = {k: v for k, v in self.defaults.items() if k.partition(".")[0] in entry.params}
+        return registry.create(entry.name, **{**defaults, **kwargs})
 
 
 @dataclass(frozen=True)
@@ -284,6 +284,7 @@ MODELS = Registry("models")
 ATTACKS = Registry("attacks")
 DEFENSES = Registry("defenses")
 RECIPES = Registry("recipes")
+PURIFIERS = Registry("purifiers")  # the training methods of the purifier defenses (defenses.purifiers.methods)
 ZOO = Registry("zoo")
 REGISTRIES = {"datasets": DATASETS, "models": MODELS, "zoo": ZOO, "attacks": ATTACKS, "defenses": DEFENSES,
-              "recipes": RECIPES}
+              "recipes": RECIPES, "purifiers": PURIFIERS}
