@@ -262,3 +262,21 @@ def test_the_purifier_methods_live_in_the_core_registry():
     assert sorted(METHODS) == PURIFIERS.list() and METHODS["nrp"] is get_method("nrp") and METHODS["nrp"].feature_net
     with pytest.raises(UsageError, match="did you mean hgd"):
         get_method("hgdd")
+
+
+def test_the_engine_asks_the_defense_which_threat_models_apply():
+    """No kind strings in the threat resolution: ``default_threat`` and ``threat_for`` of the defense decide."""
+    from harness.core.defense import Defense, Detector, Preemptive, Preprocessor, Wrapper
+    from harness.core.registry import DEFENSES
+    from harness.threat import resolve_threat
+
+    load_builtins()
+    pgd, obl = ATTACKS.create("pgd_linf"), ATTACKS.create("pgd_linf", threat="oblivious")
+    none, preempt, quant = DEFENSES.create("none"), DEFENSES.create("preempt"), DEFENSES.create("quantize")
+    assert [resolve_threat(d, pgd) for d in (none, preempt, quant)] == ["white-box", "grey-box", "white-box"]
+    assert resolve_threat(none, obl) == "white-box"  # with no defense, knowing the defense changes nothing
+    assert resolve_threat(quant, obl) == "oblivious"
+    with pytest.raises(UsageError, match="does not apply to the preemptive defense"):
+        resolve_threat(preempt, obl)
+    assert resolve_threat(preempt, ATTACKS.create("adaptive_linf")) == "white-box"
+    assert [k.rejects for k in (Defense, Preemptive, Preprocessor, Wrapper, Detector)] == [False] * 4 + [True]
