@@ -19,7 +19,8 @@ from typing import Literal
 
 import torch
 
-from harness.core.attack import Attack, AttackResult
+from harness.core.attack import NO_CONTEXT, Attack, AttackContext, AttackResult
+from harness.core.budget import Budget
 from harness.core.errors import UsageError
 from harness.core.progress import bar
 from harness.core.registry import ATTACKS
@@ -41,11 +42,9 @@ class AdaptiveReconstruction(Attack):
 
     adaptive = True
 
-    def __init__(self, norm: Literal["linf", "l2"] | None = None, eps: float = 0.0,
-                 sweep: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0), steps: int = 20, restarts: int = 1,
+    def __init__(self, sweep: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0), steps: int = 20, restarts: int = 1,
                  use_pgd: bool = True, use_autoattack: bool = True,
                  aa_version: Literal["standard", "plus", "rand"] = "standard"):
-        self.set_budget(norm or self.norms[0], eps)
         if not sweep or any(not 0 < f for f in sweep):
             raise UsageError("sweep must be a non-empty list of positive fractions of eps")
         if steps < 1 or restarts < 1:
@@ -55,47 +54,44 @@ class AdaptiveReconstruction(Attack):
             raise UsageError("use_pgd and use_autoattack cannot both be false")
         self.sweep, self.steps = tuple(float(f) for f in sweep), int(steps)
         self.use_pgd, self.use_autoattack, self.aa_version = bool(use_pgd), bool(use_autoattack), aa_version
-        # One object per standard attack for the whole sweep (and every budget of a run): ``set_budget`` per eps'.
+        # One object per standard attack for the whole sweep (and every budget of a run): each call gets its eps'.
         # PGD without early stop serves randomized defenses; AutoAttack takes each batch whole.
-        self._pgd = {stop: PGD(norm=self.norm, steps=self.steps, restarts=self.restarts, early_stop=stop)
-                     for stop in (True, False)}
-        self._aa = AutoAttack(version=aa_version, norm=self.norm, batch_size=2**31 - 1)
+        self._pgd = {stop: PGD(steps=self.steps, restarts=self.restarts, early_stop=stop) for stop in (True, False)}
+        self._aa = AutoAttack(version=aa_version, batch_size=2**31 - 1)
 
-    def perturb(self, model, x: torch.Tensor, y: torch.Tensor, **kw) -> torch.Tensor:
-        return self.run(model, x, y, **kw).images
+    def perturb(self, model, x: torch.Tensor, y: torch.Tensor, budget: Budget,
+                context: AttackContext = NO_CONTEXT) -> torch.Tensor:
+        return self.run(model, x, y, budget, context).images
 
-    def run(self, model, x: torch.Tensor, y: torch.Tensor, defense=None, classifier=None, referee=None,
-            **kw) -> AttackResult:
+    def run(self, model, x: torch.Tensor, y: torch.Tensor, budget: Budget,
+            context: AttackContext = NO_CONTEXT) -> AttackResult:
         """The eps' = max(sweep) image, every candidate of the sweep, and the points x_hat_o ("rec") and the returned
-        image ("adv").  ``referee`` (``harness.threat.Referee``, from the evaluator): AutoAttack at eps' skips the samples an
-        earlier candidate already settled (valid and misclassified: their verdict is final).  PGD always runs on
-        the whole batch, so its candidates, and every random draw after them, do not depend on the referee."""
-        target = classifier if classifier is not None else model
-        x_hat = x.detach() if defense is None else defense.reconstruct(target, x.detach(), self.eps)
+        image ("adv").  ``context.referee`` (from the evaluator): AutoAttack at eps' skips the samples an earlier
+        candidate already settled (valid and misclassified: their verdict is final).  PGD always runs on the whole
+        batch, so its candidates, and every random draw after them, do not depend on the referee."""
+        defense, referee = context.defense, context.referee
+        target = context.classifier if context.classifier is not None else model
+        x_hat = x.detach() if defense is None else defense.reconstruct(target, x.detach(), budget.eps)
         cands = []
         randomized = defense is not None and defense.randomized
         open_ = torch.ones(len(x_hat), dtype=torch.bool, device=x_hat.device)  # verdict not final yet
         stages = bar(len(self.sweep) * (self.use_pgd + self.use_autoattack), f"{type(self).__name__}: eps' sweep")
         for frac in sorted(self.sweep):
-            eps_p = frac * self.eps
+            sub = budget.scaled(frac)  # eps' = frac * eps
             if self.use_pgd:
-                stages.set_postfix_str(f"PGD-{self.steps} at eps'={eps_p:.4g}")
-                pgd = self._pgd[not randomized]
-                pgd.set_budget(self.norm, eps_p)
-                cands.append(pgd.perturb(model, x_hat, y))
+                stages.set_postfix_str(f"PGD-{self.steps} at eps'={sub.eps:.4g}")
+                cands.append(self._pgd[not randomized].perturb(model, x_hat, y, sub))
                 if referee is not None:
                     open_ &= ~referee.settled(cands[-1])
                 stages.update()
             if self.use_autoattack:
                 todo = open_.nonzero().flatten()
-                stages.set_postfix_str(f"AutoAttack at eps'={eps_p:.4g} on {todo.numel()} images")
-                aa = self._aa
-                aa.set_budget(self.norm, eps_p)
+                stages.set_postfix_str(f"AutoAttack at eps'={sub.eps:.4g} on {todo.numel()} images")
                 if referee is None:
-                    cands.append(aa.perturb(model, x_hat, y))
+                    cands.append(self._aa.perturb(model, x_hat, y, sub))
                 else:  # settled samples keep the unperturbed reconstruction (any image: their verdict is final)
                     cand = x_hat.clone()
-                    cand[todo] = aa.perturb(model, x_hat[todo], y[todo])
+                    cand[todo] = self._aa.perturb(model, x_hat[todo], y[todo], sub)
                     cands.append(cand)
                     open_ &= ~referee.settled(cand)
                 stages.update()

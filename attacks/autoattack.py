@@ -23,7 +23,8 @@ from typing import ClassVar, Literal
 
 import torch
 
-from harness.core.attack import Attack
+from harness.core.attack import NO_CONTEXT, Attack, AttackContext
+from harness.core.budget import Budget
 from harness.core.errors import UsageError
 from harness.core.registry import ATTACKS
 
@@ -100,9 +101,7 @@ class AutoAttackBase(Attack):
     version: str = "standard"
     batch_size: int = 250
 
-    def __init__(self, norm: Literal["linf", "l2"] | None = None, eps: float = 0.0, batch_size: int = 250,
-                 verbose: bool = False, threat: str | None = None):
-        self.set_budget(norm or self.norms[0], eps)
+    def __init__(self, batch_size: int = 250, verbose: bool = False, threat: str | None = None):
         positive(batch_size=batch_size)
         self.batch_size, self.threat = int(batch_size), threat
         self._verbose = bool(verbose)
@@ -114,10 +113,10 @@ class AutoAttackBase(Attack):
     def _tune(self, aa) -> None:
         """Per-attack settings on top of the version's (single attacks' parameters)."""
 
-    def build(self, model, device, seed: int, num_classes: int):
-        """pyautoattack's AutoAttack with this attack's settings (exposed for the fidelity tests)."""
+    def build(self, model, device, seed: int, num_classes: int, budget: Budget):
+        """pyautoattack's AutoAttack with this attack's settings at ``budget`` (exposed for the fidelity tests)."""
         Reference = _import_autoattack()
-        common = dict(device=device, eps=self.eps, norm=AA_NORMS[self.norm], seed=seed)
+        common = dict(device=device, eps=budget.eps, norm=AA_NORMS[budget.norm], seed=seed)
         if self.single is None:
             aa = Reference(model, version=self.version, **common)
         else:
@@ -133,7 +132,8 @@ class AutoAttackBase(Attack):
         aa.fab.n_target_classes = min(aa.fab.n_target_classes, num_classes - 1)
         return aa
 
-    def perturb(self, model, x: torch.Tensor, y: torch.Tensor, **kw) -> torch.Tensor:
+    def perturb(self, model, x: torch.Tensor, y: torch.Tensor, budget: Budget,
+                context: AttackContext = NO_CONTEXT) -> torch.Tensor:
         x = x.detach()
         seed = draw_seed()
         self.last_seed = seed
@@ -141,7 +141,7 @@ class AutoAttackBase(Attack):
             return x.clone()
         with torch.no_grad():
             num_classes = model(x[:1]).shape[1]
-        aa = self.build(model, x.device, seed, num_classes)
+        aa = self.build(model, x.device, seed, num_classes, budget)
         devices = rng_devices(x.device)
         trace = sys.gettrace()  # pyautoattack's dynamic-defense check ends with sys.settrace(None)
         try:
@@ -152,27 +152,26 @@ class AutoAttackBase(Attack):
             sys.settrace(trace)
         return x_adv.detach()
 
-    def describe(self) -> dict:
-        d = super().describe()
+    def describe(self, budget: Budget | None = None) -> dict:
+        d = super().describe(budget)
         d.pop("last_seed", None)
         return d
 
 
 @ATTACKS.register("autoattack", "AutoAttack (Croce & Hein 2020, pyautoattack): version standard|plus|rand")
 class AutoAttack(AutoAttackBase):
-    def __init__(self, version: Literal["standard", "plus", "rand"] = "standard",
-                 norm: Literal["linf", "l2"] | None = None, eps: float = 0.0, batch_size: int = 250,
+    def __init__(self, version: Literal["standard", "plus", "rand"] = "standard", batch_size: int = 250,
                  verbose: bool = False, threat: str | None = None):
         if version not in VERSION_ATTACKS:
             raise UsageError(f"version must be one of {', '.join(VERSION_ATTACKS)}, got {version!r}")
-        super().__init__(norm=norm, eps=eps, batch_size=batch_size, verbose=verbose, threat=threat)
+        super().__init__(batch_size=batch_size, verbose=verbose, threat=threat)
         self.version = version
 
 
 class _APGD(AutoAttackBase):
-    def __init__(self, norm: Literal["linf", "l2"] | None = None, eps: float = 0.0, n_iter: int = 100,
-                 n_restarts: int = 1, batch_size: int = 250, verbose: bool = False, threat: str | None = None):
-        super().__init__(norm=norm, eps=eps, batch_size=batch_size, verbose=verbose, threat=threat)
+    def __init__(self, n_iter: int = 100, n_restarts: int = 1, batch_size: int = 250, verbose: bool = False,
+                 threat: str | None = None):
+        super().__init__(batch_size=batch_size, verbose=verbose, threat=threat)
         positive(n_iter=n_iter, n_restarts=n_restarts)
         self.n_iter, self.n_restarts = int(n_iter), int(n_restarts)
 
@@ -194,9 +193,9 @@ class APGDDLR(_APGD):
 class _Targeted(AutoAttackBase):
     """The targeted attacks: ``n_iter`` iterations against each of ``n_target_classes`` top classes."""
 
-    def __init__(self, norm: Literal["linf", "l2"] | None = None, eps: float = 0.0, n_iter: int = 100,
-                 n_target_classes: int = 9, batch_size: int = 250, verbose: bool = False, threat: str | None = None):
-        super().__init__(norm=norm, eps=eps, batch_size=batch_size, verbose=verbose, threat=threat)
+    def __init__(self, n_iter: int = 100, n_target_classes: int = 9, batch_size: int = 250, verbose: bool = False,
+                 threat: str | None = None):
+        super().__init__(batch_size=batch_size, verbose=verbose, threat=threat)
         positive(n_iter=n_iter, n_target_classes=n_target_classes)
         self.n_iter, self.n_target_classes = int(n_iter), int(n_target_classes)
 
@@ -223,9 +222,9 @@ class Square(AutoAttackBase):
     single = "square"
     gradients = "gradient-free"
 
-    def __init__(self, norm: Literal["linf", "l2"] | None = None, eps: float = 0.0, n_queries: int = 5000,
-                 batch_size: int = 250, verbose: bool = False, threat: str | None = None):
-        super().__init__(norm=norm, eps=eps, batch_size=batch_size, verbose=verbose, threat=threat)
+    def __init__(self, n_queries: int = 5000, batch_size: int = 250, verbose: bool = False,
+                 threat: str | None = None):
+        super().__init__(batch_size=batch_size, verbose=verbose, threat=threat)
         positive(n_queries=n_queries)
         self.n_queries = int(n_queries)
 

@@ -21,7 +21,8 @@ from typing import Callable, Literal
 import torch
 from torch import nn
 
-from harness.core.attack import Attack
+from harness.core.attack import NO_CONTEXT, Attack, AttackContext
+from harness.core.budget import Budget
 from harness.core.defense import Preprocessor
 from harness.core.errors import UsageError
 from harness.core.registry import ATTACKS, Part
@@ -74,8 +75,8 @@ def bpda_surface(defense, classifier: nn.Module, backward: str = "identity") -> 
     elif backward == "approx":
         back = defense.approx
         if not defense.has_approx:
-            raise UsageError(f"bpda backward=approx: the {getattr(defense, 'registry_name', type(defense).__name__)} "
-                             "defense supplies no approx(x); use backward=identity")
+            raise UsageError(f"bpda backward=approx: the {type(defense).__name__} defense supplies no approx(x); "
+                             "use backward=identity")
     else:
         raise UsageError(f"bpda backward must be identity or approx, got {backward!r}")
     return nn.Sequential(BPDAWrapper(purify, back), classifier)
@@ -89,38 +90,34 @@ class BPDA(Attack):
     of eps/4 (the 40-step PGD of JATP's evaluation).  Its parameters are reached by path
     (``--set bpda.inner.steps=100``); another attack by name (``--set bpda.inner=ta.CW --set bpda.inner.c=10``: the
     C&W form ||x' - x||^2 + c L(f(P(x'))) of the Defense-GAN slides' objective (1)).  Adaptive: it receives the
-    defense and the bare classifier.
+    defense and the bare classifier (``AttackContext``); the budget of each call goes to the inner attack.
     """
 
     adaptive = True
     gradients = "approximated"  # harness.flags: the backward pass is replaced (bpda-eot-stronger)
 
-    def __init__(self, norm: Literal["linf", "l2"] | None = None, eps: float = 0.0,
-                 inner: Attack = Part("attacks", "pgd", steps=40),
+    def __init__(self, inner: Part = Part("attacks", "pgd", steps=40),
                  backward: Literal["identity", "approx"] = "identity"):
         if backward not in ("identity", "approx"):
             raise UsageError(f"bpda backward must be identity or approx, got {backward!r}")
-        inner = inner.build() if isinstance(inner, Part) else inner
-        if isinstance(inner, BPDA):
+        built = inner.build() if isinstance(inner, Part) else inner  # a Part: the inner attack's name and keywords
+        if isinstance(built, BPDA):
             raise UsageError("bpda cannot wrap itself")
-        if inner.adaptive:
-            raise UsageError(f"bpda needs a plain gradient attack as inner, and {type(inner).__name__} is adaptive")
-        self.inner, self.backward = inner, backward
-        # Against a randomized P one lucky draw is no success: the inner attack then takes all its steps.
-        stops = ATTACKS.takes(inner, "early_stop") and inner.early_stop
-        self._inner_randomized = ATTACKS.rebuild(inner, early_stop=False) if stops else inner
-        self.norms = inner.norms
-        self.set_budget(norm or inner.norm, eps)
+        if built.adaptive:
+            raise UsageError(f"bpda needs a plain gradient attack as inner, and {type(built).__name__} is adaptive")
+        self.inner, self.backward = built, backward
+        # Against a randomized P one lucky draw is no success: the inner attack then takes all its steps (the same
+        # part built again with early_stop=False; an inner attack handed over built is used as it is).
+        stops = isinstance(inner, Part) and inner.takes("early_stop") and built.early_stop
+        self._inner_randomized = inner.build(early_stop=False) if stops else built
+        self.norms = built.norms
 
-    def set_budget(self, norm: str, eps: float) -> None:
-        super().set_budget(norm, eps)
-        self.inner.set_budget(norm, eps)
-        self._inner_randomized.set_budget(norm, eps)
-
-    def perturb(self, model, x: torch.Tensor, y: torch.Tensor, defense=None, classifier=None, **kw) -> torch.Tensor:
+    def perturb(self, model, x: torch.Tensor, y: torch.Tensor, budget: Budget,
+                context: AttackContext = NO_CONTEXT) -> torch.Tensor:
         """Run ``inner`` on classifier ∘ BPDA(P); ``model`` (the white-box surface) is used without a preprocessor.
         Against a randomized defense the inner attack runs without early stopping (every sample takes every step)."""
+        defense, classifier = context.defense, context.classifier
         surface = bpda_surface(defense, classifier, self.backward) if classifier is not None and defense is not None \
             else model
         inner = self._inner_randomized if defense is not None and defense.randomized else self.inner
-        return inner.perturb(surface, x, y)
+        return inner.perturb(surface, x, y, budget)

@@ -10,12 +10,13 @@ holds under floating-point arithmetic (``harness.bounds.sound``); ``sound=false`
 """
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import ClassVar
 
 import torch
 
 from harness import bounds
-from harness.core.attack import Attack, AttackResult
+from harness.core.attack import NO_CONTEXT, Attack, AttackContext, AttackResult
+from harness.core.budget import Budget
 from harness.core.errors import UsageError
 from harness.core.registry import ATTACKS
 
@@ -27,18 +28,18 @@ class BoundCertifier(Attack):
     certifies = True
     method: ClassVar[str] = "ibp"
 
-    def __init__(self, norm: Literal["linf", "l2"] | None = None, eps: float = 0.0, threat: str | None = None,
-                 sound: bool = True):
-        self.set_budget(norm or self.norms[0], eps)
+    def __init__(self, threat: str | None = None, sound: bool = True):
         self.threat, self.sound = threat, bool(sound)
 
-    def perturb(self, model, x: torch.Tensor, y: torch.Tensor, **kw) -> torch.Tensor:
+    def perturb(self, model, x: torch.Tensor, y: torch.Tensor, budget: Budget,
+                context: AttackContext = NO_CONTEXT) -> torch.Tensor:
         return x.detach().clone()
 
-    def run(self, model, x: torch.Tensor, y: torch.Tensor, **kw) -> AttackResult:
+    def run(self, model, x: torch.Tensor, y: torch.Tensor, budget: Budget,
+            context: AttackContext = NO_CONTEXT) -> AttackResult:
         try:
             with torch.no_grad():
-                ok = bounds.certified(model, x.detach(), y, self.eps, norm=self.norm, method=self.method,
+                ok = bounds.certified(model, x.detach(), y, budget.eps, norm=budget.norm, method=self.method,
                                       sound=self.sound)
         except TypeError as err:  # a layer the bounds cannot read (a purifier network, say)
             raise UsageError(f"certify_{self.method.replace('-', '_')}: {str(err).splitlines()[0]}") from None

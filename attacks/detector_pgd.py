@@ -26,6 +26,8 @@ from typing import Literal
 
 import torch
 
+from harness.core.attack import NO_CONTEXT, AttackContext
+from harness.core.budget import Budget
 from harness.core.defense import Detector
 from harness.core.errors import UsageError
 from harness.core.geometry import ascent_direction, project, random_in_ball
@@ -40,19 +42,21 @@ from .pgd import PGD
 class DetectorPGD(PGD):
     adaptive = True
 
-    def __init__(self, norm: Literal["linf", "l2"] | None = None, eps: float = 0.0, steps: int = 20,
-                 alpha: float | None = None, random_start: bool = True, restarts: int = 1,
+    def __init__(self, steps: int = 20, alpha: float | None = None, random_start: bool = True, restarts: int = 1,
                  loss: Literal["ce", "cw"] = "ce", lam: float = 1.0, margin: float = 0.0, threat: str | None = None):
-        super().__init__(norm=norm, eps=eps, steps=steps, alpha=alpha, random_start=random_start, restarts=restarts,
+        super().__init__(steps=steps, alpha=alpha, random_start=random_start, restarts=restarts,
                          loss=loss, early_stop=True, threat=threat)
         if lam < 0:
             raise UsageError(f"pgd_detector: lam must be >= 0, got {lam}")
         self.lam, self.margin = float(lam), float(margin)
 
-    def perturb(self, model, x: torch.Tensor, y: torch.Tensor, defense=None, classifier=None, **kw) -> torch.Tensor:
+    def perturb(self, model, x: torch.Tensor, y: torch.Tensor, budget: Budget,
+                context: AttackContext = NO_CONTEXT) -> torch.Tensor:
+        defense = context.defense
         if not isinstance(defense, Detector):  # no detector: plain PGD on the classifier
-            return PGD.perturb(self, model, x, y)
-        clf = classifier if classifier is not None else model
+            return PGD.perturb(self, model, x, y, budget)
+        clf = context.classifier if context.classifier is not None else model
+        norm, eps, step_size = budget.norm, budget.eps, self.step_size(budget)
         tau = defense.tau if defense.tau is not None else defense.calibrate(clf)
 
         def forward(xa):  # (logits, score), in one pass where the defense shares the work (MagNet: ae(x) once)
@@ -67,7 +71,7 @@ class DetectorPGD(PGD):
             if todo.numel() == 0:
                 break
             x0, y0 = x[todo], y[todo]
-            xa = (x0 + random_in_ball(x0, self.norm, self.eps)).clamp(0, 1) if self.random_start else x0.clone()
+            xa = (x0 + random_in_ball(x0, norm, eps)).clamp(0, 1) if self.random_start else x0.clone()
             for step in range(self.steps + 1):
                 xa = xa.detach().requires_grad_(True)
                 logits, s = forward(xa)
@@ -80,7 +84,7 @@ class DetectorPGD(PGD):
                 total = attack_loss(logits, y0, self.loss) - self.lam * torch.relu(tau + self.margin - s).sum()
                 (g,) = torch.autograd.grad(total, xa)
                 with torch.no_grad():
-                    xa = project(xa + self.step_size * ascent_direction(g, self.norm), x0, self.norm, self.eps)
+                    xa = project(xa + step_size * ascent_direction(g, norm), x0, norm, eps)
             rest = best[todo] == float("-inf")
             x_out[todo[rest]] = xa[rest].detach()
         return x_out

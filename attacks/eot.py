@@ -22,13 +22,12 @@ preprocessor may draw one transformation per call, which a repeated batch would 
 from __future__ import annotations
 
 import math
-from typing import Literal
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.core.attack import Attack
+from harness.core.attack import NO_CONTEXT, Attack, AttackContext
+from harness.core.budget import Budget
 from harness.core.errors import UsageError
 from harness.core.geometry import NORMS
 from harness.core.registry import ATTACKS, Part
@@ -59,7 +58,7 @@ class EOT(Attack):
     gradients = "expectation"  # harness.flags: the gradient of the expectation over draws (bpda-eot-stronger)
 
     def __init__(self, inner: Attack = Part("attacks", "pgd", early_stop=False), samples: int = 10,
-                 norm: Literal["linf", "l2"] | None = None, eps: float = 0.0, threat: str | None = None):
+                 threat: str | None = None):
         inner = inner.build() if isinstance(inner, Part) else inner
         if isinstance(inner, EOT):
             raise UsageError("eot: the inner attack cannot be eot itself")
@@ -68,11 +67,11 @@ class EOT(Attack):
         if inner.adaptive:
             raise UsageError(f"eot: the inner attack {type(inner).__name__} is adaptive; EOT wraps plain gradient attacks")
         self.inner, self.samples, self.threat = inner, int(samples), threat
-        self.set_budget(norm or inner.norm, eps)
 
-    def set_budget(self, norm: str, eps: float) -> None:
-        self.inner.set_budget(norm, eps)
-        super().set_budget(norm, eps)
+    def supports(self, budget: Budget) -> Budget:
+        """The budget if this attack and its inner attack work in its norm."""
+        return self.inner.supports(super().supports(budget))
 
-    def perturb(self, model, x: torch.Tensor, y: torch.Tensor, **kw) -> torch.Tensor:
-        return self.inner.perturb(EOTModel(model, self.samples), x, y)
+    def perturb(self, model, x: torch.Tensor, y: torch.Tensor, budget: Budget,
+                context: AttackContext = NO_CONTEXT) -> torch.Tensor:
+        return self.inner.perturb(EOTModel(model, self.samples), x, y, budget)

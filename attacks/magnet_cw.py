@@ -35,11 +35,10 @@ in the ball and the harness judges it as defended.
 """
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 
-from harness.core.attack import Attack
+from harness.core.attack import NO_CONTEXT, Attack, AttackContext
+from harness.core.budget import Budget
 from harness.core.defense import Detector
 from harness.core.errors import UsageError
 from harness.core.geometry import flat_norm
@@ -56,10 +55,9 @@ BUDGET_SLACK = 1e-6
 class MagNetCW(Attack):
     adaptive = True
 
-    def __init__(self, norm: Literal["linf", "l2"] | None = None, eps: float = 0.0, steps: int = 100,
-                 lr: float = 0.05, c: float = 1.0, d: float = 10.0, kappa: float = 0.0, search_steps: int = 5,
+    def __init__(self, steps: int = 100, lr: float = 0.05, c: float = 1.0, d: float = 10.0, kappa: float = 0.0,
+                 search_steps: int = 5,
                  early_stop: bool = True, threat: str | None = None):
-        self.set_budget(norm or self.norms[0], eps)
         if steps < 0 or search_steps < 1:
             raise UsageError(f"magnet_cw: steps must be >= 0 and search_steps >= 1, got {steps}, {search_steps}")
         if not (lr > 0 and c > 0 and d >= 0 and kappa >= 0):
@@ -68,9 +66,10 @@ class MagNetCW(Attack):
         self.search_steps, self.early_stop, self.threat = int(search_steps), bool(early_stop), threat
 
     # ------------------------------------------------------------------------------------------------ pieces
-    def _box(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.norm == "linf":
-            return (x - self.eps).clamp(0, 1), (x + self.eps).clamp(0, 1)
+    @staticmethod
+    def _box(x: torch.Tensor, budget: Budget) -> tuple[torch.Tensor, torch.Tensor]:
+        if budget.norm == "linf":
+            return (x - budget.eps).clamp(0, 1), (x + budget.eps).clamp(0, 1)
         return torch.zeros_like(x), torch.ones_like(x)
 
     @staticmethod
@@ -82,16 +81,19 @@ class MagNetCW(Attack):
     def _from_w(self, w, lo, hi):
         return torch.minimum(torch.maximum(lo + (hi - lo) * (torch.tanh(w) + 1) / 2, lo), hi)
 
-    def _in_budget(self, xp: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+    @staticmethod
+    def _in_budget(xp: torch.Tensor, x0: torch.Tensor, budget: Budget) -> torch.Tensor:
         """||x' - x|| <= eps up to float rounding (1e-6; a box corner x - eps is not exactly eps away in float32),
         well inside the harness's own check (``harness.threat.within_budget``: eps (1 + 1e-4) + 1e-6)."""
-        return flat_norm(xp - x0, self.norm) <= self.eps + BUDGET_SLACK
+        return flat_norm(xp - x0, budget.norm) <= budget.eps + BUDGET_SLACK
 
     # ------------------------------------------------------------------------------------------------ attack
-    def perturb(self, model, x: torch.Tensor, y: torch.Tensor, defense=None, classifier=None, **kw) -> torch.Tensor:
+    def perturb(self, model, x: torch.Tensor, y: torch.Tensor, budget: Budget,
+                context: AttackContext = NO_CONTEXT) -> torch.Tensor:
         x = x.detach()
         n = len(x)
-        clf = classifier if classifier is not None else model
+        defense = context.defense
+        clf = context.classifier if context.classifier is not None else model
         detector = isinstance(defense, Detector)
         tau = None
         if detector:
@@ -113,7 +115,7 @@ class MagNetCW(Attack):
             if idx.numel() == 0:
                 break
             x0, y0, c0 = x[idx], y[idx], const[idx]
-            lo, hi = self._box(x0)
+            lo, hi = self._box(x0, budget)
             w = self._to_w(x0, lo, hi).detach().requires_grad_(True)
             opt = torch.optim.Adam([w], lr=self.lr)
             won = torch.zeros(len(idx), dtype=torch.bool, device=x.device)  # an in-budget success
@@ -126,7 +128,7 @@ class MagNetCW(Attack):
                 l_d = torch.relu(tau - s) if s is not None else torch.zeros_like(l_c)
                 dist = (xp - x0).flatten(1).pow(2).sum(1)
                 with torch.no_grad():  # the check of this iterate, from the same forward pass
-                    ok = self._in_budget(xp, x0)
+                    ok = self._in_budget(xp, x0, budget)
                     fool = logits.argmax(1) != y0
                     if s is not None:
                         fool &= s >= tau

@@ -11,7 +11,8 @@ from typing import Literal
 
 import torch
 
-from harness.core.attack import Attack
+from harness.core.attack import NO_CONTEXT, Attack, AttackContext
+from harness.core.budget import Budget
 from harness.core.geometry import ascent_direction, project, random_in_ball
 from harness.core.registry import ATTACKS
 
@@ -32,20 +33,18 @@ class PGD(Attack):
     where the backend keeps the kernels' order of operations (tested bit for bit with "aot_eager").
     """
 
-    def __init__(self, norm: Literal["linf", "l2"] | None = None, eps: float = 0.0, steps: int = 20,
-                 alpha: float | None = None, random_start: bool = True, restarts: int = 1,
+    def __init__(self, steps: int = 20, alpha: float | None = None, random_start: bool = True, restarts: int = 1,
                  loss: Literal["ce", "cw", "dlr"] = "ce", targeted: bool = False,
                  target: Literal["random", "least"] = "random", early_stop: bool = True,
                  threat: str | None = None, compile: Literal["none", "inductor", "cudagraphs", "aot_eager"] = "none"):
-        self.set_budget(norm or self.norms[0], eps)
         self.steps, self.alpha, self.random_start, self.restarts = int(steps), alpha, random_start, int(restarts)
         self.loss, self.targeted, self.target, self.early_stop, self.threat = loss, targeted, target, early_stop, threat
         self.compile = compile
         self._compiled: dict[int, torch.nn.Module] = {}
 
-    def describe(self) -> dict:
+    def describe(self, budget: Budget | None = None) -> dict:
         """As ``Attack.describe``; ``compile`` only when on (the eager path's config hash stays what it was)."""
-        d = super().describe()
+        d = super().describe(budget)
         if self.compile == "none":
             d.pop("compile")
         return d
@@ -58,9 +57,8 @@ class PGD(Attack):
             self._compiled[id(model)] = torch.compile(model, backend=self.compile, dynamic=False)
         return self._compiled[id(model)]
 
-    @property
-    def step_size(self) -> float:
-        return self.eps / 4 if self.alpha is None else float(self.alpha)
+    def step_size(self, budget: Budget) -> float:
+        return budget.eps / 4 if self.alpha is None else float(self.alpha)
 
     def choose_targets(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if self.target == "least":
@@ -68,7 +66,8 @@ class PGD(Attack):
         shift = torch.randint(1, logits.shape[1], y.shape, device=y.device)
         return (y + shift) % logits.shape[1]
 
-    def perturb(self, model, x: torch.Tensor, y: torch.Tensor, **kw) -> torch.Tensor:
+    def perturb(self, model, x: torch.Tensor, y: torch.Tensor, budget: Budget,
+                context: AttackContext = NO_CONTEXT) -> torch.Tensor:
         x = x.detach()
         with torch.no_grad():
             logits = model(x)
@@ -80,33 +79,35 @@ class PGD(Attack):
             idx = todo.nonzero().flatten()
             if idx.numel() == 0:
                 break
-            x_adv, fooled = self._run(model, x[idx], y[idx], None if t is None else t[idx], check=r < runs - 1)
+            x_adv, fooled = self._run(model, x[idx], y[idx], budget, None if t is None else t[idx], check=r < runs - 1)
             x_out[idx] = x_adv
             todo[idx[fooled]] = False
         return x_out
 
-    def iterate(self, model, x0: torch.Tensor, y: torch.Tensor, t: torch.Tensor | None = None) -> torch.Tensor:
+    def iterate(self, model, x0: torch.Tensor, y: torch.Tensor, budget: Budget,
+                t: torch.Tensor | None = None) -> torch.Tensor:
         """One run from a random start, the final iterates without a success check: the inner maximisation that
         training recipes and defenses use (with ``early_stop=False``, every sample takes every step)."""
-        return self._run(model, x0, y, t, check=False)[0]
+        return self._run(model, x0, y, budget, t, check=False)[0]
 
     def _fooled(self, logits, y, t):
         pred = logits.argmax(1)
         return pred == t if t is not None else pred != y
 
-    def _run(self, model, x0, y, t, check: bool = True):
+    def _run(self, model, x0, y, budget: Budget, t, check: bool = True):
         """One PGD run from a random start: the final iterates, and which of them fool the model (found
         during the steps, plus one forward pass over the rest when ``check``; a last run skips that pass)."""
         model = self.compiled(model)
+        norm, eps, step_size = budget.norm, budget.eps, self.step_size(budget)
         x_adv = x0.clone()
         if self.random_start:
-            x_adv = (x0 + random_in_ball(x0, self.norm, self.eps)).clamp(0, 1)
+            x_adv = (x0 + random_in_ball(x0, norm, eps)).clamp(0, 1)
         if not self.early_stop:  # every sample takes every step: whole-batch tensors, no index copies
             for _ in range(self.steps):
                 xa = x_adv.requires_grad_(True)
                 (g,) = torch.autograd.grad(attack_loss(model(xa), y, self.loss, t), xa)
                 with torch.no_grad():
-                    x_adv = project(xa.detach() + self.step_size * ascent_direction(g, self.norm), x0, self.norm, self.eps)
+                    x_adv = project(xa.detach() + step_size * ascent_direction(g, norm), x0, norm, eps)
             with torch.no_grad():
                 fooled = self._fooled(model(x_adv), y, t) if check else torch.zeros(len(x0), dtype=torch.bool, device=x0.device)
             return x_adv.detach(), fooled
@@ -125,8 +126,8 @@ class PGD(Attack):
                     move = ~self._fooled(logits.detach(), y[ia], None if t is None else t[ia])
                     active[ia[~move]] = False
                 im = ia[move]
-                step = x_adv[im] + self.step_size * ascent_direction(g[move], self.norm)
-                x_adv[im] = project(step, x0[im], self.norm, self.eps)
+                step = x_adv[im] + step_size * ascent_direction(g[move], norm)
+                x_adv[im] = project(step, x0[im], norm, eps)
         with torch.no_grad():
             fooled = ~active if self.early_stop else torch.zeros_like(active)
             ia = active.nonzero().flatten()
@@ -139,9 +140,9 @@ def pgd(model, x: torch.Tensor, y: torch.Tensor, *, norm: str, eps: float, steps
         random_start: bool = True, loss: str = "ce", target: torch.Tensor | None = None) -> torch.Tensor:
     """``steps`` PGD steps on every sample (no early stop), from a random start in B_eps(x) unless told otherwise;
     towards ``target`` when given.  The function form of ``PGD.iterate``."""
-    attack = PGD(norm=norm, eps=eps, steps=steps, alpha=alpha, random_start=random_start, loss=loss,
-                 targeted=target is not None, early_stop=False)
-    return attack.iterate(model, x, y, target)
+    attack = PGD(steps=steps, alpha=alpha, random_start=random_start, loss=loss, targeted=target is not None,
+                 early_stop=False)
+    return attack.iterate(model, x, y, Budget(norm, eps), target)
 
 
 @ATTACKS.register("pgd", "PGD in the norm of --norm (Madry et al. 2018): steps, alpha, restarts, loss ce|cw|dlr, targeted")
@@ -163,11 +164,10 @@ class PGDL2(PGD):
 class FGSM(PGD):
     gradients = "single-step"
 
-    def __init__(self, norm: Literal["linf", "l2"] | None = None, eps: float = 0.0, loss: Literal["ce", "cw", "dlr"] = "ce",
-                 targeted: bool = False, target: Literal["random", "least"] = "random", threat: str | None = None):
-        super().__init__(norm=norm, eps=eps, steps=1, alpha=None, random_start=False, restarts=1, loss=loss,
+    def __init__(self, loss: Literal["ce", "cw", "dlr"] = "ce", targeted: bool = False,
+                 target: Literal["random", "least"] = "random", threat: str | None = None):
+        super().__init__(steps=1, alpha=None, random_start=False, restarts=1, loss=loss,
                          targeted=targeted, target=target, early_stop=True, threat=threat)
 
-    @property
-    def step_size(self) -> float:
-        return self.eps
+    def step_size(self, budget: Budget) -> float:
+        return budget.eps

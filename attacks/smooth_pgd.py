@@ -21,11 +21,10 @@ sigma is read from the smoothed surface the defense hands over (``defense.surfac
 """
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 
-from harness.core.attack import Attack
+from harness.core.attack import NO_CONTEXT, Attack, AttackContext
+from harness.core.budget import Budget
 from harness.core.defense import SoftSmoothed, soft_log_prob
 from harness.core.errors import UsageError
 from harness.core.geometry import ascent_direction, project, random_in_ball
@@ -44,10 +43,9 @@ class SmoothPGD(Attack):
     No early stopping (Salman et al. run all steps): a noisy estimate of G is no reason to stop.
     """
 
-    def __init__(self, norm: Literal["linf", "l2"] | None = None, eps: float = 0.0, steps: int = 20,
-                 alpha: float | None = None, restarts: int = 1, random_start: bool = True, m: int = 8,
+    def __init__(self, steps: int = 20, alpha: float | None = None, restarts: int = 1, random_start: bool = True,
+                 m: int = 8,
                  fixed_noise: bool = False, sigma: float | None = None, threat: str | None = None):
-        self.set_budget(norm or self.norms[0], eps)
         if steps < 1 or restarts < 1 or m < 1:
             raise UsageError("pgd_smooth: steps, restarts and m must be >= 1")
         if sigma is not None and not sigma > 0:
@@ -55,9 +53,8 @@ class SmoothPGD(Attack):
         self.steps, self.alpha, self.restarts, self.random_start = int(steps), alpha, int(restarts), random_start
         self.m, self.fixed_noise, self.sigma, self.threat = int(m), fixed_noise, sigma, threat
 
-    @property
-    def step_size(self) -> float:
-        return self.eps / 4 if self.alpha is None else float(self.alpha)
+    def step_size(self, budget: Budget) -> float:
+        return budget.eps / 4 if self.alpha is None else float(self.alpha)
 
     def _smoothed(self, model) -> tuple[torch.nn.Module, float]:
         """(base classifier, sigma): from a smoothed surface, or ``model`` itself with the ``sigma`` parameter."""
@@ -68,7 +65,8 @@ class SmoothPGD(Attack):
             raise UsageError("pgd_smooth: the defense hands over no smoothed classifier; give the noise level with --set sigma=...")
         return base, float(sigma)
 
-    def perturb(self, model, x: torch.Tensor, y: torch.Tensor, **kw) -> torch.Tensor:
+    def perturb(self, model, x: torch.Tensor, y: torch.Tensor, budget: Budget,
+                context: AttackContext = NO_CONTEXT) -> torch.Tensor:
         base, sigma = self._smoothed(model)
         x = x.detach()
         x_out = x.clone()
@@ -77,7 +75,7 @@ class SmoothPGD(Attack):
             idx = todo.nonzero().flatten()
             if idx.numel() == 0:
                 break
-            x_adv = self._run(base, sigma, x[idx], y[idx])
+            x_adv = self._run(base, sigma, x[idx], y[idx], budget)
             x_out[idx] = x_adv
             if r + 1 < self.restarts:
                 with torch.no_grad():
@@ -85,14 +83,15 @@ class SmoothPGD(Attack):
                 todo[idx[fooled]] = False
         return x_out
 
-    def _run(self, base, sigma: float, x0: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def _run(self, base, sigma: float, x0: torch.Tensor, y: torch.Tensor, budget: Budget) -> torch.Tensor:
         """One run: random start (optional), then ``steps`` ascent steps on -log G(x)_y (summed over the batch)."""
-        x_adv = (x0 + random_in_ball(x0, self.norm, self.eps)).clamp(0, 1) if self.random_start else x0.clone()
+        norm, eps, step_size = budget.norm, budget.eps, self.step_size(budget)
+        x_adv = (x0 + random_in_ball(x0, norm, eps)).clamp(0, 1) if self.random_start else x0.clone()
         z = torch.randn((self.m, *x0.shape), device=x0.device, dtype=x0.dtype) if self.fixed_noise else None
         for _ in range(self.steps):
             xa = x_adv.detach().requires_grad_(True)
             loss = attack_loss(soft_log_prob(base, xa, sigma, self.m, z), y, "ce")
             (g,) = torch.autograd.grad(loss, xa)
             with torch.no_grad():
-                x_adv = project(xa + self.step_size * ascent_direction(g, self.norm), x0, self.norm, self.eps)
+                x_adv = project(xa + step_size * ascent_direction(g, norm), x0, norm, eps)
         return x_adv.detach()

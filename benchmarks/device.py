@@ -56,6 +56,7 @@ sys.path.insert(0, str(REPO))
 import torch
 import torch.nn.functional as F
 from torch import nn
+from harness.core.budget import Budget
 
 EPS = 8 / 255
 SIGMA, N0 = 0.25, 100
@@ -295,7 +296,7 @@ class Bench:
                 torch.autograd.grad(model(xg).sum(), xg)
 
         def ours() -> None:
-            out["adv"] = PGD(norm="linf", eps=EPS, steps=steps, alpha=alpha, early_stop=False).perturb(model, x, y)
+            out["adv"] = PGD(steps=steps, alpha=alpha, early_stop=False).perturb(model, x, y, Budget("linf", EPS))
 
         def peer() -> None:
             torchattacks.PGD(model, eps=EPS, alpha=alpha, steps=steps, random_start=True)(x, y)
@@ -323,12 +324,12 @@ class Bench:
         x, y = self.batch(model, cfg.aa_images)
         torch.manual_seed(0)
         seed = draw_seed()  # the seed our wrapper draws after the same manual_seed
-        ours_aa = AutoAttack(version="standard", norm="linf", eps=EPS, batch_size=cfg.aa_batch)
+        ours_aa = AutoAttack(version="standard", batch_size=cfg.aa_batch)
         out: dict[str, torch.Tensor] = {}
 
         def ours() -> None:
             torch.manual_seed(0)
-            out["adv"] = ours_aa.perturb(model, x, y)
+            out["adv"] = ours_aa.perturb(model, x, y, Budget("linf", EPS))
 
         def peer() -> None:
             aa = Reference(model, norm="Linf", eps=EPS, version="standard", device=x.device, seed=seed)

@@ -29,6 +29,8 @@ pytest.importorskip("pytest_benchmark")
 from attacks.detector_pgd import DetectorPGD  # noqa: E402
 from attacks.magnet_cw import MagNetCW  # noqa: E402
 from defenses.magnet import MagNet  # noqa: E402
+from harness.core.attack import AttackContext
+from harness.core.budget import Budget
 from harness.data import load  # noqa: E402
 from harness.models.zoo import load_zoo, torch_threads  # noqa: E402
 
@@ -55,9 +57,9 @@ def test_magnet_attack_vs_floor(benchmark, setup, attack):
     target, defense, x, y = setup
     surface = defense.surface(target, "white-box")
     if attack == "magnet_cw":
-        atk = MagNetCW(norm="l2", eps=1.0, steps=STEPS, search_steps=1, early_stop=False)
+        atk = MagNetCW(steps=STEPS, search_steps=1, early_stop=False)
     else:
-        atk = DetectorPGD(norm="l2", eps=1.0, steps=STEPS)
+        atk = DetectorPGD(steps=STEPS)
     floor_times, attack_times = [], []
 
     def floor():
@@ -69,7 +71,7 @@ def test_magnet_attack_vs_floor(benchmark, setup, attack):
 
     def run():
         t0 = time.process_time()
-        atk.perturb(surface, x, y, defense=defense, classifier=target)
+        atk.perturb(surface, x, y, Budget("l2", 1.0), AttackContext(defense=defense, classifier=target))
         attack_times.append(time.process_time() - t0)
 
     with torch_threads(1):
@@ -89,7 +91,7 @@ def test_magnet_cw_vs_foolbox_carlini_wagner(benchmark, setup):
     import foolbox as fb
 
     target, _, x, y = setup
-    ours = MagNetCW(norm="l2", eps=8.0, steps=STEPS, search_steps=1, early_stop=False)
+    ours = MagNetCW(steps=STEPS, search_steps=1, early_stop=False)
     peer = fb.attacks.L2CarliniWagnerAttack(binary_search_steps=1, steps=STEPS, stepsize=0.05, initial_const=1.0,
                                             abort_early=False)
     fmodel = fb.PyTorchModel(target, bounds=(0, 1), device="cpu")
@@ -102,7 +104,7 @@ def test_magnet_cw_vs_foolbox_carlini_wagner(benchmark, setup):
 
     def run_ours():
         t0 = time.process_time()
-        ours.perturb(target, x, y)
+        ours.perturb(target, x, y, Budget("l2", 8.0))
         our_times.append(time.process_time() - t0)
 
     with torch_threads(1):

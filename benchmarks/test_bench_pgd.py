@@ -27,6 +27,7 @@ import torch
 import torchattacks
 
 from attacks.pgd import PGD
+from harness.core.budget import Budget
 from harness.core.registry import MODELS
 from harness.data import load
 from harness.models.zoo import load_zoo, torch_threads
@@ -67,7 +68,8 @@ def test_pgd20_vs_floor_and_peers(benchmark, case):
 
     candidates = {
         "floor": floor,
-        "ours_no_es": lambda: PGD(norm="linf", eps=eps, steps=STEPS, alpha=alpha, early_stop=False).perturb(model, x, y),
+        "ours_no_es": lambda: PGD(steps=STEPS, alpha=alpha, early_stop=False).perturb(model, x, y,
+                                                                                     Budget("linf", eps)),
         "torchattacks": lambda: torchattacks.PGD(model, eps=eps, alpha=alpha, steps=STEPS, random_start=True)(x, y),
         "foolbox": lambda: fb.attacks.LinfPGD(abs_stepsize=alpha, steps=STEPS, random_start=True)(
             fmodel, x, y, epsilons=[eps]),
@@ -84,7 +86,7 @@ def test_pgd20_vs_floor_and_peers(benchmark, case):
 
     def ours():
         t0 = time.process_time()
-        PGD(norm="linf", eps=eps, steps=STEPS, alpha=alpha).perturb(model, x, y)
+        PGD(steps=STEPS, alpha=alpha).perturb(model, x, y, Budget("linf", eps))
         times["ours"].append(time.process_time() - t0)
 
     with torch_threads(1):  # one core: far less sensitive to other processes on a shared machine

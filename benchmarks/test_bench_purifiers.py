@@ -30,6 +30,8 @@ pytest.importorskip("pytest_benchmark")
 
 from attacks.pgd import PGD  # noqa: E402
 from defenses.purifiers.training import PurifierDefense, build_net  # noqa: E402
+from harness.core.attack import AttackContext
+from harness.core.budget import Budget
 from harness.core.geometry import random_in_ball  # noqa: E402
 from harness.core.registry import ATTACKS  # noqa: E402
 from harness.data import load  # noqa: E402
@@ -70,11 +72,12 @@ def test_purified_attack_vs_floor(benchmark, setup, attack):
     target, defense, x, y = setup
     full = defense.surface(target, "white-box")
     if attack == "white-box-pgd":
-        atk = PGD(norm="linf", eps=EPS, steps=STEPS, early_stop=False)
-        run = lambda: atk.perturb(full, x, y)  # noqa: E731
+        atk = PGD(steps=STEPS, early_stop=False)
+        run = lambda: atk.perturb(full, x, y, Budget("linf", EPS))  # noqa: E731
     else:
-        atk = ATTACKS.create("bpda", norm="linf", eps=EPS, **{"inner.steps": STEPS, "inner.early_stop": False})
-        run = lambda: atk.perturb(full, x, y, defense=defense, classifier=target)  # noqa: E731
+        atk = ATTACKS.create("bpda", **{"inner.steps": STEPS, "inner.early_stop": False})
+        ctx = AttackContext(defense=defense, classifier=target)
+        run = lambda: atk.perturb(full, x, y, Budget("linf", EPS), ctx)  # noqa: E731
     torch.manual_seed(0)
     x_pert = (x + random_in_ball(x, "linf", EPS)).clamp(0, 1)
     times: dict[str, list[float]] = {"clean_floor": [], "perturbed_floor": [], "attack": []}

@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from attacks.pgd import PGD
+from harness.core.budget import Budget
 from harness.core.defense import Preemptive
 from harness.core.errors import UsageError
 from harness.core.geometry import ascent_direction, flat_norm, project, random_in_ball
@@ -255,6 +256,8 @@ class PreemptRobustify(Preemptive):
     Official-code difference: its L2 random start lies ON the eps-sphere; we draw uniformly in the ball (paper).
     """
 
+    follows_budget = ("norm", "eps", "delta")  # the run's budget unless --set gives them (delta = eps)
+
     def __init__(self, norm: Literal["linf", "l2"] = "linf", eps: float = 0.1, delta: float | None = None,
                  maxiter: int = 100, steps: int = 20, alpha: float | None = None, n_starts: int = 1,
                  beta: float | None = None, init: Literal["random", "clean"] = "random",
@@ -318,7 +321,7 @@ def preempt_robust(norm: Literal["linf", "l2"] = "linf", eps: float = 0.1, delta
             _, g = _ce_grad(model, x_r, y)
             with torch.no_grad():
                 x_r = project(x_r - f * beta * ascent_direction(g, norm), x, norm, f * delta)
-        attack = PGD(norm=norm, eps=f * eps, steps=steps, alpha=None if alpha is None else f * alpha, early_stop=False)
-        return attack.iterate(model, x_r.detach(), y)
+        attack = PGD(steps=steps, alpha=None if alpha is None else f * alpha, early_stop=False)
+        return attack.iterate(model, x_r.detach(), y, Budget(norm, f * eps))
 
     return StatefulBatch(make_batch, budget)

@@ -33,6 +33,7 @@ from typing import Literal
 import torch
 
 from attacks.pgd import PGD
+from harness.core.budget import Budget
 from harness.core.defense import Preemptive
 from harness.core.errors import UsageError
 from harness.core.registry import DEFENSES, RECIPES
@@ -51,10 +52,9 @@ def targeted_search(model, x_o: torch.Tensor, target: torch.Tensor, norm: str, d
     """
     if steps <= 0:
         return x_o.detach().clone()
-    pgd = PGD(norm=norm, eps=delta, steps=steps, alpha=alpha, random_start=random_start, targeted=True,
-              early_stop=False)
+    pgd = PGD(steps=steps, alpha=alpha, random_start=random_start, targeted=True, early_stop=False)
     # targeted CE: PGD ascends -CE(x, target); with early_stop=False and check=False it never asks for "fooled".
-    return pgd.iterate(model, x_o.detach(), target, target)
+    return pgd.iterate(model, x_o.detach(), target, Budget(norm, delta), target)
 
 
 def search(model, x_o: torch.Tensor, target: torch.Tensor, method: str, norm: str, delta: float,
@@ -90,6 +90,8 @@ class SafeSpot(Preemptive):
     (default eps: "we set delta = eps for all experiments", section 4).  ``label``: "pred" (c(x_o), the paper) or
     "true" (ground truth, Definition 2's known-label setting).
     """
+
+    follows_budget = ("norm", "eps", "delta")  # the run's budget unless --set gives them (delta = eps)
 
     def __init__(self, method: Literal["fgsm", "pgd", "full"] = "full", norm: Literal["linf", "l2"] = "linf",
                  eps: float = 0.1, delta: float | None = None, steps: int = 20, alpha: float | None = None,
@@ -141,7 +143,7 @@ def safe_spot_adversarial(model, x: torch.Tensor, y: torch.Tensor, method: str, 
     B_delta(x), then x_a* = ``attack`` (PGD UP CE(., y), random start) within B_eps(x_s*) ∩ [0,1].
     With ``return_spot`` also returns x_s*."""
     x_s = search(model, x, y, method, norm, delta, search_steps, search_alpha, search_random_start)
-    x_a = attack.iterate(model, x_s, y, None)
+    x_a = attack.iterate(model, x_s, y, Budget(norm, eps), None)
     return (x_a, x_s) if return_spot else x_a
 
 
@@ -150,7 +152,7 @@ def _recipe(method: str, norm: str, eps: float, delta: float | None, search_step
     if norm not in ("linf", "l2"):
         raise UsageError(f"{method} safe-spot-aware training: norm must be linf or l2, got {norm!r}")
     delta = eps if delta is None else delta
-    attack = PGD(norm=norm, eps=eps, steps=steps, alpha=alpha, early_stop=False)
+    attack = PGD(steps=steps, alpha=alpha, early_stop=False)
 
     def make_batch(model, x, y):
         return safe_spot_adversarial(model, x, y, method, norm, eps, delta, search_steps, search_alpha,

@@ -11,8 +11,11 @@ from pathlib import Path
 
 import torch
 
+from .core.budget import Budget
+from .core.defense import RunContext
 from .core.errors import UsageError
-from .core.registry import DEFENSES, MODELS, ZOO
+from .core.registry import ATTACKS, DEFENSES, MODELS, ZOO
+from .entrants import Entrant
 from .models.checkpoint import load_checkpoint
 from .models.zoo import load_zoo
 
@@ -87,52 +90,75 @@ def resolve_norm(args, attack_entries) -> str:
     return "linf"
 
 
-def build_plugins(registry, instances, overrides, budget_kw):
-    """Create each plugin, a (label, name) pair (``config.parse_instances``), with its --set overrides;
-    budget_kw fills norm/eps/delta where not overridden.  Returns (label, plugin) pairs."""
+def build_plugins(registry, instances, overrides, fixed: dict | None = None):
+    """Create each plugin, a (label, name) pair (``config.parse_instances``), with its --set overrides over the
+    ``fixed`` keywords it takes.  Returns (label, plugin) pairs."""
     built = []
     for label, name in instances:
         entry = registry.get(name)
-        kw = {k: v for k, v in budget_kw.items() if k in entry.params}
+        kw = {k: v for k, v in (fixed or {}).items() if k in entry.params}
         kw.update(overrides.for_plugin(registry, name, label))
         built.append((label, registry.create(name, **kw)))
     return built
 
 
-BUDGET_KEYS = ("eps", "delta")  # a defense parameter of these names follows the run's budget unless --set gives it
+BUDGET_WORDS = ("eps", "norm")
 
 
-def build_defenses(instances, overrides, norm: str, eps_list: list[float], context: dict) -> list:
-    """Each defense (a (label, name) pair), built once; one per eps (``{eps: defense}``) where a parameter of it
-    follows the budget (preempt's delta = eps) and there are several budgets."""
-    built = []
-    for label, name in instances:
-        entry = DEFENSES.get(name)
-        follows = set(BUDGET_KEYS) & set(entry.params) - set(overrides.for_plugin(DEFENSES, name, label))
-        per_eps = eps_list if follows and len(eps_list) > 1 else eps_list[:1]
-        objs = {e: build_plugins(DEFENSES, [(label, name)], overrides, {"norm": norm, "eps": e, "delta": e, **context})[0][1]
-                for e in per_eps}
-        built.append((label, objs if len(objs) > 1 else objs[per_eps[0]]))
+def refuse_budget_sets(raw: dict[str, str], instances) -> None:
+    """``--set eps=`` / ``--set ATTACK.eps=`` (or ``norm``): a usage error, the budget being the run's."""
+    scopes = {s for pair in instances for s in pair}
+    for key in raw:
+        path = key.split(".")
+        if path[-1] in BUDGET_WORDS and (len(path) == 1 or path[0] in scopes):
+            raise UsageError(f"--set {key}: an attack's budget is the run's, not a parameter; use --{path[-1]} "
+                             f"(e.g. --{path[-1]} {raw[key]})")
+
+
+def build_attacks(instances, overrides, budget: Budget) -> list:
+    """Each attack, a (label, name) pair, with its --set overrides; (label, attack) pairs.  The budget is the run's
+    (``--eps``, ``--norm``) and goes with each call, never into an attack: a --set of an attack's eps or norm is a
+    usage error, and so is an attack that does not work in the run's norm."""
+    refuse_budget_sets(overrides.raw, instances)
+    built = build_plugins(ATTACKS, instances, overrides)
+    for _, attack in built:
+        attack.supports(budget)
     return built
 
 
-def describe(defense) -> dict:
-    """A defense's resolved parameters; for one built per eps, the parameters that vary as lists."""
-    if not isinstance(defense, dict):
-        return defense.describe()
-    each = [d.describe() for d in defense.values()]
-    return {k: [d.get(k) for d in each] if len({repr(d.get(k)) for d in each}) > 1 else each[0].get(k)
-            for k in dict.fromkeys(k for d in each for k in d)}
+def build_defenses(instances, overrides, norm: str, eps_list: list[float], context: RunContext) -> list:
+    """Each defense (a (label, name) pair) as an ``Entrant`` evaluated at every budget of the run: built once, or,
+    where parameters of it follow the budget (``Defense.follows_budget``, not given by --set: preempt's delta = eps)
+    and there are several budgets, once per budget; with the run's facts it declares it receives
+    (``Defense.receives``).  Built here, so that a bad parameter fails before the run."""
+    budgets = [Budget(norm, e) for e in eps_list]
+    built = []
+    for label, name in instances:
+        entry = DEFENSES.get(name)
+        given = overrides.for_plugin(DEFENSES, name, label)
+        follows = [p for p in entry.declared("follows_budget", ()) if p in entry.params]
+        base = {k: v for k, v in context.for_defense(entry.declared("receives", ())).items() if k in entry.params}
+
+        def build(budget: Budget, name=name, follows=follows, base=base, given=given):
+            at = {p: budget.norm if p == "norm" else budget.eps for p in follows}
+            return DEFENSES.create(name, **{**base, **at, **given})
+
+        entrant = Entrant(budgets, build, per_budget=bool(set(follows) - {"norm"} - set(given)))
+        entrant.served()
+        built.append((label, entrant))
+    return built
 
 
-def defense_context(args, data) -> dict:
+def describe(entrant) -> dict:
+    """A defense's resolved parameters; for one built per budget, the parameters that vary as lists."""
+    return entrant.describe()
+
+
+def defense_context(args, data) -> RunContext:
     """What a defense that trains on first use learns from the run unless --set says otherwise: the dataset,
     where its files lie, --quiet, and (for purifiers) the zoo model it will stand in front of as ``target``."""
-    ctx = {"dataset": args.dataset, "data_dir": args.data_dir, "quiet": args.quiet}
     name = args.model or data.default_model
-    if args.arch is None and name in ZOO:
-        ctx["target"] = name
-    return ctx
+    return RunContext(args.dataset, args.data_dir, args.quiet, name if args.arch is None and name in ZOO else None)
 
 
 def check_writable(out: Path) -> None:

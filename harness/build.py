@@ -34,6 +34,8 @@ UNHASHED = ("device", "fidelity_n", "samples")
 class SpecOverrides:
     """The resolved parameters of a spec's plugins, in the shape the plugin builders ask for (``for_plugin``)."""
 
+    raw: dict = {}  # no --set strings here: the spec holds the resolved values (budget words were refused before)
+
     def __init__(self, spec: RunSpec):
         self._by = {(DEFENSES.kind, p.shown): p.kwargs() for p in spec.defenses}
         self._by.update({(ATTACKS.kind, p.shown): p.kwargs() for p in spec.attacks})
@@ -125,7 +127,10 @@ class Run:
 
 def build(spec: RunSpec, model: torch.nn.Module | None = None, data: ImageSet | None = None) -> Run:
     """Assemble ``spec`` (with an ``nn.Module`` / ``ImageSet`` handed in from Python where it names ``"<python>"``)."""
-    from .assembly import (build_defenses, build_plugins, defense_context, describe, pick_device, require_positive,
+    from harness.core.budget import Budget
+    from harness.core.defense import RunContext
+
+    from .assembly import (build_attacks, build_defenses, defense_context, describe, pick_device, require_positive,
                            resolve_norm)
     from .batching import probe_batch_size
     from .config import RunConfig
@@ -148,12 +153,9 @@ def build(spec: RunSpec, model: torch.nn.Module | None = None, data: ImageSet | 
     overrides = SpecOverrides(spec)
     ctx_args = SimpleNamespace(dataset=spec.data.name, data_dir=spec.data.data_dir, quiet=_quiet(),
                                model=spec.model.ref if spec.model.ref != "<python>" else None, arch=spec.model.arch)
-    context = defense_context(ctx_args, chosen) if data is None else {"quiet": _quiet()}
+    context = defense_context(ctx_args, chosen) if data is None else RunContext(chosen.name, None, _quiet(), None)
     defenses = build_defenses([(p.shown, p.name) for p in spec.defenses], overrides, norm, eps_list, context)
-    attacks = build_plugins(ATTACKS, [(p.shown, p.name) for p in spec.attacks], overrides, {"norm": norm, "eps": eps_list[0]})
-    for name, attack in attacks:
-        if spec.norm is not None and attack.norm != norm:
-            raise UsageError(f"attack {name} works in {attack.norm}, but --norm {norm} was given")
+    attacks = build_attacks([(p.shown, p.name) for p in spec.attacks], overrides, Budget(norm, eps_list[0]))
     if model is None:
         model, model_name = load_spec_model(spec, chosen, device)
     else:
@@ -168,7 +170,7 @@ def build(spec: RunSpec, model: torch.nn.Module | None = None, data: ImageSet | 
     identities = {p.shown: p.identity for p in (*spec.defenses, *spec.attacks)}
     cfg = RunConfig(dataset=chosen.name, model=model_name, arch=spec.model.arch,
                     defenses=[{"name": n, **describe(d)} for n, d in defenses],
-                    attacks=[{"name": n, **a.describe()} for n, a in attacks], norm=norm,
+                    attacks=[{"name": n, **a.describe(Budget(norm, eps_list[0]))} for n, a in attacks], norm=norm,
                     eps=eps_list[0] if len(eps_list) == 1 else eps_list, n=len(chosen), batch_size=batch_size,
                     seed=spec.seed, passes=spec.passes, split=spec.data.split or "test", data_dir=spec.data.data_dir,
                     device=str(device), extra={"precision": spec.precision} if amp else {})

@@ -179,6 +179,7 @@ def cmd_certify(args, argv: list[str]) -> int:
 
     from tqdm import tqdm
 
+    from harness.core.budget import Budget
     from harness.core.errors import UsageError
     from harness.core.registry import DEFENSES
 
@@ -213,7 +214,9 @@ def cmd_certify(args, argv: list[str]) -> int:
         raise UsageError(f"--set {clash[0]}: certify takes it as its own option (--sigma, --N0, --N, --alpha, --batch)")
     budget = {}
     if args.eps is not None:  # the attack budget a defense that prepares x_r (preempt_smooth) is built for
-        budget = {k: v for k, v in {"norm": args.norm, "eps": parse_eps(args.eps)}.items() if k in entry.params}
+        at = Budget(args.norm, parse_eps(args.eps))
+        budget = {k: at.norm if k == "norm" else at.eps for k in entry.declared("follows_budget", ())
+                  if k in entry.params}
     defense = DEFENSES.create(args.defense, **smooth_kw, **{**budget, **extra})
     data = load(args.dataset, args.split or "test", args.data_dir)
     idx = torch.arange(0, len(data), args.skip)

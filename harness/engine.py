@@ -2,7 +2,8 @@
 
 For each defense and batch, the defense prepares what the attacker is handed (robustifying once for all
 attacks and budgets), the defended clean verdict is taken, and each attack runs on the samples still correct, at
-each budget in turn (one attack object serves every eps: ``Attack.set_budget``).  Every (defense, attack, batch)
+each budget in turn (one attack object serves every eps: the ``Budget`` is an argument of each call; a defense
+whose parameters follow the budget is one object per budget, ``harness.entrants``).  Every (defense, attack, batch)
 is seeded from the run seed, so a run is reproducible, a cell does not depend on which other attacks ran before
 it, and the rows of a several-eps run equal those of separate one-eps runs.
 """
@@ -16,12 +17,14 @@ import torch
 from tqdm import tqdm
 
 from harness.core.attack import Attack
+from harness.core.budget import Budget
 from harness.core.defense import Defense
 from harness.core.errors import UsageError
 from harness.core.progress import is_quiet
 
 from .counting import CountingModel
 from .data.base import ImageSet
+from .entrants import Entrant
 from .precision import AutocastAttack, under
 from .threat import Verdict, resolve_threat, run_cell
 
@@ -90,24 +93,25 @@ def _cat(verdicts: list[Verdict]) -> Verdict:
                    extra={k: torch.cat([v.extra[k] for v in verdicts]) for k in sorted(keys) if all(k in v.extra for v in verdicts)})
 
 
-def served(defenses: list[tuple[str, Defense | dict[float, Defense]]], eps: list[float] | None
-           ) -> list[tuple[str, Defense, list[float] | None]]:
-    """Each defense object with the budgets it is evaluated at.  A defense given as ``{eps: defense}`` (its own
-    parameters follow the budget, as preempt's delta = eps) is one object per eps; a plain one serves them all."""
+def served(defenses: list[tuple[str, Entrant]], eps: list[float] | None
+           ) -> list[tuple[str, Defense, list[tuple[Budget, float | None]]]]:
+    """Each defense object with the budgets it is evaluated at, each with the run budget its cells belong to (None
+    in a run of one budget).  A defense whose parameters follow the budget (preempt's delta = eps) is one object per
+    budget of a several-eps run; any other serves them all (``Entrant``)."""
     out = []
-    for name, d in defenses:
-        if isinstance(d, dict):
-            out += [(name, obj, [e]) for e, obj in d.items()]
-        else:
-            out.append((name, d, None if eps is None else list(eps)))
+    for name, entrant in defenses:
+        if eps is not None and [b.eps for b in entrant.budgets] != list(eps):
+            raise ValueError(f"{name}: evaluated at eps {[b.eps for b in entrant.budgets]}, the run's are {list(eps)}")
+        out += [(name, d, [(b, None if eps is None else b.eps) for b in budgets]) for d, budgets in entrant.served()]
     return out
 
 
-def evaluate(model: torch.nn.Module, data: ImageSet, defenses: list[tuple[str, Defense | dict[float, Defense]]],
+def evaluate(model: torch.nn.Module, data: ImageSet, defenses: list[tuple[str, Entrant]],
              attacks: list[tuple[str, Attack]], *, batch_size: int, seed: int, device: torch.device,
              passes: int = 1, quiet: bool | None = None, eps: list[float] | None = None, amp=None,
              identities: dict[str, str] | None = None) -> list[DefenseResult]:
-    """Run every (defense, attack, eps) cell; ``eps``: the budgets (None: each attack's own, one budget).
+    """Run every (defense, attack, budget) cell.  ``defenses``: (label, ``Entrant``) pairs, each with the run's
+    budgets; ``eps``: the run's eps when several (their cells then carry their budget), None for one budget.
 
     ``identities``: label -> what the plugin is (``PluginSpec.identity``: name and given parameters); a cell's
     seed derives from its defense's and attack's identities, never from their labels (default: the label).
@@ -123,14 +127,18 @@ def evaluate(model: torch.nn.Module, data: ImageSet, defenses: list[tuple[str, D
     n_batches = (len(data) + batch_size - 1) // batch_size
     entrants = served(defenses, eps)
     threats = {(dn, an): resolve_threat(d, a) for dn, d, _ in entrants for an, a in attacks}
-    n_cells = sum(len(e or [None]) for _, _, e in entrants) * len(attacks)
+    for _, _, budgets in entrants:
+        for an, a in attacks:
+            for budget, _ in budgets:
+                a.supports(budget)
+    n_cells = sum(len(e) for _, _, e in entrants) * len(attacks)
     bar = tqdm(total=n_batches * (len(entrants) + n_cells), desc="evaluating", disable=quiet, leave=False)
     results = []
     for dname, defense, budgets in entrants:
         if isinstance(defense, torch.nn.Module):
             defense.to(device).eval()
         res = DefenseResult(dname, defense.kind, torch.zeros(0, dtype=torch.bool))
-        cells = [(an, a, e) for e in (budgets or [None]) for an, a in attacks]
+        cells = [(an, a, budget, e) for budget, e in budgets for an, a in attacks]
         per_cell: list[list[Verdict]] = [[] for _ in cells]
         stats = [[0.0, 0, 0] for _ in cells]
         cleans = []
@@ -150,13 +158,11 @@ def evaluate(model: torch.nn.Module, data: ImageSet, defenses: list[tuple[str, D
             res.prepare_backwards += bw
             cleans.append(clean.cpu())
             bar.update()
-            for k, (aname, attack, e) in enumerate(cells):
-                if e is not None:
-                    attack.set_budget(attack.norm, e)
+            for k, (aname, attack, budget, e) in enumerate(cells):
                 torch.manual_seed(cell_seed(seed, ident(dname, dname), ident(aname, aname), b))  # not eps: a budget's rows as in a run of its own
                 t0 = time.perf_counter()
                 att = attack if amp is None or attack.certifies else AutocastAttack(attack, amp, device.type)
-                verdict = run_cell(defense, model, att, threats[dname, aname], xb, x_seen, yb, clean, passes)
+                verdict = run_cell(defense, model, att, threats[dname, aname], budget, xb, x_seen, yb, clean, passes)
                 st = stats[k]
                 st[0] += time.perf_counter() - t0
                 f, bw = model.reset()
@@ -165,11 +171,11 @@ def evaluate(model: torch.nn.Module, data: ImageSet, defenses: list[tuple[str, D
                 per_cell[k].append(verdict)
                 bar.update()
         res.clean = torch.cat(cleans)
-        for k, (aname, attack, e) in enumerate(cells):
+        for k, (aname, attack, budget, e) in enumerate(cells):
             s, f, bw = stats[k]
-            res.cells.append(CellResult(aname, threats[dname, aname], attack.norm, attack.eps if e is None else e,
-                                        _cat(per_cell[k]), s, f, bw, attack.certifies, e))
-        if not (defense.randomized or defense.kind == "detector"):  # there a rejection or a draw is no break
+            res.cells.append(CellResult(aname, threats[dname, aname], budget.norm, budget.eps, _cat(per_cell[k]), s, f,
+                                        bw, attack.certifies, e))
+        if not (defense.randomized or defense.rejects):  # there a rejection or a draw is no break
             res.check_certificates()
         results.append(res)
     bar.close()

@@ -25,6 +25,7 @@ import dataclasses
 
 import torch
 
+from harness.core.attack import NO_CONTEXT
 from harness.core.errors import UsageError
 
 from .metrics import accuracy
@@ -58,7 +59,7 @@ def full_precision(fn, device_type: str):
 class AutocastAttack:
     """An attack whose ``run`` happens under ``amp()``; everything else is the wrapped attack's own.
 
-    The images it hands back are cast to the dtype of its input (fp32), and a ``referee=`` it is given judges
+    The images it hands back are cast to the dtype of its input (fp32), and the referee of its context judges
     outside autocast, so that every verdict is an fp32 one."""
 
     def __init__(self, attack, amp, device_type: str):
@@ -67,12 +68,13 @@ class AutocastAttack:
     def __getattr__(self, name):
         return getattr(self._attack, name)
 
-    def run(self, model, x, y, **kw):
-        if kw.get("referee") is not None:
-            ref = kw["referee"]
-            kw["referee"] = dataclasses.replace(ref, judge=full_precision(ref.judge, self._device_type))
+    def run(self, model, x, y, budget, context=NO_CONTEXT):
+        if context.referee is not None:
+            ref = context.referee
+            context = dataclasses.replace(context, referee=dataclasses.replace(
+                ref, judge=full_precision(ref.judge, self._device_type)))
         with self._amp():
-            result = self._attack.run(model, x, y, **kw)
+            result = self._attack.run(model, x, y, budget, context)
 
         def cast(t):
             return t.to(x.dtype) if torch.is_tensor(t) and t.is_floating_point() else t

@@ -19,12 +19,13 @@ An attack hands back an ``AttackResult`` (``Attack.run``): the images, and optio
   ``Verdict.extra[name + "_dist"]`` (e.g. the reconstruction x_hat_o of the adaptive attack, Figure 3).
 - ``extra``: per-sample values recorded as they are.
 
-An adaptive attack is also handed a ``Referee`` (``referee=``) where the defense is deterministic and not a
-detector: ``referee.settled(images)`` says which samples that batch of candidates has already decided for good
+An adaptive attack is handed the defense and the bare classifier in its ``AttackContext``, and a ``Referee``
+(``context.referee``) where the defense is deterministic and not a detector: ``referee.settled(images)`` says which
+samples that batch of candidates has already decided for good
 (a valid, misclassifying image: no later candidate can change the sample's robust, valid or dist).  The attack may
 use it only to stop working on those samples (no work on samples already decided); it learns nothing else of x_o.
 
-Detectors (``defense.kind == "detector"``): ``classify`` returns -1 (ABSTAIN) for a rejected input, so ``robust``
+Detectors (``defense.rejects``): ``classify`` returns -1 (ABSTAIN) for a rejected input, so ``robust``
 counts a rejected adversarial image as NOT defended (rejection = failure).  Four per-sample entries in ``extra``
 give the other reading and the detection numbers: ``robust_reject_defended`` (robust when a rejected adversarial
 image counts as defended; the clean verdict is the same in both: a rejected clean image is an error),
@@ -38,7 +39,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from harness.core.attack import Attack
+from harness.core.attack import NO_CONTEXT, Attack, AttackContext
+from harness.core.budget import Budget
 from harness.core.defense import ABSTAIN, Defense
 from harness.core.errors import UsageError
 from harness.core.geometry import flat_norm
@@ -62,15 +64,10 @@ class Verdict:
 
 def resolve_threat(defense: Defense, attack: Attack) -> str:
     """The threat model a cell runs under: the attack's request, else the defense kind's default."""
-    if getattr(attack, "is_clean", False):
-        return "none"
-    threat = attack.threat or ("white-box" if attack.adaptive or defense.kind != "preemptive" else "grey-box")
+    threat = attack.threat or ("white-box" if attack.adaptive else defense.default_threat)
     if threat not in THREATS:
         raise UsageError(f"unknown threat model {threat!r}; one of {', '.join(THREATS[1:])}")
-    if defense.kind == "none" and threat == "oblivious":
-        threat = "white-box"  # with no defense, knowing the defense changes nothing
-    if threat not in defense.threats and defense.kind != "none":
-        raise UsageError(f"threat {threat!r} does not apply to the {defense.kind} defense; use one of {', '.join(defense.threats)}")
+    threat = defense.threat_for(threat)
     if attack.adaptive and threat != "white-box":
         raise UsageError(f"{type(attack).__name__} is an adaptive (white-box) attack; it cannot run {threat}")
     return threat
@@ -93,9 +90,9 @@ def within_budget(x_adv: torch.Tensor, center: torch.Tensor, norm: str, eps: flo
     return d <= eps * (1 + RTOL) + ATOL, d
 
 
-def run_cell(defense: Defense, model, attack: Attack, threat: str, x_o: torch.Tensor, x_seen: torch.Tensor,
-             y: torch.Tensor, clean: torch.Tensor, passes: int = 1) -> Verdict:
-    """Attack the undecided samples of one batch under ``threat`` and judge each sample.
+def run_cell(defense: Defense, model, attack: Attack, threat: str, budget: Budget, x_o: torch.Tensor,
+             x_seen: torch.Tensor, y: torch.Tensor, clean: torch.Tensor, passes: int = 1) -> Verdict:
+    """Attack the undecided samples of one batch under ``threat`` at ``budget`` and judge each sample.
 
     ``x_o``: the original images; ``x_seen``: what the attacker is handed (x_r for a preemptive defense);
     ``clean``: the defended clean verdict (samples already wrong are not attacked).  ``passes``: for a
@@ -108,7 +105,7 @@ def run_cell(defense: Defense, model, attack: Attack, threat: str, x_o: torch.Te
     dist = torch.full((n,), float("nan"), device=y.device)
     attacked = torch.zeros(n, dtype=torch.bool, device=y.device)
     extra = {}
-    detector = defense.kind == "detector"
+    detector = defense.rejects
     if detector:
         extra["robust_reject_defended"] = robust.clone()
         for key in ("rejected", "score_clean", "score_adv"):
@@ -118,16 +115,14 @@ def run_cell(defense: Defense, model, attack: Attack, threat: str, x_o: torch.Te
         center = x_seen[idx] if threat == "grey-box" else x_o[idx]
 
         def judge(img):  # (within budget, distance, correct per pass, rejected per pass) of one batch of images
-            ok, d = within_budget(img, center, attack.norm, attack.eps)
+            ok, d = within_budget(img, center, budget.norm, budget.eps)
             preds = torch.stack([defense.classify(model, img) for _ in range(passes if defense.randomized else 1)])
             return ok, d, preds == y[idx], preds == ABSTAIN
 
-        kw = {}
-        if attack.adaptive:
-            kw = {"defense": defense, "classifier": model}
-            if not (defense.randomized or detector):  # there "settled" would not fix the majority / rejection reading
-                kw["referee"] = Referee(judge)
-        result = attack.run(defense.surface(model, threat), x_seen[idx], y[idx], **kw)
+        context = NO_CONTEXT
+        if attack.adaptive:  # no referee where "settled" would not fix the majority / rejection reading
+            context = AttackContext(defense, model, None if defense.randomized or detector else Referee(judge))
+        result = attack.run(defense.surface(model, threat), x_seen[idx], y[idx], budget, context)
         if attack.certifies:  # no image to judge: robust iff certified (and clean)
             certified = result.extra["certified"].to(robust.device).bool()
             robust[idx], attacked[idx] = certified, True
@@ -166,7 +161,7 @@ def run_cell(defense: Defense, model, attack: Attack, threat: str, x_o: torch.Te
             extra["robust_majority"] = robust.clone()
             extra["robust_majority"][idx] = majority
         valid[idx], dist[idx], attacked[idx] = ok, d, True
-        points = {f"{k}_dist": flat_norm(p.detach() - x_o[idx], attack.norm)
+        points = {f"{k}_dist": flat_norm(p.detach() - x_o[idx], budget.norm)
                   for k, p in result.points.items()}
         for key, val in {**result.extra, **points}.items():  # e.g. reconstruction distances
             full = torch.full((n,), float("nan"), device=y.device)

@@ -54,6 +54,7 @@ from attacks.pgd import PGD
 from defenses import a5
 from defenses.a5.physical import acquisitions, alphabet, fonts_cnn, robust_prototypes, train_physical
 from harness.core.artifacts import cache_key, load_or_train
+from harness.core.budget import Budget
 from harness.data.fonts import NOTE, SPLITS, Acquisition
 from harness.data.fonts import fonts as fonts_set
 from harness.metrics import accuracy
@@ -108,7 +109,7 @@ def evaluate(C, x, y, eps: float, methods, seed: int) -> dict:
     robust = cert["clean"].clone()
     for loss in ("ce", "cw"):
         torch.manual_seed(seed)
-        x_adv = PGD(norm="linf", eps=eps, steps=20, restarts=1, loss=loss).perturb(C, x, y)
+        x_adv = PGD(steps=20, restarts=1, loss=loss).perturb(C, x, y, Budget("linf", eps))
         with torch.no_grad():
             robust &= C(x_adv).argmax(1) == y
     out = {"clean": cert["clean"], "pgd": robust, **{m: cert[m] for m in methods}}

@@ -96,7 +96,7 @@ def sweep(args) -> int:
     x_out_val = s.train_outliers[perm[cut:]]
     s.train_outliers = s.train_outliers[perm[:cut]]
     spot = SafeSpot(method="pgd", eps=args.eps)
-    adv = PGD(norm="linf", eps=args.eps, steps=20, early_stop=False)
+    adv = PGD(steps=20, early_stop=False)
     print("| lambda | seed | in_val acc | VAL AUROC (D) | VAL FPR95 (D) | VAL AUROC (MSP) | VAL FPR95 (MSP) | last-epoch terms |")
     print("|---|---|---|---|---|---|---|---|")
     for seed in range(args.seeds):
@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         mh = Mahalanobis(std).fit(s.in_train.x, s.in_train.y).tune(s.in_val.x, s.train_outliers, seed=seed)
         notes.append(f"seed {seed}: Mahalanobis eps = {mh.eps}; eq. (4) last-epoch terms "
                      + ", ".join(f"{k} {v:.3f}" for k, v in terms.items()))
-        adv = PGD(norm="linf", eps=args.eps, steps=20, early_stop=False)
+        adv = PGD(steps=20, early_stop=False)
         spot = SafeSpot(method=args.method, eps=args.eps, maxiter=args.maxiter)
         ours_name = f"Ours (D, {dict(fgsm='S-FGSM', pgd='S-PGD', full=f'S-Full {args.maxiter}')[args.method]}, mu={args.mu:g})"
         scorers = {"MSP": lambda x: msp(std, x), "Mahalanobis": mh.score, "OE": lambda x: msp(oe, x)}

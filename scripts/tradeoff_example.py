@@ -60,6 +60,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
+from harness.core.budget import Budget
 from harness.core.registry import ATTACKS
 
 DTYPE = torch.float64
@@ -172,10 +173,11 @@ class Experiment:
     seconds: float = 0.0
 
 
-def make_attack(eps_unit: float, steps: int = 20):
-    """The harness's Linf PGD from the registry (20 steps of eps/4 from a random start, cross-entropy); the registry
-    imports its module (``attacks.pgd``) alone, not the defenses and model zoo, which this example does not need."""
-    return ATTACKS.create("pgd_linf", eps=eps_unit, steps=steps)
+def make_attack(steps: int = 20):
+    """The harness's Linf PGD from the registry (20 steps of eps/4 from a random start, cross-entropy); the budget
+    goes with each call.  The registry imports its module (``attacks.pgd``) alone, not the defenses and model zoo,
+    which this example does not need."""
+    return ATTACKS.create("pgd_linf", steps=steps)
 
 
 def run(n: int = 10_000, d: int = 1000, p: float = 0.95, seed: int = 0, eta: float | None = None,
@@ -192,13 +194,13 @@ def run(n: int = 10_000, d: int = 1000, p: float = 0.95, seed: int = 0, eta: flo
     eps_unit = eps / scale
     u = to_unit(x, scale)
     label = ((y + 1) / 2).long()  # class index: 0 <-> y = -1, 1 <-> y = +1
-    attack = make_attack(eps_unit, steps)
-    exp = Experiment(n, d, p, eta, eps, scale, eps_unit, seed, x, y, attack_params=attack.describe())
+    attack, budget = make_attack(steps), Budget("linf", eps_unit)
+    exp = Experiment(n, d, p, eta, eps, scale, eps_unit, seed, x, y, attack_params=attack.describe(budget))
     closed = closed_forms(d, p, eta, eps)
     for name, build in (("f_std", f_std), ("f_rob", f_rob)):
         model = build(d, scale)
         torch.manual_seed(seed)  # the attack's random start draws from the global generator
-        u_adv = torch.cat([attack.perturb(model, u[i:i + batch_size], label[i:i + batch_size])
+        u_adv = torch.cat([attack.perturb(model, u[i:i + batch_size], label[i:i + batch_size], budget)
                            for i in range(0, n, batch_size)])
         with torch.no_grad():
             clean = model(u).argmax(1) == label

@@ -36,6 +36,7 @@ from pathlib import Path
 import torch
 
 import defenses.adversarial_training as at
+from harness.core.budget import Budget
 from harness.core.registry import ATTACKS, MODELS, RECIPES
 from harness.data import load
 from harness.plugins import load_builtins
@@ -46,9 +47,9 @@ def accuracy(model, x, y) -> float:
         return 100.0 * (model(x).argmax(1) == y).float().mean().item()
 
 
-def robust(model, attack, x, y, seed: int) -> float:
+def robust(model, attack, x, y, seed: int, budget: Budget) -> float:
     torch.manual_seed(seed)
-    return accuracy(model, attack.perturb(model, x, y), y)
+    return accuracy(model, attack.perturb(model, x, y, budget), y)
 
 
 def frozen(model):
@@ -91,9 +92,10 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     load_builtins()
     train, test = load("digits", "train"), load("digits", "test")
-    fgsm = ATTACKS.create("fgsm", eps=args.eps)
-    pgd20 = ATTACKS.create("pgd_linf", eps=args.eps)
-    aa = ATTACKS.create("autoattack", eps=args.eps) if args.aa_n > 0 else None
+    fgsm = ATTACKS.create("fgsm")
+    pgd20 = ATTACKS.create("pgd_linf")
+    aa = ATTACKS.create("autoattack") if args.aa_n > 0 else None
+    budget = Budget("linf", args.eps)
     n_split = len(train.x)
     table, log = [], {}
     t0 = time.time()
@@ -118,10 +120,10 @@ def main(argv: list[str] | None = None) -> int:
         for k, (name, m) in enumerate(variants):
             if not (k == 1 and result.best_epoch == result.epochs):  # the best epoch is the last: same weights
                 m = frozen(m)
-                cells = [accuracy(m, test.x, test.y), robust(m, fgsm, test.x, test.y, args.seed),
-                         robust(m, pgd20, test.x, test.y, args.seed)]
+                cells = [accuracy(m, test.x, test.y), robust(m, fgsm, test.x, test.y, args.seed, budget),
+                         robust(m, pgd20, test.x, test.y, args.seed, budget)]
                 if aa is not None:
-                    cells.append(robust(m, aa, test.x[:args.aa_n], test.y[:args.aa_n], args.seed))
+                    cells.append(robust(m, aa, test.x[:args.aa_n], test.y[:args.aa_n], args.seed, budget))
             table.append([name, *(f"{c:.1f}" for c in cells), cost, f"{seconds:.0f}"])
             print("| " + " | ".join(table[-1]) + " |", flush=True)
         log[label] = {"history": result.history, "best_epoch": result.best_epoch, "extra": result.extra,

@@ -11,6 +11,7 @@ import itertools
 import pytest
 import torch
 
+from harness.core.budget import Budget
 from harness.core.artifacts import cache_key, load_or_train
 from harness.core.errors import UsageError
 from harness.core.registry import DEFENSES, MODELS, RECIPES
@@ -72,7 +73,7 @@ def pgd_broken(model, x, y):
     """Per sample: PGD-50 on CE or on the CW margin (2 restarts each, Linf EPS around x) finds a misclassified image."""
     broken = torch.zeros(len(y), dtype=torch.bool)
     for loss in ("ce", "cw"):
-        x_adv = PGD(norm="linf", eps=EPS, steps=50, restarts=2, loss=loss).perturb(model, x, y)
+        x_adv = PGD(steps=50, restarts=2, loss=loss).perturb(model, x, y, Budget("linf", EPS))
         assert (x_adv - x).abs().amax() <= EPS + 1e-6
         with torch.no_grad():
             broken |= model(x_adv).argmax(1) != y
@@ -189,12 +190,13 @@ def test_certifier_cells_report_certified_accuracy_and_guard_the_attacks(robust,
     from harness.core.attack import Attack, AttackResult
     from harness.core.registry import ATTACKS
     from harness.data import load as load_data
+    from harness.entrants import Entrant
     from harness.engine import evaluate
     from harness.report import write_report
 
     data = load_data("digits", "test").take(120)
-    attacks = [("pgd_linf", ATTACKS.create("pgd_linf", eps=EPS)), ("certify_ibp", ATTACKS.create("certify_ibp", eps=EPS))]
-    defenses = [("none", DEFENSES.create("none"))]
+    attacks = [("pgd_linf", ATTACKS.create("pgd_linf")), ("certify_ibp", ATTACKS.create("certify_ibp"))]
+    defenses = [("none", Entrant.fixed(DEFENSES.create("none"), [Budget("linf", EPS)]))]
     torch.manual_seed(0)
     res = evaluate(robust, data, defenses, attacks, batch_size=500, seed=0, device=torch.device("cpu"), quiet=True)[0]
     pgd_cell, cert_cell = res.cells
@@ -213,11 +215,10 @@ def test_certifier_cells_report_certified_accuracy_and_guard_the_attacks(robust,
     class OverClaiming(Attack):  # a planted bug: a certifier that certifies every sample
         certifies = True
 
-        def run(self, model, x, y, **kw):
+        def run(self, model, x, y, budget, context=None):
             return AttackResult(x.detach().clone(), extra={"certified": torch.ones(len(x))})
 
     liar = OverClaiming()
-    liar.set_budget("linf", EPS)
     with pytest.raises(RuntimeError, match="certified by liar are broken by pgd_linf"):
         evaluate(robust, data, defenses, attacks[:1] + [("liar", liar)], batch_size=500, seed=0,
                  device=torch.device("cpu"), quiet=True)

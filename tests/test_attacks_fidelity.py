@@ -29,6 +29,7 @@ from pyautoattack.autopgd_base import APGDAttack, APGDAttack_targeted
 
 from attacks.autoattack import VERSION_ATTACKS
 from attacks.pgd import PGD
+from harness.core.budget import Budget
 from harness.config import Overrides
 from harness.core.errors import UsageError
 from harness.core.geometry import flat_norm
@@ -67,8 +68,8 @@ def run_pgd(which, model, x, y, norm, eps, seed, random_start=True, early_stop=T
     torch.manual_seed(seed)
     alpha = eps / 4
     if which == "ours":
-        return PGD(norm=norm, eps=eps, steps=STEPS, alpha=alpha, restarts=1, random_start=random_start,
-                   early_stop=early_stop).perturb(model, x, y)
+        return PGD(steps=STEPS, alpha=alpha, restarts=1, random_start=random_start,
+                   early_stop=early_stop).perturb(model, x, y, Budget(norm, eps))
     if which == "torchattacks":
         cls = torchattacks.PGD if norm == "linf" else torchattacks.PGDL2
         return cls(model, eps=eps, alpha=alpha, steps=STEPS, random_start=random_start)(x, y)
@@ -148,9 +149,9 @@ def test_autoattack_standard_equals_direct_pyautoattack(setup, silent_reference)
     model, x, y, _ = setup
     x, y = x[:32], y[:32]
     norm, eps = LINF
-    ours = ATTACKS.create("autoattack", norm=norm, eps=eps)
+    ours = ATTACKS.create("autoattack")
     torch.manual_seed(7)
-    x_ours = ours.perturb(model, x, y)
+    x_ours = ours.perturb(model, x, y, Budget(norm, eps))
     seed = reference_seed(7)
     assert ours.last_seed == seed
     ref = AutoAttack(model, norm="Linf", eps=eps, seed=seed, version="standard", device=x.device)
@@ -190,9 +191,9 @@ def test_single_autoattack_attacks_equal_direct_pyautoattack(setup, silent_refer
     model, x, y, _ = setup
     x, y = x[:24], y[:24]
     norm, eps = L2
-    ours = ATTACKS.create(name, norm=norm, eps=eps, **SINGLE[name])
+    ours = ATTACKS.create(name, **SINGLE[name])
     torch.manual_seed(3)
-    x_ours = ours.perturb(model, x, y)
+    x_ours = ours.perturb(model, x, y, Budget(norm, eps))
     x_ref = direct_single(model, name, norm, eps, reference_seed(3), x, y)
     assert torch.equal(x_ours, x_ref)
     assert flat_norm(x_ours - x, norm).max() <= eps * (1 + 1e-5)
@@ -207,34 +208,34 @@ def test_autoattack_settings_mirror_the_standard_version(setup):
     std = AutoAttack(model, norm="Linf", eps=0.1, seed=0, version="standard")
     for name, sub in (("apgd-ce", "apgd"), ("apgd-dlr", "apgd"), ("apgd-t", "apgd_targeted"), ("fab-t", "fab"),
                       ("square", "square")):
-        aa = ATTACKS.create(name, norm="linf", eps=0.1).build(model, "cpu", 0, 10)
+        aa = ATTACKS.create(name).build(model, "cpu", 0, 10, Budget("linf", 0.1))
         assert aa.attacks_to_run == [name] and aa.version == "custom"
         mine, ref = vars(getattr(aa, sub)), vars(getattr(std, sub))
         keys = [k for k, v in ref.items() if isinstance(v, (int, float, str, bool)) and k not in ("loss",)]
         assert {k: mine[k] for k in keys} == {k: ref[k] for k in keys}, name
     for version in ("standard", "plus", "rand"):
-        aa = ATTACKS.create("autoattack", version=version, norm="l2", eps=0.5).build(model, "cpu", 0, 10)
+        aa = ATTACKS.create("autoattack", version=version).build(model, "cpu", 0, 10, Budget("l2", 0.5))
         assert tuple(aa.attacks_to_run) == VERSION_ATTACKS[version] and aa.version == version
     assert AutoAttack(model, version="rand", eps=0.1).apgd.eot_iter == 20
-    aa = ATTACKS.create("autoattack", norm="linf", eps=0.1).build(model, "cpu", 0, 5)
+    aa = ATTACKS.create("autoattack").build(model, "cpu", 0, 5, Budget("linf", 0.1))
     assert aa.apgd_targeted.n_target_classes == 4 and aa.fab.n_target_classes == 4
     with pytest.raises(UsageError, match="at least 4 classes"):
-        ATTACKS.create("apgd-t", norm="linf", eps=0.1).build(model, "cpu", 0, 3)
+        ATTACKS.create("apgd-t").build(model, "cpu", 0, 3, Budget("linf", 0.1))
 
 
 # ------------------------------------------------------------------------------------ reproducibility
 def test_same_seed_same_images_pgd_adapter_autoattack(setup):
     model, x, y, clean = setup
     xc, yc = x[clean][:64], y[clean][:64]
-    attacks = {"pgd": ATTACKS.create("pgd", norm="linf", eps=0.15),
-               "ta.PGD": ATTACKS.create("ta.PGD", norm="linf", eps=0.15, steps=10, alpha=0.0375),
-               "fb.LinfPGD": ATTACKS.create("fb.LinfPGD", norm="linf", eps=0.15, steps=10, abs_stepsize=0.0375),
-               "apgd-ce": ATTACKS.create("apgd-ce", norm="linf", eps=0.15, n_iter=10)}
+    attacks = {"pgd": ATTACKS.create("pgd"),
+               "ta.PGD": ATTACKS.create("ta.PGD", steps=10, alpha=0.0375),
+               "fb.LinfPGD": ATTACKS.create("fb.LinfPGD", steps=10, abs_stepsize=0.0375),
+               "apgd-ce": ATTACKS.create("apgd-ce", n_iter=10)}
     for name, attack in attacks.items():
         runs = []
         for seed in (11, 11, 12):
             torch.manual_seed(seed)
-            runs.append(attack.perturb(model, xc, yc))
+            runs.append(attack.perturb(model, xc, yc, Budget("linf", 0.15)))
         assert torch.equal(runs[0], runs[1]), name
         assert not torch.equal(runs[0], runs[2]), name  # the seed is drawn from the global generator
 
@@ -242,9 +243,9 @@ def test_same_seed_same_images_pgd_adapter_autoattack(setup):
 def test_autoattack_does_not_leak_its_reseeding(setup):
     """perturb draws one number from the global generator; pyautoattack's own reseeding stays inside."""
     model, x, y, _ = setup
-    attack = ATTACKS.create("apgd-ce", norm="linf", eps=0.15, n_iter=5)
+    attack = ATTACKS.create("apgd-ce", n_iter=5)
     torch.manual_seed(5)
-    attack.perturb(model, x[:8], y[:8])
+    attack.perturb(model, x[:8], y[:8], Budget("linf", 0.15))
     after = torch.rand(4)
     torch.manual_seed(5)
     torch.randint(0, 2**31 - 1, (1,))
@@ -262,9 +263,9 @@ def test_adapters_by_name_within_budget_and_lower_accuracy(setup, name, norm, ep
     model, x, y, clean = setup
     xc, yc = x[clean][:128], y[clean][:128]
     counting = CountingModel(model)
-    attack = ATTACKS.create(name, norm=norm, eps=eps, **params)
+    attack = ATTACKS.create(name, **params)
     torch.manual_seed(0)
-    x_adv = attack.perturb(counting, xc, yc)
+    x_adv = attack.perturb(counting, xc, yc, Budget(norm, eps))
     ok, _ = within_budget(x_adv, xc, norm, eps)
     assert ok.all() and x_adv.min() >= 0 and x_adv.max() <= 1
     _, acc = robust_acc(model, x_adv, yc, len(xc))
@@ -292,13 +293,13 @@ def test_adapters_resolve_any_class_and_parse_set_values(setup):
         with pytest.raises(UsageError, match=msg):
             ATTACKS.get(bad)
     with pytest.raises(UsageError, match="supports norms"):
-        ATTACKS.create("ta.PGD", norm="l2", eps=0.5)
+        ATTACKS.create("ta.PGD").supports(Budget("l2", 0.5))
     with pytest.raises(UsageError, match="no parameter"):
-        ATTACKS.create("fb.LinfPGD", eps=0.1, stepz=3)
-    attack = ATTACKS.create("ta.BIM", norm="linf", eps=0.15, steps=3, alpha=0.05)
+        ATTACKS.create("fb.LinfPGD", stepz=3)
+    attack = ATTACKS.create("ta.BIM", steps=3, alpha=0.05)
     assert attack.describe()["param.steps"] == 3 and attack.describe()["library"] == "torchattacks"
     xc, yc = x[clean][:32], y[clean][:32]
-    x_adv = attack.perturb(model, xc, yc)
+    x_adv = attack.perturb(model, xc, yc, Budget("linf", 0.15))
     assert within_budget(x_adv, xc, "linf", 0.15)[0].all()
 
 
@@ -307,12 +308,12 @@ def test_minimization_attacks_are_projected_onto_the_budget(setup):
     model, x, y, clean = setup
     xc, yc = x[clean][:16], y[clean][:16]
     eps = 0.8  # DeepFool's L2 distances on these images lie between about 0.45 and 1.3
-    free = ATTACKS.create("ta.DeepFool", norm="l2", eps=eps, steps=10, project=False).perturb(model, xc, yc)
+    free = ATTACKS.create("ta.DeepFool", steps=10, project=False).perturb(model, xc, yc, Budget("l2", eps))
     assert (flat_norm(free - xc, "l2") > eps).any()
-    kept = ATTACKS.create("ta.DeepFool", norm="l2", eps=eps, steps=10).perturb(model, xc, yc)
+    kept = ATTACKS.create("ta.DeepFool", steps=10).perturb(model, xc, yc, Budget("l2", eps))
     assert within_budget(kept, xc, "l2", eps)[0].all()
     inside = (flat_norm(free - xc, "l2") <= eps) & (free.flatten(1).min(1).values >= 0) & (free.flatten(1).max(1).values <= 1)
     assert inside.any()
     assert torch.equal(kept[inside], free[inside])
-    clipped = ATTACKS.create("fb.L2DeepFoolAttack", norm="l2", eps=eps, steps=10).perturb(model, xc, yc)
+    clipped = ATTACKS.create("fb.L2DeepFoolAttack", steps=10).perturb(model, xc, yc, Budget("l2", eps))
     assert within_budget(clipped, xc, "l2", eps)[0].all()

@@ -8,6 +8,7 @@ from torch import nn
 
 from attacks.losses import attack_loss
 from attacks.pgd import FGSM, PGD
+from harness.core.budget import Budget
 from harness.core.geometry import flat_norm
 from harness.counting import CountingModel
 
@@ -49,10 +50,10 @@ def test_pgd_and_fgsm_stay_in_the_ball_and_the_box(norm, eps, random_start):
     x[:8] = 0.0  # corners of the box: the projection must clip
     x[8:16] = 1.0
     y = torch.randint(0, 5, (64,))
-    for attack in (PGD(norm=norm, eps=eps, steps=7, alpha=eps / 2, random_start=random_start, restarts=2),
-                   PGD(norm=norm, eps=eps, steps=7, loss="dlr", targeted=True),
-                   FGSM(norm=norm, eps=eps)):
-        x_adv = attack.perturb(model, x, y)
+    for attack in (PGD(steps=7, alpha=eps / 2, random_start=random_start, restarts=2),
+                   PGD(steps=7, loss="dlr", targeted=True),
+                   FGSM()):
+        x_adv = attack.perturb(model, x, y, Budget(norm, eps))
         assert x_adv.shape == x.shape and x_adv.dtype == x.dtype
         assert x_adv.min() >= 0 and x_adv.max() <= 1
         assert (flat_norm(x_adv - x, norm) <= eps * (1 + 1e-6)).all()
@@ -73,7 +74,7 @@ def test_fgsm_is_one_signed_or_normalised_gradient_step_on_a_linear_model(norm):
     eps = 0.1
     step = g.sign() if norm == "linf" else g / g.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
     expected = x + eps * step
-    x_adv = FGSM(norm=norm, eps=eps).perturb(model, x, y)
+    x_adv = FGSM().perturb(model, x, y, Budget(norm, eps))
     assert torch.allclose(x_adv, expected, atol=1e-6)
 
 
@@ -90,7 +91,7 @@ def test_misclassified_samples_are_neither_moved_nor_queried():
     n, m, steps = 10, 4, 20
     for early_stop in (True, False):
         model.reset()
-        x_adv = PGD(norm="linf", eps=0.1, steps=steps, early_stop=early_stop).perturb(model, x, y)
+        x_adv = PGD(steps=steps, early_stop=early_stop).perturb(model, x, y, Budget("linf", 0.1))
         assert model.forwards - n in ((n - m) * steps, (n - m) * (steps + 1))
         assert model.backwards == (n - m) * steps
         assert torch.equal(x_adv[6:], x[6:])  # not moved
@@ -103,16 +104,16 @@ def test_fooled_samples_stop_at_their_first_fooling_iterate():
     x = grey([0.01] * 6 + [-0.01] * 4)  # class 0 for the first 6; the last 4 are seen as class 1
     y = torch.zeros(10, dtype=torch.long)
     n, m, steps = 10, 4, 20
-    attack = PGD(norm="linf", eps=0.1, steps=steps, alpha=0.1, random_start=False)
-    x_adv = attack.perturb(model, x, y)
+    attack = PGD(steps=steps, alpha=0.1, random_start=False)
+    x_adv = attack.perturb(model, x, y, Budget("linf", 0.1))
     assert (model(x_adv).argmax(1) == 1).all()
     model.reset()
-    attack.perturb(model, x, y)
+    attack.perturb(model, x, y, Budget("linf", 0.1))
     # clean check (N), step 1 (N - M), step 2's forward finds them fooled and stops them (N - M).
     assert model.forwards == n + 2 * (n - m) and model.backwards == 2 * (n - m)
     assert torch.allclose(x_adv[:6], x[:6] - 0.1)  # exactly one step, not pushed to the end of the budget
     model.reset()
-    PGD(norm="linf", eps=0.1, steps=steps, alpha=0.1, random_start=False, early_stop=False).perturb(model, x, y)
+    PGD(steps=steps, alpha=0.1, random_start=False, early_stop=False).perturb(model, x, y, Budget("linf", 0.1))
     assert model.forwards - n in ((n - m) * steps, (n - m) * (steps + 1))
 
 
@@ -121,12 +122,12 @@ def test_restarts_only_retry_unfooled_samples():
     # margins 0.005 (fooled by the first run) and 0.3 (sum margin 4.8 > any eps-0.1 move of 1.6: never fooled)
     x = grey([0.005] * 5 + [0.3] * 3 + [-0.02] * 2)
     y = torch.zeros(10, dtype=torch.long)
-    attack = PGD(norm="linf", eps=0.1, steps=5, restarts=3)
+    attack = PGD(steps=5, restarts=3)
     sizes, fooled, outputs = [], [], []
     run = attack._run
 
-    def recording_run(mdl, x0, yy, t, **kw):
-        x_adv, f = run(mdl, x0, yy, t, **kw)
+    def recording_run(mdl, x0, yy, budget, t, **kw):
+        x_adv, f = run(mdl, x0, yy, budget, t, **kw)
         sizes.append(len(x0))
         fooled.append(int(f.sum()))
         outputs.append(x_adv.clone())
@@ -134,7 +135,7 @@ def test_restarts_only_retry_unfooled_samples():
 
     attack._run = recording_run
     torch.manual_seed(0)
-    x_adv = attack.perturb(model, x, y)
+    x_adv = attack.perturb(model, x, y, Budget("linf", 0.1))
     assert sizes == [8, 3, 3] and fooled == [5, 0, 0]
     assert torch.equal(x_adv[:5], outputs[0][:5])  # later restarts left the fooled samples alone
     assert torch.equal(x_adv[8:], x[8:])
@@ -151,7 +152,7 @@ def test_targeted_pgd_reaches_the_target_on_an_easy_model(target):
         logits = model(x)
     y = logits.argmax(1)
     torch.manual_seed(5)
-    x_adv = PGD(norm="linf", eps=0.5, steps=30, targeted=True, target=target).perturb(model, x, y)
+    x_adv = PGD(steps=30, targeted=True, target=target).perturb(model, x, y, Budget("linf", 0.5))
     if target == "least":
         expected = logits.argmin(1)
     else:  # PGD.choose_targets draws first, right after the clean forward pass
@@ -203,7 +204,7 @@ def test_each_loss_drives_pgd_to_fool_an_easy_model(loss):
     x = 0.3 + 0.4 * torch.rand(32, 1, 4, 4)
     with torch.no_grad():
         y = model(x).argmax(1)
-    x_adv = PGD(norm="l2", eps=2.0, steps=20, loss=loss).perturb(model, x, y)
+    x_adv = PGD(steps=20, loss=loss).perturb(model, x, y, Budget("l2", 2.0))
     assert (model(x_adv).argmax(1) != y).all()
 
 
@@ -215,9 +216,9 @@ def test_compiled_pgd_equals_eager_pgd(adv_model, digits_test):
     x, y = digits_test.x[:64], digits_test.y[:64]
     out = {}
     for mode in ("none", "aot_eager"):
-        attack = ATTACKS.create("pgd_linf", eps=0.1, steps=5, early_stop=False, compile=mode)
+        attack = ATTACKS.create("pgd_linf", steps=5, early_stop=False, compile=mode)
         torch.manual_seed(3)
-        out[mode] = attack.perturb(adv_model, x, y)
+        out[mode] = attack.perturb(adv_model, x, y, Budget("linf", 0.1))
     assert torch.equal(out["none"], out["aot_eager"])
     assert not torch.equal(out["none"], x)  # not vacuous: the attack moved the images
     assert "compile" not in ATTACKS.create("pgd_linf").describe()  # the eager config hash is unchanged

@@ -8,6 +8,7 @@ import torch
 from scipy.stats import binomtest
 
 from harness.config import Overrides, RunConfig, parse_eps
+from harness.core.budget import Budget
 from harness.core.errors import DataError, UsageError
 from harness.core.registry import ATTACKS, Registry
 from harness.data.base import ImageSet
@@ -205,10 +206,10 @@ def test_third_party_plugin_through_entry_points(tmp_path, monkeypatch):
         "from harness.core.attack import Attack\n"
         "class Nudge(Attack):\n"
         "    '''shifts every pixel by eps'''\n"
-        "    def __init__(self, norm: str = 'linf', eps: float = 0.0, shift: float = 1.0):\n"
-        "        self.set_budget(norm, eps); self.shift = shift\n"
-        "    def perturb(self, model, x, y, **kw):\n"
-        "        return (x + self.shift * self.eps).clamp(0, 1)\n")
+        "    def __init__(self, shift: float = 1.0):\n"
+        "        self.shift = shift\n"
+        "    def perturb(self, model, x, y, budget, context=None):\n"
+        "        return (x + self.shift * budget.eps).clamp(0, 1)\n")
     dist = tmp_path / "thirdparty_attack-0.1.dist-info"
     dist.mkdir()
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: thirdparty-attack\nVersion: 0.1\n")
@@ -217,7 +218,8 @@ def test_third_party_plugin_through_entry_points(tmp_path, monkeypatch):
     reg = Registry("attacks")
     assert "nudge" in reg.list()
     assert reg.get("nudge").params["shift"].parse("0.5") == 0.5
-    assert reg.create("nudge", eps=0.1).eps == 0.1
+    nudge = reg.create("nudge", shift=0.5)
+    assert torch.allclose(nudge.perturb(None, torch.zeros(2), None, Budget("linf", 0.1)), torch.full((2,), 0.05))
 
 
 def test_a_module_entry_point_registers_its_names_when_a_name_is_not_declared(tmp_path, monkeypatch):
@@ -332,8 +334,74 @@ def test_a_part_chosen_on_the_command_line_takes_its_own_parameters():
     over = Overrides(["bpda.inner=ta.CW", "bpda.inner.c=10", "bpda.inner.lr=0.05"])
     kw = over.for_plugin(ATTACKS, "bpda")
     assert kw == {"inner": "ta.CW", "inner.c": 10.0, "inner.lr": 0.05}
-    attack = ATTACKS.create("bpda", norm="l2", eps=1.0, **kw)
-    assert attack.describe()["inner"]["param.c"] == 10.0 and attack.inner.eps == 1.0
+    attack = ATTACKS.create("bpda", **kw)
+    assert attack.describe()["inner"]["param.c"] == 10.0 and attack.describe(Budget("l2", 1.0))["inner"]["eps"] == 1.0
     with pytest.raises(UsageError, match="did you mean"):
         Overrides(["bpda.inner=ta.CWW"]).for_plugin(ATTACKS, "bpda")
     assert Overrides(["bpda.inner.c=10"]).for_plugin(ATTACKS, "bpda") == {}  # PGD, the default part, has no c
+
+
+def test_the_registry_writes_nothing_onto_what_it_builds():
+    """A run keeps its (label, name) pairs itself; a built plugin holds only its own parameters, and parts are
+    described under their registered names without an attribute saying so."""
+    from harness.core.registry import DEFENSES
+
+    load_builtins()
+    for obj in (ATTACKS.create("pgd_linf"), ATTACKS.create("bpda"), DEFENSES.create("preempt"),
+                DEFENSES.create("safe_spot_ood", calib_n=10)):
+        assert not {"registry_name", "_registry_kwargs"} & set(vars(obj)), type(obj).__name__
+    bpda = ATTACKS.create("bpda", inner="pgd_l2")
+    assert bpda.describe(Budget("l2", 0.5))["inner"]["registry_name"] == "pgd_l2"
+    assert DEFENSES.create("preempt").describe()["registry_name"] == "preempt"
+
+
+def test_a_defense_receives_the_run_facts_it_declares():
+    """``RunContext`` reaches the parameters a defense declares in ``receives`` (dataset, data_dir, quiet, target),
+    never another parameter that happens to share a name; an unknown target (no zoo model) leaves the default."""
+    from harness.assembly import build_defenses
+    from harness.core.defense import RunContext
+    from harness.core.registry import DEFENSES
+
+    load_builtins()
+    ctx = RunContext(dataset="digits", data_dir=None, quiet=True, target=None)
+    assert ctx.for_defense(("dataset", "target")) == {"dataset": "digits"}
+    assert DEFENSES.get("hgd").declared("receives") == ("dataset", "data_dir", "quiet", "target")
+    assert DEFENSES.get("preempt").declared("receives") == ()
+    [(_, entrant)] = build_defenses([("msp", "msp_detector")], Overrides(["msp.calib_n=10"]), "linf", [0.1], ctx)
+    assert (entrant.at(Budget("linf", 0.1)).dataset, entrant.per_budget) == ("digits", False)
+    [(_, pre)] = build_defenses([("preempt", "preempt")], Overrides([]), "linf", [0.05, 0.1], ctx)
+    assert pre.per_budget and [d.delta for d, _ in pre.served()] == [0.05, 0.1]  # delta = eps, per budget
+    [(_, fixed)] = build_defenses([("preempt", "preempt")], Overrides(["preempt.delta=0.2", "preempt.eps=0.1"]),
+                                  "linf", [0.05, 0.1], ctx)
+    assert not fixed.per_budget and [d.delta for d, _ in fixed.served()] == [0.2]  # one object for both budgets
+
+
+def test_the_purifier_methods_live_in_the_core_registry():
+    """No table beside the core registry: each purifier's training method registers in ``PURIFIERS`` (harness list
+    purifiers, entry point group harness.purifiers), and ``METHODS`` reads it."""
+    from defenses.purifiers.methods import METHODS, get_method
+    from harness.core.registry import PURIFIERS, REGISTRIES
+
+    load_builtins()
+    assert REGISTRIES["purifiers"] is PURIFIERS and {"hgd", "nrp", "jatp", "magnet"} <= set(PURIFIERS.list())
+    assert sorted(METHODS) == PURIFIERS.list() and METHODS["nrp"] is get_method("nrp") and METHODS["nrp"].feature_net
+    with pytest.raises(UsageError, match="did you mean hgd"):
+        get_method("hgdd")
+
+
+def test_the_engine_asks_the_defense_which_threat_models_apply():
+    """No kind strings in the threat resolution: ``default_threat`` and ``threat_for`` of the defense decide."""
+    from harness.core.defense import Defense, Detector, Preemptive, Preprocessor, Wrapper
+    from harness.core.registry import DEFENSES
+    from harness.threat import resolve_threat
+
+    load_builtins()
+    pgd, obl = ATTACKS.create("pgd_linf"), ATTACKS.create("pgd_linf", threat="oblivious")
+    none, preempt, quant = DEFENSES.create("none"), DEFENSES.create("preempt"), DEFENSES.create("quantize")
+    assert [resolve_threat(d, pgd) for d in (none, preempt, quant)] == ["white-box", "grey-box", "white-box"]
+    assert resolve_threat(none, obl) == "white-box"  # with no defense, knowing the defense changes nothing
+    assert resolve_threat(quant, obl) == "oblivious"
+    with pytest.raises(UsageError, match="does not apply to the preemptive defense"):
+        resolve_threat(preempt, obl)
+    assert resolve_threat(preempt, ATTACKS.create("adaptive_linf")) == "white-box"
+    assert [k.rejects for k in (Defense, Preemptive, Preprocessor, Wrapper, Detector)] == [False] * 4 + [True]

@@ -8,6 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from harness.core.attack import AttackContext
+from harness.core.budget import Budget
 from harness.plugins import load_builtins
 
 load_builtins()
@@ -116,16 +118,16 @@ def test_bpda_identity_equals_hand_written_straight_through_pgd(clf, digits_test
     d = DEFENSES.create("defense_gan", L=25, R=2)
     x, y = digits_test.x[:40], digits_test.y[:40]
     eps, steps = 0.3, 5
-    attack = ATTACKS.create("bpda", norm="linf", eps=eps, backward="identity", **{"inner.steps": steps})
+    attack = ATTACKS.create("bpda", backward="identity", **{"inner.steps": steps})
     torch.manual_seed(7)
-    x_bpda = attack.perturb(d.surface(clf, "white-box"), x, y, defense=d, classifier=clf)
+    x_bpda = attack.perturb(d.surface(clf, "white-box"), x, y, Budget("linf", eps), AttackContext(d, clf))
     torch.manual_seed(7)
     x_hand = straight_through_pgd(d.purify, clf, x, y, eps, steps, eps / 4)
     assert torch.equal(x_bpda, x_hand)
     assert (x_bpda - x).abs().max() <= eps + 1e-6 and 0 <= x_bpda.min() and x_bpda.max() <= 1
     # plain PGD through P sees the zero gradient of the projection (masked); BPDA's identity backward breaks it
     torch.manual_seed(7)
-    x_plain = ATTACKS.create("pgd", norm="linf", eps=eps, steps=steps).perturb(d.surface(clf, "white-box"), x, y)
+    x_plain = ATTACKS.create("pgd", steps=steps).perturb(d.surface(clf, "white-box"), x, y, Budget("linf", eps))
     acc = {}
     for name, xa in (("clean", x), ("plain", x_plain), ("bpda", x_bpda)):
         torch.manual_seed(8)

@@ -14,6 +14,8 @@ from attacks.magnet_cw import MagNetCW
 from attacks.pgd import PGD
 from defenses import magnet as magnet_mod
 from defenses.magnet import MagNet, jsd, load_or_train_autoencoder, parse_detectors, train_autoencoder
+from harness.core.attack import AttackContext
+from harness.core.budget import Budget
 from harness.cli import main as cli_main
 from harness.core.defense import ABSTAIN
 from harness.core.errors import UsageError
@@ -59,7 +61,7 @@ def test_autoencoder_reconstructs_clean_digits_and_not_noise_or_adversarial_imag
         e_clean = err(x)
         g = torch.Generator().manual_seed(0)
         e_noisy = {s: err((x + s * torch.randn(x.shape, generator=g)).clamp(0, 1)) for s in (0.1, 0.2)}
-    e_adv = err(PGD(norm="linf", eps=0.1, steps=10).perturb(adv, x, y)).detach()
+    e_adv = err(PGD(steps=10).perturb(adv, x, y, Budget("linf", 0.1))).detach()
     assert ((x - mg.ae(x)) ** 2).mean() < 0.005  # per-pixel MSE on clean test images (pixel variance ~0.1)
     assert e_clean.median() < 0.6 * e_noisy[0.2].median()
     # the reconstruction error tells clean images (positive: lower error) from noisy and adversarial ones
@@ -191,10 +193,10 @@ def test_adaptive_attacks_beat_oblivious_pgd_and_stay_in_the_ball(calibrated, ad
     keep = mg.classify(model, data.x) == data.y
     x, y = data.x[keep], data.y[keep]
     torch.manual_seed(0)
-    obl = PGD(norm=norm, eps=eps, steps=20).perturb(model, x, y)  # attacks the bare classifier
+    obl = PGD(steps=20).perturb(model, x, y, Budget(norm, eps))  # attacks the bare classifier
     surface = mg.surface(model, "white-box")
-    cw = MagNetCW(norm=norm, eps=eps).perturb(surface, x, y, defense=mg, classifier=model)
-    det = ATTACKS.create("pgd_detector", norm=norm, eps=eps).perturb(surface, x, y, defense=mg, classifier=model)
+    cw = MagNetCW().perturb(surface, x, y, Budget(norm, eps), AttackContext(mg, model))
+    det = ATTACKS.create("pgd_detector").perturb(surface, x, y, Budget(norm, eps), AttackContext(mg, model))
     s_obl, s_cw, s_det = (_success(mg, model, x, y, z) for z in (obl, cw, det))
     for z in (cw, det):
         assert within_budget(z, x, norm, eps)[0].all() and (flat_norm(z - x, norm) <= eps + 1e-6).all()
@@ -207,19 +209,19 @@ def test_adaptive_attacks_beat_oblivious_pgd_and_stay_in_the_ball(calibrated, ad
 
 def test_magnet_cw_through_run_cell_and_against_no_defense(calibrated, adv, digits_test):
     data = digits_test.take(30)
-    atk = ATTACKS.create("magnet_cw", norm="l2", eps=1.0, steps=30, search_steps=2)
+    atk = ATTACKS.create("magnet_cw", steps=30, search_steps=2)
     clean = calibrated.classify(adv, data.x) == data.y
     torch.manual_seed(0)
-    v = run_cell(calibrated, adv, atk, "white-box", data.x, data.x, data.y, clean)
+    v = run_cell(calibrated, adv, atk, "white-box", Budget("l2", 1.0), data.x, data.x, data.y, clean)
     assert v.valid.all() and (v.dist[v.attacked] <= 1.0 + 1e-6).all()
     assert v.extra["robust_reject_defended"].float().mean() < 0.5
     none = DEFENSES.create("none")  # no detector: plain C&W L2 through the surface, kept in the ball
-    x_adv = MagNetCW(norm="l2", eps=1.0).perturb(adv, data.x, data.y, defense=none, classifier=adv)
+    x_adv = MagNetCW().perturb(adv, data.x, data.y, Budget("l2", 1.0), AttackContext(none, adv))
     assert (flat_norm(x_adv - data.x, "l2") <= 1.0).all()
     with torch.no_grad():
         assert (adv(x_adv).argmax(1) != data.y).float().mean() > 0.8
-    zero = MagNetCW(norm="linf", eps=0.0, steps=3, search_steps=1)  # no budget: x itself comes back
-    assert torch.equal(zero.perturb(adv, data.x, data.y, defense=calibrated, classifier=adv), data.x)
+    zero = MagNetCW(steps=3, search_steps=1)  # no budget: x itself comes back
+    assert torch.equal(zero.perturb(adv, data.x, data.y, Budget("linf", 0.0), AttackContext(calibrated, adv)), data.x)
 
 
 def test_cli_run_writes_results(tmp_path):
@@ -241,7 +243,8 @@ def test_magnet_cw_without_a_detector_is_carlini_wagner_l2_as_foolbox_runs_it(ad
 
     x, y = digits_test.x[:32], digits_test.y[:32]
     torch.manual_seed(0)
-    ours = MagNetCW(norm="l2", eps=8.0, steps=100, lr=0.05, c=1.0, search_steps=5, early_stop=False).perturb(adv, x, y)
+    ours = MagNetCW(steps=100, lr=0.05, c=1.0, search_steps=5, early_stop=False).perturb(adv, x, y,
+                                                                                       Budget("l2", 8.0))
     attack = fb.attacks.L2CarliniWagnerAttack(binary_search_steps=5, steps=100, stepsize=0.05, confidence=0,
                                               initial_const=1.0, abort_early=False)
     peer, _, _ = attack(fb.PyTorchModel(adv, bounds=(0, 1), device="cpu"), x, y, epsilons=None)

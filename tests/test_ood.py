@@ -25,12 +25,14 @@ from defenses.ood import (
     uniform_kl,
 )
 from defenses.safe_spot import SafeSpot
-from harness.core.attack import Attack
+from harness.core.attack import Attack, AttackContext
+from harness.core.budget import Budget
 from harness.core.defense import ABSTAIN
 from harness.core.geometry import flat_norm
 from harness.core.registry import ATTACKS, DEFENSES
 from harness.data import load
 from harness.data.ood import area_resize, digits_setting
+from harness.entrants import Entrant
 from harness.engine import CellResult, DefenseResult, evaluate
 from harness.models.small import SmallCNN
 from harness.ood_metrics import auroc, average_precision, fpr_at_tpr, mean_std, ood_metrics, threshold_at_tpr
@@ -174,7 +176,7 @@ def test_train_ood_runs_each_objective():
 
 def test_safe_spot_score_is_the_mu_mix_of_two_msps(adv):
     x = load("digits", "test").x[:24]
-    spot, pgd = SafeSpot(method="pgd", eps=0.1), PGD(norm="linf", eps=0.1, steps=5, early_stop=False)
+    spot, pgd = SafeSpot(method="pgd", eps=0.1), PGD(steps=5, early_stop=False)
     torch.manual_seed(0)
     d, parts = safe_spot_score(adv, x, spot, pgd, mu=0.3, parts=True)
     assert torch.allclose(d, 0.3 * parts["msp"] + 0.7 * parts["msp_adv"])
@@ -228,9 +230,9 @@ class Label(nn.Module):
 
 class Fixed(Attack):
     def __init__(self, images):
-        self.images, self.norm, self.eps = images, "linf", 1.0
+        self.images = images
 
-    def perturb(self, model, x, y, **kw):
+    def perturb(self, model, x, y, budget, context=None):
         return self.images[: len(x)]
 
 
@@ -251,7 +253,7 @@ def test_rejection_columns_on_a_hand_made_case():
     assert det.classify(model, x)[4] == ABSTAIN
     # adversarial images: 0 correct & accepted; 1 wrong & accepted; 2 wrong & rejected; 3 correct & rejected
     adv = torch.stack([img(1, 0.6), img(7, 0.6), img(7, 0.1), img(4, 0.2)])
-    v = run_cell(det, model, Fixed(adv), "white-box", x, x, y, clean)
+    v = run_cell(det, model, Fixed(adv), "white-box", Budget("linf", 1.0), x, x, y, clean)
     assert v.robust.tolist() == [True, False, False, False, False]  # rejection = not defended
     assert v.extra["robust_reject_defended"].tolist() == [True, False, True, True, False]  # rejection = defended
     assert v.extra["rejected"][:4].tolist() == [0, 0, 1, 1] and math.isnan(v.extra["rejected"][4])
@@ -282,7 +284,8 @@ def test_detectors_in_a_harness_run_with_the_adaptive_attack(adv):
     defs = [("msp", DEFENSES.create("msp_detector")),
             ("ss", DEFENSES.create("safe_spot_ood", calib_n=200, **{"spot.method": "pgd", "spot.steps": 5,
                                                                     "adversary.steps": 5}))]
-    atts = [("pgd", ATTACKS.create("pgd_linf", eps=0.1)), ("adaptive", ATTACKS.create("pgd_detector", eps=0.1, steps=5))]
+    atts = [("pgd", ATTACKS.create("pgd_linf")), ("adaptive", ATTACKS.create("pgd_detector", steps=5))]
+    defs = [(n, Entrant.fixed(d, [Budget("linf", 0.1)])) for n, d in defs]
     res = evaluate(adv, data, defs, atts, batch_size=500, seed=0, device=torch.device("cpu"), quiet=True)
     for r in res:
         assert r.kind == "detector"
@@ -299,9 +302,9 @@ def test_pgd_detector_stays_in_the_ball_and_prefers_accepted_misclassification(a
     det = MSPDetector()
     det.calibrate(adv)
     torch.manual_seed(0)
-    xa = ATTACKS.create("pgd_detector", eps=0.1).perturb(adv, x, y, defense=det, classifier=adv)
+    xa = ATTACKS.create("pgd_detector").perturb(adv, x, y, Budget("linf", 0.1), AttackContext(det, adv))
     assert (flat_norm(xa - x, "linf") <= 0.1 + 1e-6).all() and xa.min() >= 0 and xa.max() <= 1
     torch.manual_seed(0)
-    xp = ATTACKS.create("pgd_linf", eps=0.1).perturb(adv, x, y)
+    xp = ATTACKS.create("pgd_linf").perturb(adv, x, y, Budget("linf", 0.1))
     passed = lambda z: ((adv(z).argmax(1) != y) & (msp(adv, z) >= det.tau)).sum()  # noqa: E731
     assert passed(xa) >= passed(xp)

@@ -8,6 +8,8 @@ import pytest
 import torch
 
 from harness.cli import main
+from harness.core.budget import Budget
+from harness.entrants import Entrant
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -52,8 +54,8 @@ def test_fidelity_warning_fires_on_a_low_precision_bug(fp32_run, tmp_path, monke
 
     real = PGD.perturb
 
-    def broken(self, model, x, y, **kw):
-        return x.clone() if torch.is_autocast_enabled("cpu") else real(self, model, x, y, **kw)
+    def broken(self, model, x, y, budget, context=None):
+        return x.clone() if torch.is_autocast_enabled("cpu") else real(self, model, x, y, budget)
 
     monkeypatch.setattr(PGD, "perturb", broken)
     out = tmp_path / "bug"
@@ -81,13 +83,14 @@ def test_verdict_is_judged_outside_autocast(adv_model, digits_test, monkeypatch)
     real = type(defense).classify
     monkeypatch.setattr(type(defense), "classify",
                         lambda self, m, x: seen.append(torch.is_autocast_enabled("cpu")) or real(self, m, x))
-    attack = ATTACKS.create("fgsm", norm="linf", eps=0.1)
+    attack = ATTACKS.create("fgsm")
     ran = []
     real_run = type(attack).run
     monkeypatch.setattr(type(attack), "run",
                         lambda self, *a, **k: ran.append(torch.is_autocast_enabled("cpu")) or real_run(self, *a, **k))
     amp = autocast_for("bf16", torch.device("cpu"))
-    evaluate(adv_model, digits_test.take(20), [("none", defense)], [("fgsm", attack)], batch_size=500, seed=0,
+    evaluate(adv_model, digits_test.take(20), [("none", Entrant.fixed(defense, [Budget("linf", 0.1)]))],
+             [("fgsm", attack)], batch_size=500, seed=0,
              device=torch.device("cpu"), quiet=True, amp=amp)
     assert ran == [True] and seen and not any(seen)
 
@@ -116,12 +119,13 @@ def test_certifiers_run_in_fp32(adv_model, digits_test, monkeypatch):
     from harness.engine import evaluate
     from harness.precision import autocast_for
 
-    attack = ATTACKS.create("certify_ibp", norm="linf", eps=0.01)
+    attack = ATTACKS.create("certify_ibp")
     ran = []
     real_run = type(attack).run
     monkeypatch.setattr(type(attack), "run",
                         lambda self, *a, **k: ran.append(torch.is_autocast_enabled("cpu")) or real_run(self, *a, **k))
-    evaluate(adv_model, digits_test.take(10), [("none", DEFENSES.create("none"))], [("certify_ibp", attack)],
+    none = Entrant.fixed(DEFENSES.create("none"), [Budget("linf", 0.01)])
+    evaluate(adv_model, digits_test.take(10), [("none", none)], [("certify_ibp", attack)],
              batch_size=500, seed=0, device=torch.device("cpu"), quiet=True, amp=autocast_for("bf16", torch.device("cpu")))
     assert ran == [False]
 

@@ -14,9 +14,11 @@ import torch.nn.functional as F
 
 from attacks.adaptive import AdaptiveReconstruction
 from defenses.preempt import PreemptRobustify, Settings, update_gradient
-from harness.core.attack import Attack, AttackResult
+from harness.core.attack import Attack, AttackContext, AttackResult
+from harness.core.budget import Budget
 from harness.core.geometry import flat_norm, random_in_ball
 from harness.core.registry import ATTACKS, DEFENSES, RECIPES
+from harness.entrants import Entrant
 from harness.engine import evaluate
 from harness.plugins import load_builtins
 from harness.threat import run_cell
@@ -51,7 +53,8 @@ def test_grey_box_pgd_robust_accuracy_rises_by_a_wide_margin(models, digits_test
     with preempt exceeds the bare model's by >= 15 points (76 -> 93 here, MAXITER 50; clean accuracy ~97 caps it)."""
     model, data = models["linf"], digits_test.take(128)
     defs = [("none", DEFENSES.create("none")), ("preempt", DEFENSES.create("preempt", norm="linf", eps=0.1, maxiter=50))]
-    res = evaluate(model, data, defs, [("pgd", ATTACKS.create("pgd_linf", eps=0.1))], batch_size=500, seed=0,
+    defs = [(n, Entrant.fixed(d, [Budget("linf", 0.1)])) for n, d in defs]
+    res = evaluate(model, data, defs, [("pgd", ATTACKS.create("pgd_linf"))], batch_size=500, seed=0,
                    device=torch.device("cpu"), quiet=True)
     acc = {r.defense: 100 * r.worst_case().float().mean().item() for r in res}
     cell = {r.defense: r.cells[0].threat for r in res}
@@ -142,14 +145,13 @@ class _FixedAttack(Attack):
 
     adaptive = True
 
-    def __init__(self, images, candidates=None, eps=0.1):
-        self.set_budget("linf", eps)
+    def __init__(self, images, candidates=None):
         self.images, self.candidates = images, candidates
 
-    def perturb(self, model, x, y, **kw):
+    def perturb(self, model, x, y, budget, context=None):
         return self.images
 
-    def run(self, model, x, y, **kw):
+    def run(self, model, x, y, budget, context=None):
         return AttackResult(self.images, self.candidates or [])
 
 
@@ -173,13 +175,15 @@ def test_white_box_invalid_examples_count_as_defended_and_valid_ones_as_successe
     adv[1, 0, 0, 0] = 0.70  # misclassified but 0.25 away from x_o: invalid, defended
     adv[2, 0, 0, 0] = 0.40  # still correct
     defense = PreemptRobustify(norm="linf", eps=0.1)
-    v = run_cell(defense, model, _FixedAttack(adv), "white-box", x_o, x_r, y, torch.ones(3, dtype=torch.bool))
+    v = run_cell(defense, model, _FixedAttack(adv), "white-box", Budget("linf", 0.1), x_o, x_r, y,
+                 torch.ones(3, dtype=torch.bool))
     assert v.robust.tolist() == [False, True, True]
     assert v.valid.tolist() == [True, False, True]
     # Grey-box: the ball is centred at x_r, which here is 0.1 below x_o for sample 1.
     x_r2 = x_o.clone()
     x_r2[1, 0, 0, 0] = 0.62
-    v = run_cell(defense, model, _FixedAttack(adv), "grey-box", x_o, x_r2, y, torch.ones(3, dtype=torch.bool))
+    v = run_cell(defense, model, _FixedAttack(adv), "grey-box", Budget("linf", 0.1), x_o, x_r2, y,
+                 torch.ones(3, dtype=torch.bool))
     assert v.robust.tolist() == [False, False, True]
 
 
@@ -197,8 +201,8 @@ def test_candidates_take_the_per_sample_worst_case():
     # 2: no success -> robust, valid; 3: valid success only in the returned image -> broken.
     returned = imgs(0.40, 0.80, 0.40, 0.52)
     cands = [imgs(0.90, 0.70, 0.44, 0.45), imgs(0.54, 0.60, 0.49, 0.45)]
-    v = run_cell(PreemptRobustify(), model, _FixedAttack(returned, cands), "white-box", x_o, x_o, y,
-                 torch.ones(4, dtype=torch.bool))
+    v = run_cell(PreemptRobustify(), model, _FixedAttack(returned, cands), "white-box", Budget("linf", 0.1), x_o, x_o,
+                 y, torch.ones(4, dtype=torch.bool))
     assert v.robust.tolist() == [False, True, True, False]
     assert v.valid.tolist() == [True, False, True, True]
     assert torch.allclose(v.dist, torch.tensor([0.09, 0.35, 0.05, 0.07]), atol=1e-6)  # reported images
@@ -211,12 +215,12 @@ def test_adaptive_attack_sweep_worst_case_and_reconstruction_distances(models, d
     torch.manual_seed(0)
     x_r = defense.robustify(model, x_o)
     clean = model(x_r).argmax(1) == y
-    attack = AdaptiveReconstruction(norm="l2", eps=eps, use_autoattack=False)
+    attack = AdaptiveReconstruction(use_autoattack=False)
     torch.manual_seed(1)
-    v = run_cell(defense, model, attack, "white-box", x_o, x_r, y, clean)
+    v = run_cell(defense, model, attack, "white-box", Budget("l2", eps), x_o, x_r, y, clean)
     idx = clean.nonzero().flatten()
     torch.manual_seed(1)  # the same draws again: the result run_cell judged
-    result = attack.run(model, x_r[idx], y[idx], defense=defense, classifier=model)
+    result = attack.run(model, x_r[idx], y[idx], Budget("l2", eps), AttackContext(defense, model))
     cands = result.candidates
     assert len(cands) == 4 and len(result.points) == 2
     broken = torch.zeros(len(idx), dtype=torch.bool)
@@ -234,8 +238,8 @@ def test_adaptive_attack_sweep_worst_case_and_reconstruction_distances(models, d
 def test_adaptive_attack_without_a_preemptive_defense_is_a_plain_sweep(models, digits_test):
     model = models["linf"]
     x, y = digits_test.x[:16], digits_test.y[:16]
-    attack = ATTACKS.create("adaptive_linf", eps=0.1, use_autoattack=False, sweep=(0.5, 1.0))
-    result = attack.run(model, x, y, defense=DEFENSES.create("none"), classifier=model)
+    attack = ATTACKS.create("adaptive_linf", use_autoattack=False, sweep=(0.5, 1.0))
+    result = attack.run(model, x, y, Budget("linf", 0.1), AttackContext(DEFENSES.create("none"), model))
     assert torch.equal(result.points["rec"], x) and within(result.images, x, "linf", 0.1)
 
 
@@ -289,17 +293,17 @@ class _PerSampleAttack(Attack):
 
     calls: list = []
 
-    def __init__(self, version="standard", norm="l2", eps=0.0, batch_size=1):
-        self.norm, self.eps = norm, eps
+    def __init__(self, version="standard", batch_size=1):
+        pass
 
-    def perturb(self, model, x, y, **kw):
+    def perturb(self, model, x, y, budget, context=None):
         _PerSampleAttack.calls.append(len(x))
         if len(x) == 0:
             return x.clone()
         xa = x.clone().requires_grad_(True)
         (g,) = torch.autograd.grad(F.cross_entropy(model(xa), y, reduction="sum"), xa)
         step = g / g.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
-        return (x + self.eps * step).clamp(0, 1).detach()
+        return (x + budget.eps * step).clamp(0, 1).detach()
 
 
 def test_referee_skips_settled_samples_without_changing_any_verdict(models, digits_test, monkeypatch):
@@ -319,9 +323,9 @@ def test_referee_skips_settled_samples_without_changing_any_verdict(models, digi
         if not use_referee:  # run_cell then hands the attack referee=None: every sample is attacked
             monkeypatch.setattr("harness.threat.Referee", lambda judge: None)
         _PerSampleAttack.calls = []
-        attack = AdaptiveReconstruction(norm="l2", eps=eps, steps=5)
+        attack = AdaptiveReconstruction(steps=5)
         torch.manual_seed(1)
-        verdicts[use_referee] = run_cell(defense, model, attack, "white-box", x_o, x_r, y, clean)
+        verdicts[use_referee] = run_cell(defense, model, attack, "white-box", Budget("l2", eps), x_o, x_r, y, clean)
         calls[use_referee] = list(_PerSampleAttack.calls)
     with_ref, without = verdicts[True], verdicts[False]
     assert torch.equal(with_ref.robust, without.robust) and torch.equal(with_ref.valid, without.valid)

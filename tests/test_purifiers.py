@@ -21,7 +21,10 @@ from defenses.purifiers.networks import RRDBNet, UNetDenoiser
 from defenses.purifiers.quantize import Quantize
 from defenses.purifiers.training import Features, PurifierDefense, build_net, train_purifier
 from harness.cli import main as cli_main
+from harness.core.attack import AttackContext
+from harness.core.budget import Budget
 from harness.core.defense import Preprocessor
+from harness.core.geometry import flat_norm
 from harness.core.errors import UsageError
 from harness.core.registry import ATTACKS, DEFENSES
 from harness.data import load
@@ -134,10 +137,10 @@ def test_bpda_with_the_exact_surrogate_is_the_white_box_attack():
     defense.approx = defense.purify
     x, y = torch.rand(6, 1, 8, 8), torch.randint(0, 10, (6,))
     torch.manual_seed(5)
-    x_wb = PGD(norm="linf", eps=0.1, steps=5, early_stop=False).perturb(defense.surface(model, "white-box"), x, y)
+    x_wb = PGD(steps=5, early_stop=False).perturb(defense.surface(model, "white-box"), x, y, Budget("linf", 0.1))
     torch.manual_seed(5)
-    atk = ATTACKS.create("bpda", norm="linf", eps=0.1, backward="approx", **{"inner.steps": 5, "inner.early_stop": False})
-    x_bpda = atk.perturb(model, x, y, defense=defense, classifier=model)
+    atk = ATTACKS.create("bpda", backward="approx", **{"inner.steps": 5, "inner.early_stop": False})
+    x_bpda = atk.perturb(model, x, y, Budget("linf", 0.1), AttackContext(defense=defense, classifier=model))
     assert torch.equal(x_wb, x_bpda)
 
 
@@ -153,22 +156,32 @@ def test_bpda_errors_are_one_line_usage_errors():
         ATTACKS.create("bpda", backward="nope")
     with pytest.raises(UsageError, match="approx"):
         bpda_surface(_NoApprox(), ToyLinear(), "approx")
-    atk = ATTACKS.create("bpda", norm="l2", eps=0.5, **{"inner.steps": 3})
-    assert (atk.norm, atk.inner.norm, atk.inner.eps, atk.inner.steps) == ("l2", "l2", 0.5, 3)
+    atk = ATTACKS.create("bpda", **{"inner.steps": 3})
+    assert atk.inner.steps == 3
     assert ATTACKS.create("bpda").inner.steps == 40  # the part's default, not PGD's 20
     assert (atk._inner_randomized.steps, atk._inner_randomized.early_stop, atk.inner.early_stop) == (3, False, True)
-    atk.set_budget("l2", 0.25)  # one object, many budgets: both inner variants follow
-    assert atk.inner.eps == atk._inner_randomized.eps == 0.25
-    cw = ATTACKS.create("bpda", norm="l2", eps=0.5, inner="ta.CW", **{"inner.c": 10.0, "inner.lr": 0.05})
-    assert (cw.inner.registry_name, cw.describe()["inner"]["param.c"]) == ("ta.CW", 10.0)  # the slides' C&W form
+    # one object, many budgets: the budget of each call reaches both inner variants (deterministic and randomized P)
+    model, x = ToyLinear(), torch.rand(8, 1, 8, 8)
+    y = model(x).argmax(1)
+    for randomized in (False, True):
+        defense = _NoApprox()
+        defense.randomized = randomized
+        for eps in (0.25, 0.5):
+            torch.manual_seed(0)
+            x_adv = atk.perturb(model, x, y, Budget("l2", eps), AttackContext(defense, model))
+            d = flat_norm(x_adv - x, "l2")
+            assert (d <= eps * (1 + 1e-5)).all() and (d > 0.9 * eps).any()
+    cw = ATTACKS.create("bpda", inner="ta.CW", **{"inner.c": 10.0, "inner.lr": 0.05})
+    assert (type(cw.inner).__name__, cw.describe()["inner"]["param.c"]) == ("ta.CW", 10.0)  # the slides' C&W form
+    assert cw.describe(Budget("l2", 0.5))["inner"]["eps"] == 0.5
 
 
 # ------------------------------------------------------------------------------------------ white-box through P
 
 
 class Recording(PGD):
-    def perturb(self, model, x, y, **kw):
-        self.out = super().perturb(model, x, y, **kw)
+    def perturb(self, model, x, y, budget, context=None):
+        self.out = super().perturb(model, x, y, budget)
         return self.out
 
 
@@ -177,18 +190,18 @@ def test_white_box_pgd_through_P_equals_pgd_on_the_composed_model(target, test_d
     x, y = test_data.x[:40], test_data.y[:40]
     clean = defense.classify(target, x) == y
     idx = clean.nonzero().flatten()
-    atk = Recording(norm="linf", eps=0.1, steps=5)
+    atk = Recording(steps=5)
     torch.manual_seed(11)
-    run_cell(defense, target, atk, "white-box", x, x, y, clean)
+    run_cell(defense, target, atk, "white-box", Budget("linf", 0.1), x, x, y, clean)
     composed = nn.Sequential(_Fn(lambda z: defense.net(z).clamp(0, 1)), target)
     torch.manual_seed(11)
-    ref = PGD(norm="linf", eps=0.1, steps=5).perturb(composed, x[idx], y[idx])
+    ref = PGD(steps=5).perturb(composed, x[idx], y[idx], Budget("linf", 0.1))
     assert torch.equal(atk.out, ref)
     # and the oblivious threat attacks the bare classifier
     torch.manual_seed(11)
-    run_cell(defense, target, atk, "oblivious", x, x, y, clean)
+    run_cell(defense, target, atk, "oblivious", Budget("linf", 0.1), x, x, y, clean)
     torch.manual_seed(11)
-    assert torch.equal(atk.out, PGD(norm="linf", eps=0.1, steps=5).perturb(target, x[idx], y[idx]))
+    assert torch.equal(atk.out, PGD(steps=5).perturb(target, x[idx], y[idx], Budget("linf", 0.1)))
 
 
 class _Fn(nn.Module):
@@ -206,9 +219,10 @@ def test_gradient_masking_is_exposed_by_bpda(plain_target, test_data):
     defense = Quantize(bits=3)
     clean = defense.classify(plain_target, x) == y
     torch.manual_seed(0)
-    pgd = run_cell(defense, plain_target, PGD(norm="linf", eps=0.1, steps=20), "white-box", x, x, y, clean)
+    pgd = run_cell(defense, plain_target, PGD(steps=20), "white-box", Budget("linf", 0.1), x, x, y, clean)
     torch.manual_seed(0)
-    bpda = run_cell(defense, plain_target, ATTACKS.create("bpda", norm="linf", eps=0.1, **{"inner.steps": 20}), "white-box", x, x, y, clean)
+    bpda = run_cell(defense, plain_target, ATTACKS.create("bpda", **{"inner.steps": 20}), "white-box",
+                    Budget("linf", 0.1), x, x, y, clean)
     acc_pgd, acc_bpda = pgd.robust.float().mean().item(), bpda.robust.float().mean().item()
     assert acc_pgd >= 0.85 and acc_bpda <= 0.4, (acc_pgd, acc_bpda)
     assert bpda.valid.all() and (bpda.dist[bpda.attacked] <= 0.1 + 1e-6).all()
@@ -292,7 +306,7 @@ def test_hgd_full_examples_are_pgd_against_T_of_P(target, test_data):
     torch.manual_seed(0)
     got = _craft(Context(_Fn(lambda z: z), target, cfg), x, x, y)
     torch.manual_seed(0)
-    ref = PGD(norm="linf", eps=0.1, steps=3, early_stop=False).iterate(target, x, y, None)
+    ref = PGD(steps=3, early_stop=False).iterate(target, x, y, Budget("linf", 0.1), None)
     assert torch.equal(got, ref)
     cfg["mode"] = "obl"
     assert _craft(Context(_Fn(lambda z: z), target, cfg), x + 0, x, y) is not None
@@ -483,14 +497,18 @@ def test_run_puts_a_purifier_in_front_of_the_run_model():
     from argparse import Namespace
 
     from harness.assembly import defense_context
+    from harness.core.defense import RunContext
 
     data = load("digits", "test")
     args = Namespace(model="digits_cnn", arch=None, dataset="digits", data_dir=None, quiet=True)
-    assert defense_context(args, data) == {"dataset": "digits", "data_dir": None, "quiet": True, "target": "digits_cnn"}
+    ctx = defense_context(args, data)
+    assert ctx == RunContext(dataset="digits", data_dir=None, quiet=True, target="digits_cnn")
+    assert ctx.for_defense(DEFENSES.get("jatp").declared("receives")) == {"dataset": "digits", "quiet": True,
+                                                                          "target": "digits_cnn"}
     args.model = None
-    assert defense_context(args, data)["target"] == data.default_model
+    assert defense_context(args, data).target == data.default_model
     args.model, args.arch = "weights.pt", "small_cnn"
-    assert "target" not in defense_context(args, data)
+    assert "target" not in defense_context(args, data).for_defense(("dataset", "data_dir", "quiet", "target"))
 
 
 def test_purifiers_train_at_the_datasets_budget_by_default(shared_data, tmp_path, monkeypatch):
@@ -508,5 +526,5 @@ def test_purifiers_train_at_the_datasets_budget_by_default(shared_data, tmp_path
 
 def test_bpda_takes_an_inner_attack_without_early_stop():
     """An inner attack whose factory takes no early_stop (fgsm) serves randomized defenses as it is."""
-    atk = ATTACKS.create("bpda", norm="linf", eps=0.1, inner="fgsm")
+    atk = ATTACKS.create("bpda", inner="fgsm")
     assert type(atk.inner).__name__ == "FGSM" and atk._inner_randomized is atk.inner

@@ -13,8 +13,10 @@ from attacks.pgd import PGD
 from defenses.preempt import PreemptRobustify
 from defenses.safe_spot import SafeSpot, safe_spot_adversarial, targeted_search
 from harness.cli import main as harness_main
+from harness.core.budget import Budget
 from harness.core.geometry import flat_norm
 from harness.core.registry import ATTACKS, DEFENSES, RECIPES, ZOO
+from harness.entrants import Entrant
 from harness.engine import evaluate
 from harness.plugins import load_builtins
 
@@ -82,7 +84,7 @@ def test_s_pgd_uses_the_harness_pgd_targeted_without_early_stop(models, digits_t
     torch.manual_seed(1)
     a = targeted_search(model, x, t, "linf", 0.1, steps=20, random_start=False)
     torch.manual_seed(1)
-    b = PGD(norm="linf", eps=0.1, steps=20, random_start=False, targeted=True, early_stop=False).iterate(model, x, t, t)
+    b = PGD(steps=20, random_start=False, targeted=True, early_stop=False).iterate(model, x, t, Budget("linf", 0.1), t)
     assert torch.equal(a, b)
     assert ce(model, a, t).mean() < ce(model, x, t).mean()
 
@@ -101,7 +103,8 @@ def test_s_pgd_raises_grey_box_robust_accuracy_over_none(models, digits_test):
     with S-PGD safe spots exceeds the original images' by >= 5 points (observed 76 -> 90 on the first 100)."""
     model, data = models["linf"], digits_test.take(96)
     defs = [("none", DEFENSES.create("none")), ("s-pgd", DEFENSES.create("safe_spot", method="pgd", eps=0.1))]
-    res = evaluate(model, data, defs, [("pgd", ATTACKS.create("pgd_linf", eps=0.1))], batch_size=500, seed=0,
+    defs = [(n, Entrant.fixed(d, [Budget("linf", 0.1)])) for n, d in defs]
+    res = evaluate(model, data, defs, [("pgd", ATTACKS.create("pgd_linf"))], batch_size=500, seed=0,
                    device=torch.device("cpu"), quiet=True)
     acc = {r.defense: 100 * r.worst_case().float().mean().item() for r in res}
     clean = {r.defense: 100 * r.clean.float().mean().item() for r in res}
@@ -125,7 +128,7 @@ def test_safe_spot_aware_training_batch(models, digits_test, recipe):
     """Section 3.5: x_s* in B_delta(x_o) towards the GROUND TRUTH, x_a* in B_eps(x_s*), both in [0, 1]."""
     model, x, y = models["linf"], digits_test.x[:48], digits_test.y[:48]
     method = "fgsm" if recipe == "s-fgsm+adv" else "pgd"
-    attack = PGD(norm="linf", eps=0.1, steps=5, early_stop=False)
+    attack = PGD(steps=5, early_stop=False)
     torch.manual_seed(0)
     x_a, x_s = safe_spot_adversarial(model, x, y, method, "linf", 0.1, 0.1, 10, None, True, attack, return_spot=True)
     assert within(x_s, x, "linf", 0.1) and within(x_a, x_s, "linf", 0.1)

@@ -20,6 +20,7 @@ from scipy.optimize import brentq
 from scipy.stats import beta, binom, binomtest
 from torch import nn
 
+from harness.core.budget import Budget
 from harness.certify import Certificates, certify_dataset, curve_rows, radii_for, table_rows
 from harness.core.registry import ATTACKS, DEFENSES, RECIPES
 from harness.data import load
@@ -246,9 +247,9 @@ def test_smooth_pgd_lowers_smoothed_accuracy(gauss_model, digits_test, norm, eps
     smooth = DEFENSES.create("smoothing", sigma=0.25, n=100)
     torch.manual_seed(0)
     clean = (smooth.classify(gauss_model, x) == y).float().mean().item()
-    attack = ATTACKS.create("pgd_smooth", norm=norm, eps=eps, steps=10, m=8)
+    attack = ATTACKS.create("pgd_smooth", steps=10, m=8)
     torch.manual_seed(1)
-    x_adv = attack.perturb(smooth.surface(gauss_model, "white-box"), x, y)
+    x_adv = attack.perturb(smooth.surface(gauss_model, "white-box"), x, y, Budget(norm, eps))
     d = (x_adv - x).flatten(1)
     assert float((d.norm(dim=1) if norm == "l2" else d.abs().amax(1)).max()) <= eps * (1 + 1e-5)
     assert 0.0 <= float(x_adv.min()) and float(x_adv.max()) <= 1.0
@@ -261,12 +262,12 @@ def test_smooth_pgd_lowers_smoothed_accuracy(gauss_model, digits_test, norm, eps
 def test_smooth_pgd_fixed_noise_and_sigma_override(ridge_model, digits_test):
     x, y = digits_test.x[:8], digits_test.y[:8]
     with pytest.raises(Exception, match="sigma"):
-        ATTACKS.create("pgd_smooth", norm="l2", eps=0.5).perturb(ridge_model, x, y)
-    kw = dict(norm="l2", eps=0.5, steps=3, m=4, fixed_noise=True, random_start=False, restarts=2)
+        ATTACKS.create("pgd_smooth").perturb(ridge_model, x, y, Budget("l2", 0.5))
+    kw, budget = dict(steps=3, m=4, fixed_noise=True, random_start=False, restarts=2), Budget("l2", 0.5)
     torch.manual_seed(0)
-    a = ATTACKS.create("pgd_smooth", sigma=0.25, **kw).perturb(ridge_model, x, y)
+    a = ATTACKS.create("pgd_smooth", sigma=0.25, **kw).perturb(ridge_model, x, y, budget)
     torch.manual_seed(0)
-    b = ATTACKS.create("pgd_smooth", **kw).perturb(SoftSmoothed(ridge_model, 0.25, 99), x, y)  # surface's sigma, attack's m
+    b = ATTACKS.create("pgd_smooth", **kw).perturb(SoftSmoothed(ridge_model, 0.25, 99), x, y, budget)  # its m
     assert torch.equal(a, b)
     assert float((a - x).flatten(1).norm(dim=1).max()) <= 0.5 * (1 + 1e-5)
 
@@ -314,17 +315,20 @@ def test_eot_gradient_is_mean_of_per_draw_gradients(digits_test):
 
 def test_eot_attack_wraps_a_registered_attack(ridge_model, digits_test):
     x, y = digits_test.x[:16], digits_test.y[:16]
-    eot = ATTACKS.create("eot", inner="pgd_l2", samples=3, eps=1.0, **{"inner.steps": 5})
-    assert (eot.norm, eot.inner.registry_name, eot.inner.norm, eot.inner.steps, eot.inner.early_stop) == (
-        "l2", "pgd_l2", "l2", 5, False)
-    eot.set_budget("l2", 0.5)
-    assert eot.inner.eps == 0.5
+    eot = ATTACKS.create("eot", inner="pgd_l2", samples=3, **{"inner.steps": 5})
+    assert (eot.describe(Budget("l2", 0.5))["inner"]["registry_name"], eot.inner.norms, eot.inner.steps,
+            eot.inner.early_stop) == ("pgd_l2", ("l2",), 5, False)
+    with pytest.raises(Exception, match="supports norms l2"):  # the inner attack's norm is the one that counts
+        eot.supports(Budget("linf", 0.1))
     smooth = Smoothing(sigma=0.25, m=2)
     torch.manual_seed(0)
-    x_adv = eot.perturb(smooth.surface(ridge_model, "white-box"), x, y)
+    x_adv = eot.perturb(smooth.surface(ridge_model, "white-box"), x, y, Budget("l2", 0.5))  # the budget reaches inner
     assert float((x_adv - x).flatten(1).norm(dim=1).max()) <= 0.5 * (1 + 1e-5)
-    fgsm = ATTACKS.create("eot", inner="fgsm", samples=2, norm="linf", eps=0.1)  # no steps/restarts: not passed
-    assert fgsm.inner.eps == 0.1
+    assert float((x_adv - x).flatten(1).norm(dim=1).max()) > 0.25
+    fgsm = ATTACKS.create("eot", inner="fgsm", samples=2)  # no steps/restarts: not passed
+    torch.manual_seed(0)
+    x_fgsm = fgsm.perturb(smooth.surface(ridge_model, "white-box"), x, y, Budget("linf", 0.1))
+    assert torch.allclose((x_fgsm - x).abs().amax(), torch.tensor(0.1))
     with pytest.raises(Exception, match="eot"):
         ATTACKS.create("eot", inner="eot")
 

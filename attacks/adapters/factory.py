@@ -34,9 +34,7 @@ def make_factory(prefix: str, name: str) -> type:
     peer = _peer_class(base.library, name)
     norms = base.class_norms(peer)
     P = inspect.Parameter
-    params = [P("self", P.POSITIONAL_OR_KEYWORD),
-              P("norm", P.KEYWORD_ONLY, default=None, annotation=typing.Optional[Literal[norms]]),
-              P("eps", P.KEYWORD_ONLY, default=0.0, annotation=float)]
+    params = [P("self", P.POSITIONAL_OR_KEYWORD)]
     peer_params = _peer_params(peer)
     for n, p in peer_params.items():
         default = None if p.default is P.empty or n in ("seed", "n_classes") else p.default

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import inspect
 import math
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 
+from harness.core.attack import NO_CONTEXT, AttackContext
+from harness.core.budget import Budget
 from harness.core.errors import UsageError
 from harness.core.geometry import NORMS
 
@@ -17,14 +19,16 @@ from .library import LibraryAttack, _device, _Forward, _import
 
 
 class FoolboxAttack(LibraryAttack):
-    """A Foolbox attack: ``FoolboxAttack("LinfPGD", eps=0.1, steps=20, abs_stepsize=0.025)``."""
+    """A Foolbox attack: ``FoolboxAttack("LinfPGD", steps=20, abs_stepsize=0.025)``; the budget comes with each call.
+    The Foolbox object is built once per norm (its ``distance`` or ``constraint``), the first at construction so that
+    a bad parameter is a usage error before the run starts."""
 
     library = "foolbox"
     prefix = "fb."
 
-    def __init__(self, name: str, norm: Literal["linf", "l2"] | None = None, eps: float = 0.0, **kw):
-        super().__init__(name, norm=norm, eps=eps, **kw)
-        self._attack = self._build()
+    def __init__(self, name: str, **kw):
+        super().__init__(name, **kw)
+        self._attacks = {self.norms[0]: self._build(self.norms[0])}
 
     @classmethod
     def class_norms(cls, peer) -> tuple[str, ...]:
@@ -48,20 +52,21 @@ class FoolboxAttack(LibraryAttack):
             return ("l2",)
         raise UsageError(f"fb.{peer.__name__} works in the L{p:g} norm; the harness budgets are linf or l2")
 
-    def _build(self):
+    def _build(self, norm: str):
         fb = _import("foolbox")
         kwargs = dict(self.params)
         params = inspect.signature(self._cls.__init__).parameters
         if "distance" in params:
-            kwargs["distance"] = {"linf": fb.distances.linf, "l2": fb.distances.l2}[self.norm]
+            kwargs["distance"] = {"linf": fb.distances.linf, "l2": fb.distances.l2}[norm]
         if "constraint" in params and "constraint" not in self.params:
-            kwargs["constraint"] = self.norm
+            kwargs["constraint"] = norm
         try:
             return self._cls(**kwargs)
         except (TypeError, ValueError, AssertionError) as err:
             raise UsageError(f"fb.{self.name}: {err}") from None
 
-    def perturb(self, model, x: torch.Tensor, y: torch.Tensor, **kw) -> torch.Tensor:
+    def perturb(self, model, x: torch.Tensor, y: torch.Tensor, budget: Budget,
+                context: AttackContext = NO_CONTEXT) -> torch.Tensor:
         fb = _import("foolbox")
         x_in = x.detach()
         if len(x_in) == 0:
@@ -84,7 +89,9 @@ class FoolboxAttack(LibraryAttack):
         state = np.random.get_state()
         np.random.seed(numpy_seed)
         try:
-            _, clipped, _ = self._attack(fmodel, x, criterion, epsilons=[self.eps])
+            if budget.norm not in self._attacks:
+                self._attacks[budget.norm] = self._build(budget.norm)
+            _, clipped, _ = self._attacks[budget.norm](fmodel, x, criterion, epsilons=[budget.eps])
         finally:
             np.random.set_state(state)
-        return self.finish(clipped[0], x_in)
+        return self.finish(clipped[0], x_in, budget)

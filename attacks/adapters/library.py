@@ -6,12 +6,13 @@ from __future__ import annotations
 import difflib
 import importlib
 import inspect
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 from harness.core.attack import Attack
+from harness.core.budget import Budget
 from harness.core.errors import UsageError
 from harness.core.geometry import NORMS, flat_norm, project
 from harness.core.registry import parse_number
@@ -127,7 +128,7 @@ class LibraryAttack(Attack):
     library: ClassVar[str] = ""
     prefix: ClassVar[str] = ""
 
-    def __init__(self, name: str, norm: Literal["linf", "l2"] | None = None, eps: float = 0.0, **kw):
+    def __init__(self, name: str, **kw):
         cls = _peer_class(self.library, name)
         self.name = name
         self._cls = cls
@@ -140,12 +141,11 @@ class LibraryAttack(Attack):
         if self.target not in ("random", "least"):
             raise UsageError(f"target must be random or least, got {self.target!r}")
         self.norms = self.class_norms(cls)
-        self.set_budget(norm or self.norms[0], eps)
         self.params = {k: parse_value(v) for k, v in kw.items()}
         unknown = [k for k in self.params if k not in self._peer]
         if unknown:
             raise UsageError(f"{self.prefix}{name} has no parameter {unknown[0]!r}; it takes: "
-                             f"{', '.join(['norm', 'eps', *self._peer, *[o for o in OWN if o not in self._peer]])}")
+                             f"{', '.join([*self._peer, *[o for o in OWN if o not in self._peer]])}")
 
     @classmethod
     def class_norms(cls, peer) -> tuple[str, ...]:
@@ -158,20 +158,20 @@ class LibraryAttack(Attack):
         out.update(self.params)
         return {k: v for k, v in out.items() if isinstance(v, (int, float, str, bool, type(None), tuple))}
 
-    def describe(self) -> dict:
+    def describe(self, budget: Budget | None = None) -> dict:
         lib = _import(self.library)
+        at = {"norm": budget.norm, "eps": budget.eps} if budget is not None else {}
         return {"library": self.library, "library_version": getattr(lib, "__version__", "?"), "class": self.name,
-                "norm": self.norm, "eps": self.eps, "targeted": self.targeted, "target": self.target,
-                "project": self.project, "threat": self.threat,
+                **at, "targeted": self.targeted, "target": self.target, "project": self.project, "threat": self.threat,
                 **{f"param.{k}": v for k, v in sorted(self.defaults().items())}}
 
-    def finish(self, x_adv: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    def finish(self, x_adv: torch.Tensor, x: torch.Tensor, budget: Budget) -> torch.Tensor:
         """Back on x's device and dtype; with ``project``, samples outside B_eps(x) ∩ [0,1] are projected."""
         x_adv = x_adv.detach().to(device=x.device, dtype=x.dtype)
         if self.project:
             flat = x_adv.flatten(1)
-            out = (flat_norm(x_adv - x, self.norm) > self.eps) | (flat < 0).any(1) | (flat > 1).any(1)
+            out = (flat_norm(x_adv - x, budget.norm) > budget.eps) | (flat < 0).any(1) | (flat > 1).any(1)
             if out.any():
                 x_adv = x_adv.clone()
-                x_adv[out] = project(x_adv[out], x[out], self.norm, self.eps)
+                x_adv[out] = project(x_adv[out], x[out], budget.norm, budget.eps)
         return x_adv

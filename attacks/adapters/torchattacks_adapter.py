@@ -7,6 +7,8 @@ import io
 
 import torch
 
+from harness.core.attack import NO_CONTEXT, AttackContext
+from harness.core.budget import Budget
 from harness.core.errors import UsageError
 from harness.core.geometry import NORMS
 
@@ -15,7 +17,7 @@ from .library import TA_EPS_NAMES, TA_L2, TA_LINF, LibraryAttack, _device, _Forw
 
 
 class TorchattacksAttack(LibraryAttack):
-    """A torchattacks attack: ``TorchattacksAttack("PGD", norm="linf", eps=0.1, steps=20, alpha=0.025)``."""
+    """A torchattacks attack: ``TorchattacksAttack("PGD", steps=20, alpha=0.025)``; the budget comes with each call."""
 
     library = "torchattacks"
     prefix = "ta."
@@ -34,7 +36,8 @@ class TorchattacksAttack(LibraryAttack):
             return ("l2",) if "L2" in name else ("linf",)
         return NORMS
 
-    def perturb(self, model, x: torch.Tensor, y: torch.Tensor, **kw) -> torch.Tensor:
+    def perturb(self, model, x: torch.Tensor, y: torch.Tensor, budget: Budget,
+                context: AttackContext = NO_CONTEXT) -> torch.Tensor:
         x, y = x.detach(), y.detach()
         if len(x) == 0:
             return x.clone()
@@ -44,9 +47,9 @@ class TorchattacksAttack(LibraryAttack):
         kwargs = dict(self.params)
         for e in TA_EPS_NAMES:
             if e in sig:
-                kwargs[e] = self.eps
+                kwargs[e] = budget.eps
         if "norm" in sig:
-            kwargs["norm"] = AA_NORMS[self.norm]
+            kwargs["norm"] = AA_NORMS[budget.norm]
         if "n_classes" in sig and kwargs.get("n_classes") is None:
             kwargs["n_classes"] = _num_classes(model, x.to(device))
         if "seed" in sig and kwargs.get("seed") is None:
@@ -64,4 +67,4 @@ class TorchattacksAttack(LibraryAttack):
                 atk.set_mode_targeted_least_likely(quiet=True)
             else:
                 atk.set_mode_targeted_random(quiet=True)
-        return self.finish(atk(x.to(device), y.to(device)), x)
+        return self.finish(atk(x.to(device), y.to(device)), x, budget)

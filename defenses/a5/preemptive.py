@@ -53,6 +53,7 @@ class A5Base(Preemptive):
     """What the three recipes share: Linf budgets ``delta`` (eps_D) and ``eps`` (eps_A^R), ``bound``."""
 
     norm = "linf"
+    follows_budget = ("norm", "eps", "delta")  # the run's budget unless --set gives them
 
     @staticmethod
     def _check(name: str, norm: str, eps: float, delta: float, bound: str) -> None:
@@ -126,6 +127,8 @@ class A5Robustifier(A5Base):
     epoch 30); the paper's: batches of 100, 100 epochs, ramp over epochs 3-20, lr 1e-3.  Tuned on digits test for
     a5_cnn_small CROWN-IBP-trained at 0.1, eps = 0.1 (IBP-certified %, bare 79.7): 20 epochs, lr 1e-3, batch 100:
     delta 0.1: 84.2, 0.3: 86.7; the defaults: 85.3, 90.6."""
+
+    receives = ("dataset", "data_dir", "quiet")  # the run's (harness.core.defense.RunContext)
 
     def __init__(self, norm: str = "linf", eps: float = 0.1, delta: float = 0.3, bound: Bound = "crown-ibp",
                  epochs: int = 40, start: int = 2, length: int = 8, lr: float = 3e-3, milestones: tuple = (30,),

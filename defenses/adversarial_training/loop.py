@@ -170,7 +170,7 @@ class BatchRecipe(Recipe):
     def __init__(self, make_batch: BatchFn, early_stop: EarlyStopping | None = None, name: str | None = None):
         super().__init__(early_stop)
         self._make_batch = make_batch
-        self.name = name or getattr(make_batch, "registry_name", None) or getattr(make_batch, "__name__", "recipe")
+        self.name = name or getattr(make_batch, "__name__", "recipe")
 
     def make_batch(self, model, x, y):
         return self._make_batch(model, x, y)

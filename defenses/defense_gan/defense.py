@@ -60,6 +60,7 @@ class DefenseGAN(Preprocessor):
     randomized = True
     has_approx = True
     trains_alone = True
+    receives = ("dataset", "data_dir", "quiet")  # the run's (harness.core.defense.RunContext)
 
     @classmethod
     def train_to_file(cls, out, *, dataset, split, data_dir, epochs, seed, quiet, device, settings) -> str:

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from attacks.pgd import PGD
+from harness.core.budget import Budget
 from harness.core.defense import ABSTAIN, Detector
 from harness.core.errors import UsageError
 from harness.core.registry import DEFENSES, Part
@@ -25,6 +26,8 @@ class ThresholdDetector(Detector):
     ``calib_n`` = 1000 images of the split, all of them for None: the safe-spot score costs a search per image, so a
     whole CIFAR training split would take far longer than the evaluation).  Scores of the last ``classify`` call are reused by a ``score`` call
     on the very same tensor (so the harness's rejection and detection numbers come from one scoring)."""
+
+    receives = ("dataset", "data_dir")  # the run's (harness.core.defense.RunContext)
 
     def __init__(self, tpr: float = TPR, threshold: float | None = None, dataset: str = "digits",
                  calib_split: str = "train", calib_n: int | None = 1000, data_dir: str | None = None):
@@ -98,8 +101,10 @@ class SafeSpotOOD(ThresholdDetector):
     differentiates.
     """
 
+    follows_budget = ("norm", "eps", "delta")  # the run's budget unless --set gives them (delta = eps)
+
     def __init__(self, mu: float = 0.5, norm: Literal["linf", "l2"] = "linf", eps: float = 0.1,
-                 delta: float | None = None, spot: SafeSpot = Part("defenses", "safe_spot"),
+                 delta: float | None = None, spot: Part = Part("defenses", "safe_spot"),
                  adversary: PGD = Part("attacks", "pgd", random_start=True, early_stop=False),
                  adv_term: Literal["msp", "pred"] = "msp", tpr: float = TPR, threshold: float | None = None,
                  dataset: str = "digits", calib_split: str = "train", calib_n: int | None = 1000,
@@ -107,22 +112,24 @@ class SafeSpotOOD(ThresholdDetector):
         super().__init__(tpr, threshold, dataset, calib_split, calib_n, data_dir)
         if not 0 <= mu <= 1:
             raise UsageError(f"safe_spot_ood: mu must be in [0, 1], got {mu}")
-        spot = spot.build() if isinstance(spot, Part) else spot
+        budget = {"norm": norm, "eps": eps, "delta": delta}
+        if isinstance(spot, Part):  # the part's name and keywords: built here with the detector's budget
+            given = sorted(set(budget) & set(spot.defaults))
+            if given:
+                raise UsageError(f"safe_spot_ood: the budget is the detector's; set safe_spot_ood.{given[0]}, "
+                                 f"not spot.{given[0]}")
+            spot = spot.build(**budget)
         adversary = adversary.build() if isinstance(adversary, Part) else adversary
         if not isinstance(spot, SafeSpot) or not isinstance(adversary, PGD):
             raise UsageError("safe_spot_ood: spot must be a safe_spot search and adversary a PGD attack")
-        budget = {"norm": norm, "eps": eps, "delta": delta}
-        given = sorted(set(budget) & set(DEFENSES.built_with(spot)))
-        if given:
-            raise UsageError(f"safe_spot_ood: the budget is the detector's; set safe_spot_ood.{given[0]}, not spot.{given[0]}")
         self.mu, self.adv_term = float(mu), adv_term
-        self.spot = DEFENSES.rebuild(spot, **budget)
+        self.spot = spot
         self.norm, self.eps, self.delta = self.spot.norm, self.spot.eps, self.spot.delta
         self.adversary = adversary
-        adversary.set_budget(self.norm, self.eps)
 
     def describe(self) -> dict:
-        return {**super().describe(), "spot": self.spot.describe(), "adversary": self.adversary.describe()}
+        return {**super().describe(), "spot": self.spot.describe(),
+                "adversary": self.adversary.describe(Budget(self.norm, self.eps))}
 
     def _score(self, model, x):
         return safe_spot_score(model, x, self.spot, self.adversary, self.mu, self.adv_term)

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from attacks.pgd import PGD
+from harness.core.budget import Budget
 
 from ..safe_spot import SafeSpot
 
@@ -25,14 +26,14 @@ def msp(model, x: torch.Tensor, batch: int = BATCH) -> torch.Tensor:
 
 def safe_spot_parts(model, x: torch.Tensor, spot: SafeSpot, adv: PGD) -> dict:
     """For a batch: c(x_o), C(x_o), the safe spot x_s* (``spot``, towards c(x_o)), the adversarial example x_a* of
-    x_s* (``adv`` UP CE(., c(x_o)) within B_eps(x_s*)) and C(x_a*)."""
+    x_s* (``adv`` UP CE(., c(x_o)) within B_eps(x_s*), the spot's norm and eps) and C(x_a*)."""
     x = x.detach()
     with torch.no_grad():
         p0 = F.softmax(model(x), 1)
     c = p0.argmax(1)
     with torch.enable_grad():  # the searches differentiate even when called under no_grad (classify)
         x_s = spot.robustify(model, x, c)
-        x_a = adv.iterate(model, x_s, c, None)
+        x_a = adv.iterate(model, x_s, c, Budget(spot.norm, spot.eps), None)
     with torch.no_grad():
         pa = F.softmax(model(x_a), 1)
     return {"c": c, "p0": p0, "x_s": x_s, "x_a": x_a, "pa": pa}

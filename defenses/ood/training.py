@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from attacks.pgd import PGD
+from harness.core.budget import Budget
 from harness.core.errors import UsageError
 from harness.core.resume import Stateful
 from harness.core.training import train_epochs
@@ -107,7 +108,7 @@ def train_ood(model: nn.Module, x_in: torch.Tensor, y_in: torch.Tensor, x_out: t
         raise UsageError("Outlier Exposure needs outliers")
     device = next(model.parameters()).device
     delta = eps if delta is None else delta
-    attack = PGD(norm=norm, eps=eps, steps=steps, alpha=alpha, early_stop=False)
+    attack, budget = PGD(steps=steps, alpha=alpha, early_stop=False), Budget(norm, eps)
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
@@ -117,7 +118,7 @@ def train_ood(model: nn.Module, x_in: torch.Tensor, y_in: torch.Tensor, x_out: t
 
     def spot_adversarial(xb, yb):  # x_a* of section 3.5: S-FGSM/S-PGD towards yb, then PGD up CE(., yb)
         x_s = search(model, xb, yb, search_method, norm, delta, search_steps, None, True)
-        return attack.iterate(model, x_s, yb, None)
+        return attack.iterate(model, x_s, yb, budget, None)
 
     def step(idx):
         xb, yb = x_in[idx].to(device), y_in[idx].to(device)

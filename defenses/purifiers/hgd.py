@@ -25,6 +25,7 @@ from typing import Literal
 import torch
 
 from attacks.pgd import PGD
+from harness.core.budget import Budget
 from harness.core.registry import DEFENSES
 
 from .networks import HGD_PAPER, UNetDenoiser
@@ -77,11 +78,11 @@ def _pool(ctx: Context, x: torch.Tensor, y: torch.Tensor):
                 if sel.numel() == 0:
                     continue
                 fgsm = name == "fgsm"  # one step of eps from x; else PGD-K from a random start, step eps/4
-                attack = PGD(norm="linf", eps=eps, steps=1 if fgsm else cfg["pool_pgd_steps"],
-                             alpha=eps if fgsm else None, random_start=not fgsm, early_stop=False)
+                attack = PGD(steps=1 if fgsm else cfg["pool_pgd_steps"], alpha=eps if fgsm else None,
+                             random_start=not fgsm, early_stop=False)
                 for i in range(0, sel.numel(), 512):
                     s = sel[i:i + 512].to(x.device)
-                    x_adv[s] = attack.iterate(ctx.target, x[s], y[s], None)
+                    x_adv[s] = attack.iterate(ctx.target, x[s], y[s], Budget("linf", eps), None)
         out_x.append(x_adv)
         out_c.append(x)
         out_y.append(y)
@@ -94,8 +95,8 @@ def _craft(ctx: Context, x_in: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -
         return x_in
 
     full = torch.nn.Sequential(_Clamped(ctx.net), ctx.target)
-    attack = PGD(norm="linf", eps=ctx.cfg["train_eps"], steps=ctx.cfg["full_steps"], early_stop=False)
-    return attack.iterate(full, x, y, None)
+    attack = PGD(steps=ctx.cfg["full_steps"], early_stop=False)
+    return attack.iterate(full, x, y, Budget("linf", ctx.cfg["train_eps"]), None)
 
 
 class _Clamped(torch.nn.Module):

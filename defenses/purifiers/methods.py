@@ -1,15 +1,17 @@
-"""The table of purifier methods (``defenses.purifiers.training``): each method module (``hgd``, ``nrp``, ``jatp``,
-and ``defenses.magnet``) registers a ``Method`` in ``METHODS``: its network, crafting, loss, defaults and paper
-settings."""
+"""The purifier methods (``defenses.purifiers.training``): each method module (``hgd``, ``nrp``, ``jatp``, and
+``defenses.magnet``) registers a ``Method`` (its network, crafting, loss, defaults and paper settings) in the core
+registry ``PURIFIERS`` (``harness list purifiers``; third parties through the entry point group
+``harness.purifiers``).  ``METHODS`` reads that registry as a mapping."""
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
 from torch import nn
 
-from harness.core.errors import UsageError
+from harness.core.registry import PURIFIERS
 
 
 @dataclass
@@ -34,19 +36,38 @@ class Method:
     feature_net: bool = False  # trains against a fixed feature network (NRP's VGG role), by default ``standard_model``
 
 
-METHODS: dict[str, Method] = {}
-
-
 def register_method(method: Method) -> Method:
-    METHODS[method.name] = method
+    """Register ``method`` in the core registry under its name (its factory hands back the method itself)."""
+
+    def factory() -> Method:
+        return method
+
+    PURIFIERS.register(method.name, f"training method of the {method.name} purifier: network, crafted inputs, "
+                                    f"loss (harness train --defense {method.name})")(factory)
     return method
 
 
 def get_method(name: str) -> Method:
+    """The registered method ``name`` (a UsageError with the closest names otherwise)."""
+    return PURIFIERS.create(name)
 
-    if name not in METHODS:
-        raise UsageError(f"unknown purifier {name!r}; one of {', '.join(sorted(METHODS))}")
-    return METHODS[name]
+
+class _Methods(Mapping):
+    """The registered methods, name -> ``Method`` (read from ``PURIFIERS``; no table of its own)."""
+
+    def __getitem__(self, name: str) -> Method:
+        if name not in PURIFIERS:
+            raise KeyError(name)
+        return PURIFIERS.create(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(PURIFIERS.list())
+
+    def __len__(self) -> int:
+        return len(PURIFIERS.list())
+
+
+METHODS: Mapping[str, Method] = _Methods()
 
 
 def presets() -> dict[str, dict[str, dict]]:

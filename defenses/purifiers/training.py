@@ -154,6 +154,7 @@ class PurifierDefense(Preprocessor):
     """
 
     trains_for_target = True  # harness train --defense NAME --target-model M: train_for_target
+    receives = ("dataset", "data_dir", "quiet", "target")  # the run's (harness.core.defense.RunContext)
 
     @classmethod
     def train_for_target(cls, name: str, out: str | Path, *, target: str | None, arch: str | None, dataset: str,

@@ -17,6 +17,7 @@ SPEC_FLAGS = ("defense", "attack", "model", "arch", "model_arg", "weights", "nor
 
 def spec_from_args(args):
     """The ``RunSpec`` of ``harness run``'s arguments (every name and --set value checked here)."""
+    from harness.assembly import refuse_budget_sets
     from harness.build import plugin_specs
     from harness.config import Overrides, parse_eps_list, parse_instances
     from harness.core.registry import ATTACKS, DATASETS, DEFENSES, MODELS
@@ -28,6 +29,7 @@ def spec_from_args(args):
     overrides = Overrides(args.set)
     defenses = parse_instances(DEFENSES, args.defense or ["none"], "--defense")
     attacks = parse_instances(ATTACKS, args.attack or ["pgd_linf"], "--attack")
+    refuse_budget_sets(overrides.raw, attacks)
     if args.model is not None and not is_factory_ref(args.model):
         from harness.assembly import check_model
 

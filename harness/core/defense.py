@@ -12,19 +12,61 @@ detectors); ``SoftSmoothed`` is the white-box surface of a smoothing ``Wrapper``
 from __future__ import annotations
 
 import math
-from typing import ClassVar
+from dataclasses import asdict, dataclass
+from typing import ClassVar, Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .errors import UsageError
+
 ABSTAIN = -1
 
 
+class Certifying(Protocol):
+    """What ``harness certify`` calls on ``Defense.certifying_part()``: Cohen et al.'s CERTIFY, (prediction, L2
+    radius) per image, (-1, 0) for an abstention (``defenses.smoothing.Smoothing``)."""
+
+    def certify(self, model: nn.Module, x: torch.Tensor, n0: int | None = None, n: int | None = None,
+                alpha: float | None = None, batch: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        ...
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What a defense that trains or calibrates on first use may learn from the run, unless ``--set`` gives it.
+
+    ``dataset``: the run's dataset; ``data_dir``: where its files lie; ``quiet``: no progress bars; ``target``: the
+    zoo model the defense will stand in front of (a purifier trains for it), None when the run's model is no zoo
+    model.  A defense declares which of these its parameters of the same names receive (``Defense.receives``)."""
+
+    dataset: str = "digits"
+    data_dir: str | None = None
+    quiet: bool = True
+    target: str | None = None
+
+    def for_defense(self, receives: tuple[str, ...]) -> dict:
+        """The known facts (not None) among ``receives``, as keyword arguments."""
+        return {k: v for k, v in asdict(self).items() if k in receives and v is not None}
+
+
 class Defense:
-    kind: ClassVar[str] = "none"
+    """No defense (the ``none`` kind), and what every kind answers."""
+
+    kind: ClassVar[str] = "none"  # a name for reports; the engine asks the methods and capabilities below
     threats: ClassVar[tuple[str, ...]] = ("white-box",)
+    # The threat model of an attack that asks for none (``Attack.threat``): white-box, grey-box for a preemptive one.
+    default_threat: ClassVar[str] = "white-box"
     randomized: ClassVar[bool] = False
+    # ``classify`` may reject an input (-1) as a detector does: a rejection then counts as not defended, and the
+    # verdict carries the reading where it counts as defended (``harness.threat``).
+    rejects: ClassVar[bool] = False
+
+    def threat_for(self, threat: str) -> str:
+        """The threat model ``threat`` runs under against this defense.  With no defense every threat model
+        applies, and knowing the defense changes nothing (oblivious is white-box)."""
+        return "white-box" if threat == "oblivious" else threat
 
     def prepare(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return x
@@ -57,19 +99,44 @@ class Defense:
     # defense itself, the name of a part (``preempt_smooth``: its ``smoothing``), None: none.
     certifier: ClassVar[str | None] = None
 
-    def certifying_part(self) -> "Defense":
+    def certifying_part(self) -> Certifying:
         """The (part of the) defense whose ``certify(model, x, n0=, n=, alpha=)`` ``harness certify`` calls."""
         if self.certifier is None:
             raise NotImplementedError(f"{type(self).__name__} certifies nothing")
         return getattr(self, self.certifier) if self.certifier else self
 
+    # The parameters that take the run's facts (``RunContext``: dataset, data_dir, quiet, target) unless --set
+    # gives them.
+    receives: ClassVar[tuple[str, ...]] = ()
+    # The parameters that take the run's budget unless ``--set`` gives them: "norm" its norm, "eps" and "delta" its
+    # eps (preempt: delta = eps).  The engine builds such a defense once per budget of a several-eps run
+    # (``harness.lineup``); a defense that declares none is built once and serves every budget.
+    follows_budget: ClassVar[tuple[str, ...]] = ()
+
     def describe(self) -> dict:
-        """The resolved parameters (for run.json and the config hash); a part's own, nested under its name."""
-        return {k: v.describe() if isinstance(v, Defense) else v for k, v in vars(self).items()
-                if not k.startswith("_") and isinstance(v, (int, float, str, bool, type(None), Defense))}
+        """The resolved parameters (for run.json and the config hash); a part's own, nested under its name; the name
+        the defense is registered under."""
+        from .registry import DEFENSES
+
+        out = {k: v.describe() if isinstance(v, Defense) else v for k, v in vars(self).items()
+               if not k.startswith("_") and isinstance(v, (int, float, str, bool, type(None), Defense))}
+        name = DEFENSES.name_of(self)
+        if name is not None:
+            out["registry_name"] = name
+        return out
 
 
-class Preemptive(Defense):
+class Kind(Defense):
+    """What the four kinds share: a threat model applies only if the kind lists it in ``threats``."""
+
+    def threat_for(self, threat: str) -> str:
+        if threat not in self.threats:
+            raise UsageError(f"threat {threat!r} does not apply to the {self.kind} defense; use one of "
+                             f"{', '.join(self.threats)}")
+        return threat
+
+
+class Preemptive(Kind):
     """Acts before the attacker: ``robustify(model, x_o) -> x_r`` with ||x_r - x_o|| <= delta; x_o is discarded.
 
     Grey-box attackers treat x_r as the original (their ball is B_eps(x_r)); white-box attackers must land
@@ -78,6 +145,7 @@ class Preemptive(Defense):
 
     kind = "preemptive"
     threats = ("grey-box", "white-box")
+    default_threat = "grey-box"
     norm: str = "linf"
     delta: float = 0.0
     label: str = "pred"  # "pred": robustify towards c(x_o) (no ground truth needed); "true": the ground truth
@@ -99,7 +167,7 @@ class Preemptive(Defense):
         return model(x).argmax(1) if y is None else y
 
 
-class Preprocessor(Defense, nn.Module):
+class Preprocessor(Kind, nn.Module):
     """Acts after the attacker, in front of the classifier: the defended model is ``model(P(x))``.
 
     Oblivious attackers attack the bare classifier; white-box attackers differentiate through P
@@ -133,7 +201,7 @@ class Preprocessor(Defense, nn.Module):
         return model if threat == "oblivious" else nn.Sequential(self, model)
 
 
-class Wrapper(Defense):
+class Wrapper(Kind):
     """Replaces the classifier's decision rule (randomized smoothing): ``classify`` may abstain (-1)."""
 
     kind = "wrapper"
@@ -173,11 +241,12 @@ class SoftSmoothed(nn.Module):
         return soft_log_prob(self.base, x, self.sigma, self.m)
 
 
-class Detector(Defense):
+class Detector(Kind):
     """Scores inputs beside the classifier and rejects some: ``score`` is higher for in-distribution inputs."""
 
     kind = "detector"
     threats = ("oblivious", "white-box")
+    rejects = True
 
     def score(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError

@@ -4,12 +4,14 @@ Modelled on timm's registry.  Each entry is a factory (a class or a function) wi
 its typed keyword parameters are read from the signature, so ``harness list`` can show them and
 ``--set key=value`` can convert strings to the right type.  Every plugin, the built-ins included, is declared by
 name in an entry point of the group ``harness.<kind>`` (``harness.datasets``, ``harness.models``, ``harness.zoo``,
-``harness.attacks``, ``harness.defenses``, ``harness.recipes``; ``harness.core.entry_points``): a registry
+``harness.attacks``, ``harness.defenses``, ``harness.recipes``, ``harness.purifiers``; ``harness.core.entry_points``): a registry
 imports a plugin's module the first time the plugin is asked for, and ``list`` imports them all.
 
 Composition: a parameter whose default is a ``Part`` holds another plugin (preempt_smooth holds a ``smoothing``).
 ``create`` builds the part from the keys under its name (``smoothing.sigma=0.25``, any depth) and hands the
-factory the built object; on the command line the path starts with the plugin's name
+factory the built object, or, where the parameter is annotated ``Part``, the resolved part (its registered name and
+keywords: ``Part.build(**changes)`` builds it, and variants of it, as the factory needs: BPDA's inner attack
+without early stop); on the command line the path starts with the plugin's name
 (``--set preempt_smooth.smoothing.sigma=0.25``).  ``Entry.tree()`` lists every parameter path of a plugin.
 """
 from __future__ import annotations
@@ -36,11 +38,16 @@ class Part:
     def __repr__(self) -> str:
         return f"Part({self.kind!r}, {self.name!r}{''.join(f', {k}={v!r}' for k, v in self.defaults.items())})"
 
+    def takes(self, param: str) -> bool:
+        """Whether the plugin this part names takes ``param`` (BPDA: whether its inner attack has ``early_stop``)."""
+        return param in REGISTRIES[self.kind].get(self.name).params
+
     def build(self, name: str | None = None, **kwargs) -> Any:
         """The part ``name`` (default: this one's) with ``kwargs`` over the defaults that it takes."""
         registry = REGISTRIES[self.kind]
         entry = registry.get(name or self.name)
-        return registry.create(entry.name, **{**{k: v for k, v in self.defaults.items() if k in entry.params}, **kwargs})
+        defaults = {k: v for k, v in self.defaults.items() if k.partition(".")[0] in entry.params}
+        return registry.create(entry.name, **{**defaults, **kwargs})
 
 
 @dataclass(frozen=True)
@@ -209,28 +216,13 @@ class Registry:
         unknown = [k for k in kwargs if k not in entry.params and not _accepts_var_kw(entry.factory)]
         if unknown:
             raise UsageError(f"{name} has no parameter {unknown[0]!r}; it takes: {', '.join(entry.params) or 'none'}")
-        obj = entry.factory(**kwargs)
-        if hasattr(obj, "__dict__") and not isinstance(obj, type):
-            try:
-                obj.registry_name = name
-                obj._registry_kwargs = dict(kwargs)  # what it was built with: ``rebuild`` makes a variant
-            except AttributeError:
-                pass
-        return obj
+        return entry.factory(**kwargs)
 
-    def takes(self, obj: Any, param: str) -> bool:
-        """Whether the factory that built ``obj`` takes ``param`` (False for an object this registry did not build)."""
-        return hasattr(obj, "_registry_kwargs") and param in self.get(obj.registry_name).params
-
-    def built_with(self, obj: Any) -> dict:
-        """The keyword arguments ``create`` built ``obj`` with (empty for an object built otherwise)."""
-        return dict(getattr(obj, "_registry_kwargs", {}))
-
-    def rebuild(self, obj: Any, **changes) -> Any:
-        """Another ``obj`` as ``create`` built it, with ``changes`` (BPDA's inner attack without early stop)."""
-        if not hasattr(obj, "_registry_kwargs"):
-            raise UsageError(f"{type(obj).__name__} was not built by the {self.kind} registry; build it with create()")
-        return self.create(obj.registry_name, **{**obj._registry_kwargs, **changes})
+    def name_of(self, obj: Any) -> str | None:
+        """The name the class of ``obj`` is registered under (None: not registered here, or under several names).
+        A run keeps the (label, name, keyword arguments) of what it builds itself; this is for describing parts."""
+        names = [n for n, e in self._entries.items() if e.factory is type(obj)]
+        return names[0] if len(names) == 1 else None
 
     def list(self, pattern: str = "*") -> list[str]:
         self.load_all()
@@ -267,7 +259,13 @@ def _build_parts(entry: Entry, kwargs: dict) -> dict:
             if sub:
                 raise UsageError(f"{entry.name}.{p.name} is given built; it takes no {next(iter(sub))!r}")
             continue
-        out[p.name] = p.part.build(given.name if isinstance(given, Part) else given, **sub)
+        name = given.name if isinstance(given, Part) else given
+        if p.type is Part:  # the factory asks for the resolved part (a name and its keywords) and builds it itself
+            entry_kind = REGISTRIES[p.part.kind].get(name or p.part.name)
+            defaults = {k: v for k, v in p.part.defaults.items() if k.partition(".")[0] in entry_kind.params}
+            out[p.name] = Part(p.part.kind, entry_kind.name, **{**defaults, **sub})
+        else:
+            out[p.name] = p.part.build(name, **sub)
     return out
 
 
@@ -296,6 +294,7 @@ MODELS = Registry("models")
 ATTACKS = Registry("attacks")
 DEFENSES = Registry("defenses")
 RECIPES = Registry("recipes")
+PURIFIERS = Registry("purifiers")  # the training methods of the purifier defenses (defenses.purifiers.methods)
 ZOO = Registry("zoo")
 REGISTRIES = {"datasets": DATASETS, "models": MODELS, "zoo": ZOO, "attacks": ATTACKS, "defenses": DEFENSES,
-              "recipes": RECIPES}
+              "recipes": RECIPES, "purifiers": PURIFIERS}

@@ -69,6 +69,7 @@ def cmd_images(args) -> int:
 
     from harness.build import build
     from harness.commands.run import spec_from_options
+    from harness.core.budget import Budget
     from harness.core.geometry import flat_norm
     from harness.core.progress import set_quiet
 
@@ -82,8 +83,10 @@ def cmd_images(args) -> int:
                "subset": "first", "eps": [args.eps] if args.eps is not None else None, "norm": args.norm,
                "seed": args.seed, "device": args.device, "set": args.set}
     run = build(spec_from_options(options))  # the run's own assembly: the same model, data, plugins and seeds
-    [(dname, defense)], [(aname, attack)] = run.defenses, run.attacks
+    [(dname, entrant)], [(aname, attack)] = run.defenses, run.attacks
     model, model_name, data, device, norm, eps = run.model, run.model_name, run.data, run.device, run.norm, run.eps_list[0]
+    budget = Budget(norm, eps)
+    defense = entrant.at(budget)
     for p in model.parameters():
         p.requires_grad_(False)
     if isinstance(defense, torch.nn.Module):
@@ -94,14 +97,14 @@ def cmd_images(args) -> int:
     pred_r = defense.classify(model, x_r)
     torch.manual_seed(cell_seed(args.seed, run.identities[dname], run.identities[aname], 0))
     keep = _Keep(attack)
-    run_cell(defense, model, keep, resolve_threat(defense, attack), x, x_r, y, pred_r == y)
+    run_cell(defense, model, keep, resolve_threat(defense, attack), budget, x, x_r, y, pred_r == y)
     x_adv = x_r.clone()
     if keep.images is not None:
         x_adv[(pred_r == y).nonzero().flatten()] = keep.images.to(x_adv)
     attacked = pred_r == y
     with torch.no_grad():
         pred_adv = defense.classify(model, x_adv)
-    inside, dist = within_budget(x_adv, x, attack.norm, attack.eps)
+    inside, dist = within_budget(x_adv, x, budget.norm, budget.eps)
     notes = [f"dist {float(d):.2f}" + ("" if ok else " > $\\epsilon$") if a else "not attacked"
              for d, ok, a in zip(dist, inside, attacked)]
     norm_text = NORM_TEXT.get(norm, norm)
