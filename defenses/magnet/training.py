@@ -30,7 +30,7 @@ def _loss(ctx: Context, x_noisy: torch.Tensor, x: torch.Tensor, y: torch.Tensor)
 
 METHOD = register_method(Method(
     "magnet", build=lambda c, cfg: MagNetAutoencoder(c, cfg["structure"], cfg["activation"]), defaults=DEFAULTS,
-    paper=PAPER, craft=_craft, loss=_loss))
+    paper=PAPER, craft=_craft, loss=_loss), __name__)
 
 
 class NoTarget(nn.Module):

@@ -116,7 +116,7 @@ def _loss(ctx: Context, x_adv: torch.Tensor, x: torch.Tensor, y: torch.Tensor):
 METHOD = register_method(Method(
     "hgd", build=lambda c, cfg: UNetDenoiser(c, cfg["enc_channels"], cfg["enc_blocks"], cfg["dec_channels"],
                                              cfg["dec_blocks"]),
-    defaults=DEFAULTS, paper=PAPER, craft=_craft, loss=_loss, pool=_pool))
+    defaults=DEFAULTS, paper=PAPER, craft=_craft, loss=_loss, pool=_pool), __name__)
 
 
 @DEFENSES.register("hgd", "HGD denoiser (Liao et al. 2018): U-Net, x + D(x), trained with the L1 loss on the target's features")

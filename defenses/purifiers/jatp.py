@@ -119,7 +119,7 @@ def _loss(ctx: Context, x_adv: torch.Tensor, x: torch.Tensor, y: torch.Tensor):
 
 METHOD = register_method(Method(
     "jatp", build=lambda c, cfg: RRDBNet(c, cfg["nf"], cfg["nb"], cfg["gc"]), defaults=DEFAULTS, paper=PAPER,
-    craft=_craft, loss=_loss))
+    craft=_craft, loss=_loss), __name__)
 
 
 @DEFENSES.register("jatp", "JATP purifier (Zhou et al. 2021): RRDB P jointly trained on full adversarial examples (eqs. 5-10)")

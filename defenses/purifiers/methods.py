@@ -36,11 +36,14 @@ class Method:
     feature_net: bool = False  # trains against a fixed feature network (NRP's VGG role), by default ``standard_model``
 
 
-def register_method(method: Method) -> Method:
-    """Register ``method`` in the core registry under its name (its factory hands back the method itself)."""
+def register_method(method: Method, module: str) -> Method:
+    """Register ``method`` in the core registry under its name (its factory hands back the method itself);
+    ``module``: the module that defines it (``__name__``), the one its entry point names."""
 
     def factory() -> Method:
         return method
+
+    factory.__module__ = module
 
     PURIFIERS.register(method.name, f"training method of the {method.name} purifier: network, crafted inputs, "
                                     f"loss (harness train --defense {method.name})")(factory)

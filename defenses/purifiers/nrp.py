@@ -80,7 +80,7 @@ def _loss(ctx: Context, x_adv: torch.Tensor, x: torch.Tensor, y: torch.Tensor):
 
 METHOD = register_method(Method(
     "nrp", build=lambda c, cfg: RRDBNet(c, cfg["nf"], cfg["nb"], cfg["gc"]), defaults=DEFAULTS, paper=PAPER,
-    craft=_craft, loss=_loss, feature_net=True))
+    craft=_craft, loss=_loss, feature_net=True), __name__)
 
 
 @DEFENSES.register("nrp", "NRP purifier (Naseer et al. 2020): RRDB P trained self-supervised on SSP feature-distortion examples")
