@@ -180,6 +180,7 @@ def cmd_certify(args, argv: list[str]) -> int:
     from tqdm import tqdm
 
     from harness.core.budget import Budget
+    from harness.core.defense import Preemptive
     from harness.core.errors import UsageError
     from harness.core.registry import DEFENSES
 
@@ -234,7 +235,7 @@ def cmd_certify(args, argv: list[str]) -> int:
     out = Path(args.out or Path("runs") / f"certify-{config_hash}")
     probe_writable(out)  # a trial write, before any work: os.access says yes under /proc or on a read-only mount
     x, y = data.x[idx], data.y[idx]
-    if defense.kind == "preemptive":  # certify x_r (preemptive paper, Table 7)
+    if isinstance(defense, Preemptive):  # certify x_r (preemptive paper, Table 7)
         with tqdm(total=len(idx), desc="robustify", disable=args.quiet, leave=False) as bar:
             x = robustify_dataset(defense, model, x, y, batch_size=args.batch_size or 100, seed=args.seed,
                                   device=device, progress=bar.update)

@@ -265,7 +265,7 @@ def final_rows(results: list[DefenseResult], meta: dict, gradients: dict[str, st
 
 def csv_columns(results: list[DefenseResult], rows: list[dict]) -> list[str]:
     """results.csv's columns: the contract's, then those that apply to this run (detector, certifier, flags)."""
-    detector = any(res.kind == "detector" for res in results)
+    detector = any("robust_reject_defended" in c.verdict.extra for res in results for c in res.cells)
     certified = any(c.certifies for res in results for c in res.cells)
     flagged = any(r.get("flags") for r in rows)
     return COLUMNS + EXTRA_COLUMNS + (DETECTOR_COLUMNS if detector else []) + (CERTIFIED_COLUMNS if certified else []) \
