@@ -16,10 +16,13 @@ from typing import Any
 
 import torch
 
+from harness.core.attack import Attack
+from harness.core.defense import Defense
 from harness.core.errors import UsageError
 from harness.core.progress import is_quiet, set_quiet
 from harness.core.registry import ATTACKS, DEFENSES, Registry
 
+from .build import PYTHON
 from .data.base import ImageSet
 from .results import Results, load_results
 from .spec import DataRef, ModelRef, PluginSpec, RunSpec
@@ -42,7 +45,9 @@ def evaluate(model: torch.nn.Module | str | None, data: Any = "digits", *,
     ``data``: a dataset name (``"digits"``, ``"mnist"`` with ``data_dir``), a path (.npz, .pt, image folder),
     ``(x, y)`` tensors or numpy arrays in [0, 1] (``scale=255`` for uint8), a ``Dataset`` or ``DataLoader``, or an
     ``ImageSet``.  ``defenses`` / ``attacks``: names (``"pgd_linf"``, ``"dlr=pgd_linf"``), ``(name, params)`` pairs
-    (``("pgd_linf", {"steps": 50})``), ``(label, name, params)`` triples.  ``eps``: one budget or several.
+    (``("pgd_linf", {"steps": 50})``), ``(label, name, params)`` triples, or objects that satisfy the contracts (a
+    ``harness.core.attack.Attack`` / ``harness.core.defense.Defense``, alone or as ``(label, object)``; such a run
+    is not rebuildable from its run.json).  ``eps``: one budget or several.
     ``n``: a seeded class-stratified draw of n samples (``subset="first"``: the first n).  ``out``: also write
     the run folder there (``Results.save``).
     """
@@ -50,18 +55,19 @@ def evaluate(model: torch.nn.Module | str | None, data: Any = "digits", *,
     set_quiet(quiet)
     try:
         module = model if isinstance(model, torch.nn.Module) else None
+        objects: dict = {}
         ref = "<python>" if module is not None else model
         images = _data(data, scale)
         spec = RunSpec(
             ModelRef(ref, arch, tuple(sorted((model_args or {}).items())), weights, normalize),
             DataRef("<python>" if images is not None else str(data), split, data_dir, n, subset, 0, indices,
                     scale if images is None else None),
-            _plugins(DEFENSES, defenses), _plugins(ATTACKS, attacks), norm,
+            _plugins(DEFENSES, defenses, objects), _plugins(ATTACKS, attacks, objects), norm,
             None if eps is None else tuple(float(e) for e in ([eps] if isinstance(eps, (int, float)) else eps)),
             seed, device, precision, batch_size, passes, None, samples)
         from .build import build
 
-        results = build(spec, model=module, data=images).execute()
+        results = build(spec, model=module, data=images, objects=objects).execute()
         if out is not None:
             results.save(out)
         return results
@@ -104,13 +110,20 @@ def _data(data: Any, scale: float | None) -> ImageSet | None:
     raise UsageError(f"data must be a dataset name, a path, (x, y) arrays, a Dataset or a DataLoader; got {type(data).__name__}")
 
 
-def _plugins(registry: Registry, items: Iterable) -> tuple[PluginSpec, ...]:
+def _plugins(registry: Registry, items: Iterable, objects: dict) -> tuple[PluginSpec, ...]:
     """Names, ``LABEL=NAME``, ``(name, params)`` or ``(label, name, params)`` as ``PluginSpec``s, each name
-    checked and each parameter checked against the plugin's signature (parts by path: ``"inner.steps"``)."""
-    if isinstance(items, str) or (isinstance(items, tuple) and items and isinstance(items[-1], dict)):
+    checked and each parameter checked against the plugin's signature (parts by path: ``"inner.steps"``); an
+    ``Attack`` / ``Defense`` object (or ``(label, object)``) goes into ``objects`` under its label."""
+    if isinstance(items, (str, Attack, Defense)) or (isinstance(items, tuple) and items and isinstance(items[-1], dict)):
         items = [items]  # one plugin given alone
     out = []
     for item in items:
+        obj = item[1] if isinstance(item, tuple) and len(item) == 2 and isinstance(item[1], (Attack, Defense)) else item
+        if isinstance(obj, (Attack, Defense)):
+            label = item[0] if obj is not item else type(obj).__name__
+            objects[label] = obj
+            out.append(PluginSpec(f"{PYTHON}:{type(obj).__name__}", (), label))
+            continue
         if isinstance(item, str):
             label, _, name = item.partition("=")
             label, name, params = (label, name, {}) if name else (item, item, {})

@@ -161,14 +161,6 @@ def defense_context(args, data) -> RunContext:
     return RunContext(args.dataset, args.data_dir, args.quiet, name if args.arch is None and name in ZOO else None)
 
 
-def check_writable(out: Path) -> None:
-    probe = out if out.exists() else out.parent
-    while not probe.exists():
-        probe = probe.parent
-    if not os.access(probe, os.W_OK):
-        raise UsageError(f"--out {out}: folder is not writable")
-
-
 def device_name(device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)

@@ -20,15 +20,19 @@ from types import SimpleNamespace
 
 import torch
 
+from harness.core.attack import Attack
+from harness.core.budget import Budget
 from harness.core.errors import UsageError
 from harness.core.registry import ATTACKS, DATASETS, DEFENSES, MODELS
 
 from .data.base import ImageSet
 from .data.files import check_model_fits
 from .data.subset import fingerprint, indices_hash, select
+from .entrants import Entrant
 from .spec import PluginSpec, RunSpec
 
 UNHASHED = ("device", "fidelity_n", "samples")
+PYTHON = "<python>"  # what a spec names where an object was handed in from Python (not rebuildable from run.json)
 
 
 class SpecOverrides:
@@ -125,9 +129,10 @@ class Run:
                                 indices=self.indices)
 
 
-def build(spec: RunSpec, model: torch.nn.Module | None = None, data: ImageSet | None = None) -> Run:
-    """Assemble ``spec`` (with an ``nn.Module`` / ``ImageSet`` handed in from Python where it names ``"<python>"``)."""
-    from harness.core.budget import Budget
+def build(spec: RunSpec, model: torch.nn.Module | None = None, data: ImageSet | None = None,
+          objects: dict | None = None) -> Run:
+    """Assemble ``spec`` (with an ``nn.Module`` / ``ImageSet`` handed in from Python where it names ``"<python>"``,
+    and ``objects``: label -> a defense or attack object for the plugins it names ``"<python>:CLASS"``)."""
     from harness.core.defense import RunContext
 
     from .assembly import (build_attacks, build_defenses, defense_context, describe, pick_device, require_positive,
@@ -136,9 +141,15 @@ def build(spec: RunSpec, model: torch.nn.Module | None = None, data: ImageSet | 
     from .config import RunConfig
     from .precision import autocast_for
 
+    objects = objects or {}
+    given = {p.shown for p in (*spec.defenses, *spec.attacks) if p.name.startswith(PYTHON)}
+    if given - set(objects):
+        raise UsageError(f"{sorted(given - set(objects))[0]}: an object handed in from Python; pass it to build(objects=)")
     for p in spec.defenses:
-        DEFENSES.get(p.name)
-    attack_entries = [ATTACKS.get(p.name) for p in spec.attacks]
+        if p.shown not in objects:
+            DEFENSES.get(p.name)
+    attack_entries = [SimpleNamespace(declared=lambda cap, default=None, o=objects[p.shown]: getattr(o, cap, default))
+                      if p.shown in objects else ATTACKS.get(p.name) for p in spec.attacks]
     require_positive(n=spec.data.n, batch_size=None if spec.batch_size == "auto" else spec.batch_size,
                      passes=spec.passes)
     if spec.fidelity_n is not None and spec.fidelity_n < 0:
@@ -154,8 +165,19 @@ def build(spec: RunSpec, model: torch.nn.Module | None = None, data: ImageSet | 
     ctx_args = SimpleNamespace(dataset=spec.data.name, data_dir=spec.data.data_dir, quiet=_quiet(),
                                model=spec.model.ref if spec.model.ref != "<python>" else None, arch=spec.model.arch)
     context = defense_context(ctx_args, chosen) if data is None else RunContext(chosen.name, None, _quiet(), None)
-    defenses = build_defenses([(p.shown, p.name) for p in spec.defenses], overrides, norm, eps_list, context)
-    attacks = build_attacks([(p.shown, p.name) for p in spec.attacks], overrides, Budget(norm, eps_list[0]))
+    budgets = [Budget(norm, e) for e in eps_list]
+    defenses = dict(build_defenses([(p.shown, p.name) for p in spec.defenses if p.shown not in objects], overrides,
+                                   norm, eps_list, context))
+    attacks = dict(build_attacks([(p.shown, p.name) for p in spec.attacks if p.shown not in objects], overrides,
+                                 budgets[0]))
+    for label, obj in objects.items():
+        if isinstance(obj, Attack):
+            obj.supports(budgets[0])
+            attacks[label] = obj
+        else:
+            defenses[label] = Entrant.fixed(obj, budgets)
+    defenses = [(p.shown, defenses[p.shown]) for p in spec.defenses]
+    attacks = [(p.shown, attacks[p.shown]) for p in spec.attacks]
     if model is None:
         model, model_name = load_spec_model(spec, chosen, device)
     else:

@@ -175,3 +175,14 @@ def test_n_on_the_class_ordered_cifar_folder_spans_the_classes():
     assert len(set(y.tolist())) >= 8
     _, first = harness.load_data("cifar10", data_dir=str(shared), n=20, subset="first")
     assert len(set(first.tolist())) == 1  # what --n used to do: 20 airplanes
+
+
+def test_objects_that_satisfy_the_contracts_run_as_their_registered_names():
+    from harness.core.registry import ATTACKS, DEFENSES
+
+    by_name = harness.evaluate("digits_cnn_adv", "digits", defenses=["quantize"], attacks=["fgsm"], n=40)
+    by_object = harness.evaluate("digits_cnn_adv", "digits", defenses=[("quantize", DEFENSES.create("quantize"))],
+                                 attacks=[ATTACKS.create("fgsm")], n=40)
+    nums = lambda res: [(r["attack"] == "worst-case", r["clean_acc"], r["robust_acc"]) for r in res.rows]  # noqa: E731
+    assert nums(by_object) == nums(by_name) and 0 < float(by_name.robust_accuracy()) < 100
+    assert [r["attack"] for r in by_object.rows] == ["FGSM", "worst-case"]  # an object is shown by its class name

@@ -94,9 +94,9 @@ def cmd_run(args, argv) -> int:
     from harness.core.progress import is_quiet
 
     spec = spec_from_args(args)
+    check_out(Path(args.out or "runs"))  # before any work (the hash, and so the default folder, needs the build)
     run = build(spec)
     out = Path(args.out or Path("runs") / run.config_hash)
-    check_out(out)
     results = run.execute(argv)
     replaced = (out / "results.csv").exists()
     results.save(out)
@@ -108,8 +108,7 @@ def cmd_run(args, argv) -> int:
 
 
 def check_out(out: Path) -> None:
-    from harness.assembly import check_writable
+    """``--out`` is a folder this process can write into: tried by a write, before any work."""
+    from harness.writable import probe_writable
 
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} exists and is not a folder")
-    check_writable(out)
+    probe_writable(out)

@@ -39,7 +39,8 @@ def checkpointed(args, out: Path):
 
 
 def cmd_train(args) -> int:
-    from harness.assembly import build_arch, check_writable, pick_device
+    from harness.assembly import build_arch, pick_device
+    from harness.writable import probe_writable
     from harness.config import Overrides
     from harness.core.artifacts import atomic_save
     from harness.core.registry import RECIPES
@@ -62,7 +63,7 @@ def cmd_train(args) -> int:
     if args.model:
         model = load_checkpoint(model, args.model, arch)
     out = Path(args.out)
-    check_writable(out.parent if out.parent != Path("") else Path("."))
+    probe_writable(out.parent if out.parent != Path("") else Path("."), "--out")
     with checkpointed(args, out):
         model = fit(model.to(device), data.x, data.y, make_batch, epochs=args.epochs, lr=args.lr,
                     batch_size=args.batch_size, seed=args.seed, quiet=args.quiet, desc=f"train {arch} ({args.recipe})")
@@ -77,7 +78,8 @@ def cmd_train(args) -> int:
 
 def train_standalone(args) -> int:
     """``harness train --defense NAME``: a defense that learns from clean data alone says how (``train_to_file``)."""
-    from harness.assembly import check_writable, pick_device
+    from harness.assembly import pick_device
+    from harness.writable import probe_writable
     from harness.config import parse_sets
     from harness.core.registry import DEFENSES
 
@@ -90,7 +92,7 @@ def train_standalone(args) -> int:
     if args.epochs is not None and args.epochs <= 0:
         raise UsageError("--epochs must be positive")
     out = Path(args.out)
-    check_writable(out.parent if out.parent != Path("") else Path("."))
+    probe_writable(out.parent if out.parent != Path("") else Path("."), "--out")
     with checkpointed(args, out):
         use = factory.train_to_file(out, dataset=args.dataset, split=args.split, data_dir=args.data_dir,
                                     epochs=args.epochs, seed=args.seed, quiet=args.quiet, device=pick_device(args.device),
@@ -103,7 +105,8 @@ def train_standalone(args) -> int:
 def train_defense(args) -> int:
     """``harness train --defense NAME --target-model M``: what a defense learns for the classifier M (a purifier),
     saved for ``--set NAME.checkpoint=``; the defense's class says how (``train_for_target``)."""
-    from harness.assembly import check_writable, load_model, pick_device
+    from harness.assembly import load_model, pick_device
+    from harness.writable import probe_writable
     from harness.config import Overrides, parse_sets
     from harness.core.registry import DEFENSES
 
@@ -112,7 +115,7 @@ def train_defense(args) -> int:
         return train_standalone(args)
     device = pick_device(args.device)
     out = Path(args.out)
-    check_writable(out.parent if out.parent != Path("") else Path("."))
+    probe_writable(out.parent if out.parent != Path("") else Path("."), "--out")
     with checkpointed(args, out):
         use = entry.builds.train_for_target(
             args.defense, out, target=args.target_model, arch=args.arch, dataset=args.dataset, split=args.split,
