@@ -110,5 +110,8 @@ def test_certifiers_are_sound_by_default():
 
     net, x, _, _ = overshooting_case()
     y = torch.zeros(1, dtype=torch.long)
-    assert CertifyIBP(eps=EPS).run(net, x, y).extra["certified"].item() == 0.0
-    assert CertifyIBP(eps=EPS, sound=False).run(net, x, y).extra["certified"].item() == 1.0
+    from harness.core.budget import Budget
+
+    budget = Budget("linf", EPS)
+    assert CertifyIBP().run(net, x, y, budget).extra["certified"].item() == 0.0
+    assert CertifyIBP(sound=False).run(net, x, y, budget).extra["certified"].item() == 1.0
