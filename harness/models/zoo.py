@@ -63,7 +63,7 @@ SHIPPED = {
     "mnist_cnn": "f574304fc2ed44f6247506e807b64340af6502568c57988383e354bc295eeebf",
     "mnist_cnn_adv": "3d48d672a8279ffe4606fcc6414e3f92b82d7db5bc6922e199782d5160bdfed4",
     "mnist_cnn_adv_l2": "8c157bac11e5961b5385dc3e313b7e717f02c3346a52325cb51095debe6d392f",
-    "mnist_cnn_preempt": "b89b84863dc05ca95b9ff9c7ddadda53f86b3b7f1dbbf9e7da7e3de25cbb9717",
+    "mnist_cnn_preempt": "5f2202d67777d2ea56c9adecab32245c555978911ee3f385e4c14c58ef027048",
     "mnist_cnn_preempt_l2": "9415593460b495953391511d7e6d4740484a925c391112285cfcc6486a91ae37",
 }
 
@@ -189,6 +189,10 @@ for _recipe, _kw, _text in (("fgsm", {}, "FGSM-AT (Goodfellow et al. 2015; alpha
 # training to minutes.  Algorithm 2 (``preempt-robust``) trains on PGD examples of x_r, up to eps + delta = 2 eps
 # from x_o (0.6 Linf, 4.0 L2 here): with the ADV schedule (8 epochs, 3-epoch ramp) it reached only 94.9% clean /
 # 39.8% PGD-20 (Linf) and stayed at chance (L2) on 1,000 holdout images, so it ramps over 10 of 15 epochs.
+# Seed 1 for the Linf entry: from seed 0, Algorithm 2's training stayed at chance on the CPU that trained the shipped
+# weights (11.50% clean on test-holdout; training is not bit-reproducible across CPUs, and this one's rounding took
+# another path than the machine of the earlier tables, which reached 96.5% from seed 0); seed 1 reaches 97.6%.
+PREEMPT_SEED = {"linf": 1, "l2": 0}
 for _norm, _eps in (("linf", 0.3), ("l2", 2.0)):
     _sfx = "" if _norm == "linf" else "_l2"
     _kw = {"norm": _norm, "eps": _eps, "steps": 10, "ramp": 190}
@@ -199,7 +203,7 @@ for _norm, _eps in (("linf", 0.3), ("l2", 2.0)):
     zoo_entry(f"mnist_cnn_preempt{_sfx}", f"small CNN (width 16), preemptively robust training (Alg. 2; L=1, K=10, {_norm} "
                                           f"eps=delta={_eps}, ramped over 10 epochs, 15 epochs), MNIST test-train split",
               ZooSpec("mnist", "small_cnn", "preempt-robust", epochs=15, arch_kw={"image_size": 28, "width": 16},
-                      recipe_kw={**_kw, "ramp": 630}, split="test-train", lr=0.05))
+                      recipe_kw={**_kw, "ramp": 630}, split="test-train", lr=0.05, seed=PREEMPT_SEED[_norm]))
 zoo_entry("mnist_cnn", "small CNN (width 16), standard training (non-robust), MNIST test-train split: NRP's feature "
                        "extractor on MNIST",
           ZooSpec("mnist", "small_cnn", "standard", epochs=8, arch_kw={"image_size": 28, "width": 16},
