@@ -1,16 +1,12 @@
-"""The resolved run configuration: ``--set`` overrides, budgets, and the config hash."""
+"""The resolved run configuration (run.json's ``config``), ``--set`` overrides, labels and budgets; the config hash
+is ``harness.build.config_hash`` (over the run spec and the content it names)."""
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 from dataclasses import asdict, dataclass, field
 
 from harness.core.errors import UsageError
 from harness.core.registry import REGISTRIES, Registry, parse_number
-
-# Keys of the config that do not change the numbers and so stay out of the hash.
-UNHASHED = ("out", "quiet", "debug", "device", "data_dir")
 
 
 @dataclass
@@ -29,18 +25,10 @@ class RunConfig:
     split: str = "test"
     data_dir: str | None = None
     device: str = "auto"
-    out: str | None = None
-    quiet: bool = False
-    debug: bool = False
     extra: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         return asdict(self)
-
-    def hash(self) -> str:
-        """First 12 hex digits of SHA-256 over the canonical JSON of every setting that can change a number."""
-        d = {k: v for k, v in self.as_dict().items() if k not in UNHASHED}
-        return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 def parse_sets(pairs: list[str]) -> dict[str, str]:

@@ -7,7 +7,7 @@ import pytest
 import torch
 from scipy.stats import binomtest
 
-from harness.config import Overrides, RunConfig, parse_eps
+from harness.config import Overrides, parse_eps
 from harness.core.budget import Budget
 from harness.core.errors import DataError, UsageError
 from harness.core.registry import ATTACKS, Registry
@@ -61,11 +61,13 @@ def test_parse_eps():
 
 
 def test_config_hash_ignores_output_only_settings():
-    kw = dict(dataset="digits", model="m", arch=None, defenses=[], attacks=[], norm="linf", eps=0.1, n=10,
-              batch_size=5, seed=0, passes=1)
-    a, b = RunConfig(**kw, out="x", quiet=True), RunConfig(**kw, out="y", quiet=False)
-    assert a.hash() == b.hash()
-    assert RunConfig(**{**kw, "eps": 0.2}).hash() != a.hash()
+    from harness.build import config_hash
+    from harness.spec import RunSpec
+
+    a, b = RunSpec(eps=(0.1,), device="cpu"), RunSpec(eps=(0.1,), device="cuda", samples=False, fidelity_n=5)
+    assert config_hash(a, "m", "d") == config_hash(b, "m", "d")
+    assert config_hash(RunSpec(eps=(0.2,)), "m", "d") != config_hash(a, "m", "d")
+    assert config_hash(a, "other weights", "d") != config_hash(a, "m", "d") != config_hash(a, "m", "other data")
 
 
 @pytest.mark.parametrize("k,n", [(0, 10), (3, 10), (10, 10), (57, 120)])

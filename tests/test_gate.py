@@ -275,8 +275,8 @@ def test_results_sharing_no_cell_with_the_baseline_are_incomparable(tmp_path, ca
 
 
 def test_a_missing_cell_fails_and_a_run_folder_is_accepted(tmp_path, capsys):
-    b = write_run(tmp_path / "b", {"fgsm": [1] * 50, "pgd": [1] * 30 + [0] * 20}, [1] * 50)
-    r = write_run(tmp_path / "r", {"pgd": [1] * 30 + [0] * 20}, [1] * 50)
+    write_run(tmp_path / "b", {"fgsm": [1] * 50, "pgd": [1] * 30 + [0] * 20}, [1] * 50)
+    write_run(tmp_path / "r", {"pgd": [1] * 30 + [0] * 20}, [1] * 50)
     assert check("--baseline", tmp_path / "b", tmp_path / "r") == 3
     assert "MISSING" in capsys.readouterr().out
 

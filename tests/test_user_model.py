@@ -3,7 +3,6 @@ training-script / RobustBench layouts, and the outside normaliser."""
 from __future__ import annotations
 
 import sys
-import textwrap
 
 import pytest
 import torch

@@ -10,7 +10,6 @@ cells are kept and the next run resumes.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 from harness.core.errors import UsageError
 from harness.core.progress import bar
