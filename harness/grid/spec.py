@@ -25,6 +25,8 @@ from pathlib import Path
 
 from harness.core.errors import UsageError
 
+from .cell import Cell
+
 CELL_AXES = ("dataset", "model", "defense", "norm", "seed")  # and "set.KEY"
 RUN_LISTS = ("attack", "eps")  # shared by every cell: the lists of one run
 SETTINGS = {"n": int, "subset": str, "subset_seed": int, "indices": str, "batch_size": int, "passes": int,
@@ -32,32 +34,6 @@ SETTINGS = {"n": int, "subset": str, "subset_seed": int, "indices": str, "batch_
 GRID_KEYS = {"out": str, "ci": bool, "caption": str, "label": str, "decimals": int}  # and [labels]: display names
 FLAGS = ("n", "subset", "subset_seed", "indices", "batch_size", "passes", "split", "data_dir", "device",
          "arch")  # settings that are run options
-
-
-@dataclass
-class Cell:
-    id: str
-    spec: dict  # canonical: what the command line is made from (hashed)
-    options: dict  # the run's options (``harness run``'s flags by their argparse names): ``run_spec()`` builds it
-    labels: dict  # axis -> value as shown in the tables ("" for a set value left out)
-
-    def run_spec(self):
-        """The cell's ``RunSpec``: the same spec ``harness run`` with these options makes (no command line in between)."""
-        from harness.commands.run import spec_from_options
-
-        return spec_from_options(self.options)
-
-    @property
-    def command(self) -> str:
-        """The equivalent ``harness run`` command line, for people (dry runs, the cell's record)."""
-        flags = []
-        for key, value in self.options.items():
-            flag = "--" + key.replace("_", "-")
-            if value is True:
-                flags.append(flag)
-            for v in (value if isinstance(value, list) else [] if value in (None, False, True) else [value]):
-                flags += [flag, str(v)]
-        return "harness run " + " ".join(flags)
 
 
 @dataclass
