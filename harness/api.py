@@ -56,11 +56,11 @@ def evaluate(model: torch.nn.Module | str | None, data: Any = "digits", *,
     try:
         module = model if isinstance(model, torch.nn.Module) else None
         objects: dict = {}
-        ref = "<python>" if module is not None else model
+        ref = PYTHON if module is not None else model
         images = _data(data, scale)
         spec = RunSpec(
             ModelRef(ref, arch, tuple(sorted((model_args or {}).items())), weights, normalize),
-            DataRef("<python>" if images is not None else str(data), split, data_dir, n, subset, 0, indices,
+            DataRef(PYTHON if images is not None else str(data), split, data_dir, n, subset, 0, indices,
                     scale if images is None else None),
             _plugins(DEFENSES, defenses, objects), _plugins(ATTACKS, attacks, objects), norm,
             None if eps is None else tuple(float(e) for e in ([eps] if isinstance(eps, (int, float)) else eps)),

@@ -14,7 +14,7 @@ import datetime as dt
 import hashlib
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -23,6 +23,7 @@ import torch
 from harness.core.attack import Attack
 from harness.core.budget import Budget
 from harness.core.errors import UsageError
+from harness.core.progress import is_quiet
 from harness.core.registry import ATTACKS, DATASETS, DEFENSES, MODELS
 
 from .data.base import ImageSet
@@ -162,9 +163,9 @@ def build(spec: RunSpec, model: torch.nn.Module | None = None, data: ImageSet | 
     amp = autocast_for(spec.precision, device)
     torch.manual_seed(spec.seed)
     overrides = SpecOverrides(spec)
-    ctx_args = SimpleNamespace(dataset=spec.data.name, data_dir=spec.data.data_dir, quiet=_quiet(),
-                               model=spec.model.ref if spec.model.ref != "<python>" else None, arch=spec.model.arch)
-    context = defense_context(ctx_args, chosen) if data is None else RunContext(chosen.name, None, _quiet(), None)
+    ctx_args = SimpleNamespace(dataset=spec.data.name, data_dir=spec.data.data_dir, quiet=is_quiet(),
+                               model=spec.model.ref if spec.model.ref != PYTHON else None, arch=spec.model.arch)
+    context = defense_context(ctx_args, chosen) if data is None else RunContext(chosen.name, None, is_quiet(), None)
     budgets = [Budget(norm, e) for e in eps_list]
     defenses = dict(build_defenses([(p.shown, p.name) for p in spec.defenses if p.shown not in objects], overrides,
                                    norm, eps_list, context))
@@ -187,7 +188,7 @@ def build(spec: RunSpec, model: torch.nn.Module | None = None, data: ImageSet | 
                             else (spec.batch_size or 500, None))
     m_sha, d_fp = model_sha256(model), fingerprint(chosen)
     resolved = spec.replace(batch_size=batch_size, norm=norm, eps=tuple(eps_list),
-                            data=spec.data.__class__(**{**spec.data.__dict__, "n": None if rule == "all" else len(chosen)}))
+                            data=replace(spec.data, n=None if rule == "all" else len(chosen)))
     digest = config_hash(resolved, m_sha, d_fp)
     identities = {p.shown: p.identity for p in (*spec.defenses, *spec.attacks)}
     cfg = RunConfig(dataset=chosen.name, model=model_name, arch=spec.model.arch,
@@ -200,33 +201,22 @@ def build(spec: RunSpec, model: torch.nn.Module | None = None, data: ImageSet | 
                amp, batch_size, batching, m_sha, d_fp, digest, cfg.as_dict())
 
 
-def _quiet() -> bool:
-    from harness.core.progress import is_quiet
-
-    return is_quiet()
-
-
 def load_data(spec: RunSpec) -> ImageSet:
     """The dataset a spec names: a registered dataset, or a file / folder of the user's."""
-    d = spec.data
-    if d.name == "<python>":
-        raise UsageError("this spec's data was handed in from Python; pass it to build(spec, data=...)")
-    if d.name in DATASETS:
-        kw = dict(d.params)
-        if d.resize is not None or d.crop is not None:
-            kw.update({k: v for k, v in (("resize", d.resize), ("crop", d.crop)) if v is not None})
-        from .data import load
+    from .data import load
 
-        if kw:
-            return DATASETS.create(d.name, split=d.split or "test", data_dir=d.data_dir, download=False, **kw)
-        return load(d.name, d.split or "test", d.data_dir)
+    d = spec.data
+    if d.name == PYTHON:
+        raise UsageError("this spec's data was handed in from Python; pass it to build(spec, data=...)")
+    folder = {k: v for k, v in (("resize", d.resize), ("crop", d.crop)) if v is not None}  # image folders
+    if d.name in DATASETS:
+        return load(d.name, d.split or "test", d.data_dir, **dict(d.params), **folder)
     if os.path.isfile(d.name):
         from .data.files import load_file
 
         return load_file(d.name, scale=d.scale)
     if os.path.isdir(d.name):
-        return DATASETS.create("imagefolder", split=d.split or "test", data_dir=d.name, download=False,
-                               **{k: v for k, v in (("resize", d.resize), ("crop", d.crop)) if v is not None})
+        return load("imagefolder", d.split or "test", d.name, **folder)
     DATASETS.get(d.name)  # unknown: fails with the closest names
     raise AssertionError
 
@@ -237,32 +227,28 @@ def load_spec_model(spec: RunSpec, data: ImageSet, device) -> tuple[torch.nn.Mod
     from .models.user import is_factory_ref, load_factory
 
     m = spec.model
-    norm = None
+    if m.ref == PYTHON:
+        raise UsageError("this spec's model was handed in from Python; pass it to build(spec, model=...)")
+    wrap = None
     if m.normalize is not None:
         from .models.normalize import NormalizedModel, parse_normalize
 
-        norm = parse_normalize(m.normalize)
-    if m.ref == "<python>":
-        raise UsageError("this spec's model was handed in from Python; pass it to build(spec, model=...)")
+        mean, std = parse_normalize(m.normalize)
+        wrap = lambda net: NormalizedModel(net, mean, std)  # noqa: E731
     if m.ref is not None and is_factory_ref(m.ref):
         net = load_factory(m.ref, dict(m.args))
         name = type(net).__name__  # as harness.evaluate names a module handed in
-        if norm is not None:  # wrapped first: a checkpoint may carry the normaliser's stats too
-            net = NormalizedModel(net, *norm)
+        net = wrap(net) if wrap else net  # wrapped first: a checkpoint may carry the normaliser's stats too
         if m.weights is not None:
             from .models.checkpoint import load_weights
 
-            net = load_weights(net, m.weights)
-            name = Path(m.weights).stem
+            net, name = load_weights(net, m.weights), Path(m.weights).stem
         return net.to(device).eval(), name
-    else:
-        if m.args or m.weights:
-            raise UsageError("--model-arg and --weights go with --model FILE.py:FACTORY or package.module:FACTORY")
-        overrides = SimpleNamespace(for_plugin=lambda registry, name, label=None: dict(m.arch_params))
-        net, name = load_model(m.ref, m.arch, data, overrides, torch.device("cpu"), _quiet(), spec.data.data_dir)
-    if norm is not None:
-        net = NormalizedModel(net, *norm)
-    return net.to(device).eval(), name
+    if m.args or m.weights:
+        raise UsageError("--model-arg and --weights go with --model FILE.py:FACTORY or package.module:FACTORY")
+    overrides = SimpleNamespace(for_plugin=lambda registry, name, label=None: dict(m.arch_params))
+    net, name = load_model(m.ref, m.arch, data, overrides, torch.device("cpu"), is_quiet(), spec.data.data_dir)
+    return (wrap(net) if wrap else net).to(device).eval(), name
 
 
 def plugin_specs(instances: list[tuple[str, str]], registry, overrides) -> tuple[PluginSpec, ...]:

@@ -68,7 +68,8 @@ def spec_from_file(args):
     """``--from runs/<hash>/run.json``: the run that file records (its ``spec``), on this machine's device."""
     from harness.spec import RunSpec
 
-    given = [f for f in SPEC_FLAGS if getattr(args, f) not in (None, [], False, _DEFAULTS.get(f))]
+    defaults = run_defaults()
+    given = [f for f in SPEC_FLAGS if getattr(args, f) != defaults[f]]
     if given:
         raise UsageError(f"--from takes the whole run from its run.json; --{given[0].replace('_', '-')} cannot be "
                          "given with it (only --out, --device, --quiet)")
@@ -83,10 +84,6 @@ def spec_from_file(args):
         raise UsageError(f"--from {path}: this run.json records no run spec (written before specs existed)")
     spec = RunSpec.from_dict(info["spec"])
     return spec.replace(device=args.device) if args.device != "auto" else spec
-
-
-_DEFAULTS = {"seed": 0, "subset": "stratified", "subset_seed": 0, "precision": "fp32", "passes": 10,
-             "dataset": "digits"}
 
 
 def cmd_run(args, argv) -> int:
