@@ -23,6 +23,7 @@ from harness.core.progress import is_quiet, set_quiet
 from harness.core.registry import ATTACKS, DEFENSES, Registry
 
 from .build import PYTHON
+from .config import split_label
 from .data.base import ImageSet
 from .results import Results, load_results
 from .spec import DataRef, ModelRef, PluginSpec, RunSpec
@@ -125,8 +126,7 @@ def _plugins(registry: Registry, items: Iterable, objects: dict) -> tuple[Plugin
             out.append(PluginSpec(f"{PYTHON}:{type(obj).__name__}", (), label))
             continue
         if isinstance(item, str):
-            label, _, name = item.partition("=")
-            label, name, params = (label, name, {}) if name else (item, item, {})
+            (label, name), params = split_label(item), {}
         elif isinstance(item, tuple) and len(item) == 2:
             (name, params), label = item, item[0]
         elif isinstance(item, tuple) and len(item) == 3:
