@@ -1,4 +1,5 @@
-"""Preemptive image robustification (Moon, An & Song, AAAI 2022): Algorithm 1 and Algorithm 2.
+"""Preemptive image robustification (Moon, An & Song, AAAI 2022): Algorithm 1 (Algorithm 2, the training:
+``defenses.preempt_training``).
 
 The defender moves the clean image x_o to x_r in B_delta(x_o) ∩ [0,1] so that the T-step PGD adversarial
 examples of x_r (ball B_eps(x_r)) keep the label c(x_o): it minimises eq. (2),
@@ -39,14 +40,11 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from attacks.pgd import PGD
-from harness.core.budget import Budget
 from harness.core.defense import Preemptive
 from harness.core.errors import UsageError
 from harness.core.geometry import ascent_direction, flat_norm, project, random_in_ball
 from harness.core.progress import bar
-from harness.core.registry import DEFENSES, RECIPES
-from harness.core.training import StatefulBatch, eps_ramp
+from harness.core.registry import DEFENSES
 
 # Outer learning rates beta.  Linf (RMSProp in tanh space, scale-free in delta): 0.1 (appendix C.1, CIFAR-10 and
 # ImageNet).  L2 (raw-gradient descent, so beta depends on the gradient scale): 0.001 for CIFAR-10 (appendix C.1);
@@ -90,7 +88,7 @@ class Settings:
         return self.eps / 4 if self.alpha is None else float(self.alpha)
 
 
-def _ce_grad(model, x: torch.Tensor, y: torch.Tensor, create_graph: bool = False):
+def ce_grad(model, x: torch.Tensor, y: torch.Tensor, create_graph: bool = False):
     """CE(model(x), y) summed over the batch (per-sample gradients) and its gradient in x."""
     x = x if x.requires_grad else x.detach().requires_grad_(True)
     loss = F.cross_entropy(model(x), y, reduction="sum")
@@ -122,7 +120,7 @@ def pgd_pullback(model, x_r: torch.Tensor, y: torch.Tensor, s: Settings):
         ks = torch.empty(per_image, dtype=x.dtype, device=x.device)
         actives = torch.empty(per_image, dtype=torch.bool, device=x.device)
     for t in range(s.steps):
-        _, g = _ce_grad(model, x, y)
+        _, g = ce_grad(model, x, y)
         with torch.no_grad():
             if s.norm == "linf":  # in place and fused where it can be: on small images these ops rival the model
                 u = torch.sub(x, x_r).add_(g.sign_(), alpha=alpha)
@@ -169,7 +167,7 @@ def update_gradient(model, x_r: torch.Tensor, y: torch.Tensor, s: Settings) -> t
             xr = x_r.detach().requires_grad_(True)
             x = (xr + random_in_ball(xr, s.norm, s.eps)).clamp(0, 1)
             for _ in range(s.steps):
-                _, g = _ce_grad(model, x, y, create_graph=True)
+                _, g = ce_grad(model, x, y, create_graph=True)
                 x = project(x + s.step_size * ascent_direction(g, s.norm), xr, s.norm, s.eps)
             per = F.cross_entropy(model(x), y, reduction="none")
             (gr,) = torch.autograd.grad(per.sum(), xr)
@@ -294,34 +292,3 @@ class PreemptRobustify(Preemptive):
         if self.init == "random":
             x_init = (x + random_in_ball(x, self.norm, self.delta)).clamp(0, 1)
         return optimise(model, x, x_init, y, self.settings(), ascend=False).detach()
-
-
-@RECIPES.register("preempt-robust", "preemptively robust training (Moon et al. AAAI 2022, Algorithm 2)")
-def preempt_robust(norm: Literal["linf", "l2"] = "linf", eps: float = 0.1, delta: float | None = None,
-                   beta: float | None = None, defense_steps: int = 1, steps: int = 10, alpha: float | None = None,
-                   ramp: int = 0):
-    """Algorithm 2: x_r = L steps (L = ``defense_steps``) of PGD DOWN the loss within B_delta(x_o) from a random
-    start, step beta (default delta = eps: "beta during model training = eps", appendix C.1); then K = ``steps``
-    steps of PGD UP from x_r + eta within B_eps(x_r) (step alpha = eps/4); train on the result.
-
-    Ground-truth labels (section 3.5).  Code-vs-paper: the official ``train.py`` calls its PGD for the first stage
-    with ``targeted=False``, i.e. it ASCENDS the loss (docs/REFERENCE-IMPLEMENTATIONS.md section 1, Algorithm 2
-    pitfall); we follow the paper's Algorithm 2 and descend.  For L2 the step direction is g/||g||_2.
-    ``ramp``: batches over which eps, delta, beta and alpha warm up linearly from 0 (``recipes.eps_ramp``).
-    """
-
-    delta = eps if delta is None else delta
-    beta = delta if beta is None else beta
-    budget = eps_ramp(eps, ramp)
-
-    def make_batch(model, x, y):
-        f = budget() / eps  # 1 after the warm-up
-        x_r = (x + random_in_ball(x, norm, f * delta)).clamp(0, 1)
-        for _ in range(defense_steps):
-            _, g = _ce_grad(model, x_r, y)
-            with torch.no_grad():
-                x_r = project(x_r - f * beta * ascent_direction(g, norm), x, norm, f * delta)
-        attack = PGD(steps=steps, alpha=None if alpha is None else f * alpha, early_stop=False)
-        return attack.iterate(model, x_r.detach(), y, Budget(norm, f * eps))
-
-    return StatefulBatch(make_batch, budget)

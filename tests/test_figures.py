@@ -160,7 +160,7 @@ def test_nothing_to_draw_writes_nothing(tmp_path):
 
 
 def test_a_configured_detector_threshold_is_drawn(tmp_path):
-    from harness.figures import _threshold
+    from harness.figures.samples import _threshold
 
     info = {"config": {"defenses": [{"name": "msp_detector", "threshold": 0.8}, {"name": "other", "threshold": None}]}}
     assert _threshold("msp_detector", info) == 0.8 and _threshold("other", info) is None and _threshold("x", None) is None

@@ -17,10 +17,12 @@ earlier run and this run does not draw is removed, so the folder shows only this
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 from harness.display import display
+
+from .common import NORM_TEXT, known, num
+from .samples import Samples, distances, scores
 
 FOLDER = "figures"
 SELF_NAMED = ("defense", "model", "dataset", "norm")  # axes whose value names itself in a legend
@@ -29,8 +31,6 @@ CAPTIONS = {"robust_vs_eps": "Robust accuracy vs eps (95% intervals shaded)",
             "distances": "Distances to x_o of the reconstruction and of the adversarial images (eps dotted)",
             "detector_scores": "Detector scores: clean inputs vs their adversarial images",
             "certified_vs_radius": "Certified accuracy vs L2 radius"}
-POINT_LABELS = {"rec": "reconstruction $\\hat{x}_o$", "adv": "adversarial $\\hat{x}_o^a$"}
-NORM_TEXT = {"linf": "L$\\infty$", "l2": "L2"}
 
 
 def image_grid(x_o, x_r, x_adv, path, **kw) -> list[Path]:
@@ -38,17 +38,6 @@ def image_grid(x_o, x_r, x_adv, path, **kw) -> list[Path]:
     from .plots import image_grid as draw
 
     return draw(x_o, x_r, x_adv, path, **kw)
-
-
-def _num(text) -> float:
-    try:
-        return float(text)
-    except (TypeError, ValueError):
-        return math.nan
-
-
-def _ok(x: float) -> bool:
-    return not math.isnan(x)
 
 
 def markdown(names: list[str], heading: str = "## Figures", captions: dict | None = None) -> str:
@@ -83,14 +72,14 @@ def _curves(rows: list[dict], panel_of, line_of) -> tuple[dict, bool]:
     panel none of whose lines has two budgets (nothing to draw against eps) is left out: no empty panels."""
     panels: dict = {}
     for r in rows:
-        eps, acc = _num(r.get("eps")), _num(r.get("robust_acc"))
-        if not (_ok(eps) and _ok(acc)):
+        eps, acc = num(r.get("eps")), num(r.get("robust_acc"))
+        if not (known(eps) and known(acc)):
             continue
         key = panel_of(r)
         if key is None:
             continue
-        lo, hi = _num(r.get("robust_ci_low")), _num(r.get("robust_ci_high"))
-        panels.setdefault(key, {}).setdefault(line_of(r), []).append((eps, acc, lo if _ok(lo) else acc, hi if _ok(hi) else acc))
+        lo, hi = num(r.get("robust_ci_low")), num(r.get("robust_ci_high"))
+        panels.setdefault(key, {}).setdefault(line_of(r), []).append((eps, acc, lo if known(lo) else acc, hi if known(hi) else acc))
     panels = {k: lines for k, lines in panels.items() if any(len({p[0] for p in pts}) >= 2 for pts in lines.values())}
     return panels, bool(panels)
 
@@ -125,8 +114,8 @@ def run_figures(out: Path, rows: list[dict], samples, meta: dict, run_info: dict
 
         clean: dict = {}
         for r in rows:
-            if r["attack"] == "worst-case" and _ok(_num(r.get("eps"))) and _ok(_num(r.get("clean_acc"))):
-                clean.setdefault(r["defense"], []).append((_num(r["eps"]), _num(r["clean_acc"])))
+            if r["attack"] == "worst-case" and known(num(r.get("eps"))) and known(num(r.get("clean_acc"))):
+                clean.setdefault(r["defense"], []).append((num(r["eps"]), num(r["clean_acc"])))
         robust_vs_eps([(display(d), list(lines.items()), clean.get(d)) for d, lines in panels.items()],
                       folder / "robust_vs_eps",
                       title=f"{title}: robust accuracy vs budget ({norm})", xlabel=f"eps ({norm})")
@@ -136,112 +125,15 @@ def run_figures(out: Path, rows: list[dict], samples, meta: dict, run_info: dict
         srows = samples() if any(k.endswith("_dist") or k.startswith("score_") for k in samples.keys) else None
     if srows:
         norms = {(r["defense"], r["attack"], r["eps"]): r["norm"] for r in rows}
-        if _distances(srows, norms, folder / "distances", title):
+        if distances(srows, norms, folder / "distances", title):
             drawn.append("distances")
-        if _scores(srows, rows, run_info, folder / "detector_scores", title):
+        if scores(srows, rows, run_info, folder / "detector_scores", title):
             drawn.append("detector_scores")
     _tidy(folder, RUN_FIGURES, drawn)
     n = rows[0].get("n", "") if rows else ""
     return markdown(drawn, captions={"robust_vs_eps": (
         f"Robust accuracy (%) vs eps ({norm}), {title}: a panel per defense, a line per attack, the worst case per "
         f"sample wide and grey, the clean accuracy dashed; shaded: exact 95% Clopper-Pearson intervals; n = {n}.")})
-
-
-class Samples:
-    """A run's samples.csv rows, built on first use; ``keys``: the per-sample extras the cells have (the columns
-    beyond the fixed ones), which say whether a figure needs the rows at all."""
-
-    def __init__(self, keys, build):
-        self.keys, self._build, self._rows = set(keys), build, None
-
-    def __call__(self):
-        if self._rows is None:
-            self._rows = self._build()
-        return self._rows
-
-
-def _cells(srows: list[dict]) -> dict:
-    cells: dict = {}
-    for s in srows:
-        cells.setdefault((s["defense"], s["attack"], s["eps"]), []).append(s)
-    return cells
-
-
-def _distances(srows, norms: dict, stem: Path, title: str) -> bool:
-    """Histograms of each ``<point>_dist`` column per (defense, attack, eps) cell, over the attacked samples."""
-    panels = []
-    for (d, a, e), ss in _cells(srows).items():
-        attacked = [s for s in ss if str(s.get("attacked")) == "1"]
-        cols = sorted((k for k in ss[0] if k.endswith("_dist") and any(s.get(k, "") != "" for s in attacked)),
-                      key=lambda k: (k != "rec_dist", k))
-        if not cols:
-            continue
-        eps = _num(e)
-        series = []
-        for col in cols:
-            vals = [v for v in (_num(s[col]) for s in attacked) if _ok(v)]
-            if not vals:
-                continue
-            name = col[:-5]
-            out = sum(v > eps * (1 + 1e-4) + 1e-6 for v in vals) / len(vals) if _ok(eps) else math.nan
-            label = POINT_LABELS.get(name, name)
-            series.append((label + (f": {100 * out:.0f}% > $\\epsilon$" if _ok(out) else ""), vals))
-        if series:
-            norm = NORM_TEXT.get(norms.get((d, a, e), ""), "")
-            marks = [(f"$\\epsilon$ = {eps:g}", eps, None)] if _ok(eps) else []
-            panels.append((f"{d} vs {a} ({norm} $\\epsilon$ = {e}, {len(attacked)} samples)", series, marks))
-    if not panels:
-        return False
-    from .plots import histograms
-
-    histograms(panels, stem, title=f"{title}: distance to the original image $x_o$", xlabel="$\\|x - x_o\\|$")
-    return True
-
-
-def _threshold(defense: str, run_info: dict | None):
-    """The detector's threshold where run.json's config gives it (``threshold`` set, not calibrated), else None."""
-    for d in ((run_info or {}).get("config") or {}).get("defenses") or []:
-        if d.get("name") == defense and isinstance(d.get("threshold"), (int, float)) and not isinstance(d.get("threshold"), bool):
-            return float(d["threshold"])
-    return None
-
-
-def _scores(srows, rows, run_info, stem: Path, title: str) -> bool:
-    """Score histograms (clean input vs its adversarial image) of each detector cell, over the attacked samples.
-
-    The threshold: the configured one if run.json has it; else, where the rejections are consistent with one
-    (every rejected adversarial image scores below every accepted one), the interval they leave for it, hatched."""
-    auroc = {(r["defense"], r["attack"], r["eps"]): r.get("det_auroc", "") for r in rows}
-    panels = []
-    for (d, a, e), ss in _cells(srows).items():
-        if "score_clean" not in ss[0]:
-            continue
-        pairs = [(_num(s.get("score_clean")), _num(s.get("score_adv")), _num(s.get("rejected"))) for s in ss
-                 if str(s.get("attacked")) == "1"]
-        clean = [c for c, _, _ in pairs if _ok(c) and math.isfinite(c)]
-        adv = [v for _, v, _ in pairs if _ok(v) and math.isfinite(v)]
-        if not (clean or adv):
-            continue
-        marks = []
-        tau = _threshold(d, run_info)
-        if tau is not None:
-            marks.append((f"threshold {tau:g}", tau, None))
-        else:
-            rej = [v for _, v, r in pairs if r == 1 and _ok(v) and math.isfinite(v)]
-            acc = [v for _, v, r in pairs if r == 0 and _ok(v) and math.isfinite(v)]
-            if rej and acc and max(rej) < min(acc):
-                marks.append(("threshold: in this interval\n(inferred from the rejections)", max(rej), min(acc)))
-        au = auroc.get((d, a, e), "")
-        series = [(f"clean ({len(clean)})", clean), (f"adversarial ({len(adv)})", adv)]
-        panels.append((f"{d} vs {a} ($\\epsilon$ = {e})" + (f", AUROC {au}%" if au else ""),
-                       [s for s in series if s[1]], marks))
-    if not panels:
-        return False
-    from .plots import histograms
-
-    histograms(panels, stem, title=f"{title}: detector scores of the attacked samples (an input scoring below the "
-               "threshold is rejected)", xlabel="detector score", lo=None)
-    return True
 
 
 def grid_figures(out: Path, rows: list[dict], labels: dict[str, dict], varying: list[str], name: str,
@@ -299,17 +191,17 @@ def certify_figures(out: Path, curve_csv: str, table_csv: str, meta: dict) -> st
     import io
 
     curve, table = (list(csv.DictReader(io.StringIO(text))) for text in (curve_csv, table_csv))
-    pts = [(_num(c["radius"]), _num(c["certified_acc"])) for c in curve]
-    pts = [p for p in pts if _ok(p[0]) and _ok(p[1])]
+    pts = [(num(c["radius"]), num(c["certified_acc"])) for c in curve]
+    pts = [p for p in pts if known(p[0]) and known(p[1])]
     if not pts:
         return ""
     points, eps = [], None
     for r in table:
-        rad = _num(r.get("radius"))
+        rad = num(r.get("radius"))
         if str(r.get("radius_label", "")).startswith("eps"):
             eps = (f"budget: {r['radius_label']}", rad)
         else:
-            points.append((r.get("radius_label", ""), rad, _num(r["certified_acc"]), _num(r["ci_low"]), _num(r["ci_high"])))
+            points.append((r.get("radius_label", ""), rad, num(r["certified_acc"]), num(r["ci_low"]), num(r["ci_high"])))
     from .plots import certified_curve
 
     n_img = table[0].get("images", "") if table else ""
