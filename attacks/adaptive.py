@@ -21,6 +21,7 @@ import torch
 
 from harness.core.attack import NO_CONTEXT, Attack, AttackContext, AttackResult
 from harness.core.budget import Budget
+from harness.core.capabilities import Randomized, Reconstructs, declares
 from harness.core.errors import UsageError
 from harness.core.progress import bar
 from harness.core.registry import ATTACKS
@@ -71,9 +72,9 @@ class AdaptiveReconstruction(Attack):
         batch, so its candidates, and every random draw after them, do not depend on the referee."""
         defense, referee = context.defense, context.referee
         target = context.classifier if context.classifier is not None else model
-        x_hat = x.detach() if defense is None else defense.reconstruct(target, x.detach(), budget.eps)
+        x_hat = defense.reconstruct(target, x.detach(), budget.eps) if declares(defense, Reconstructs) else x.detach()
         cands = []
-        randomized = defense is not None and defense.randomized
+        randomized = declares(defense, Randomized)
         open_ = torch.ones(len(x_hat), dtype=torch.bool, device=x_hat.device)  # verdict not final yet
         stages = bar(len(self.sweep) * (self.use_pgd + self.use_autoattack), f"{type(self).__name__}: eps' sweep")
         for frac in sorted(self.sweep):

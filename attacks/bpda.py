@@ -23,6 +23,7 @@ from torch import nn
 
 from harness.core.attack import NO_CONTEXT, Attack, AttackContext
 from harness.core.budget import Budget
+from harness.core.capabilities import Approximates, Randomized, declares
 from harness.core.defense import Preprocessor
 from harness.core.errors import UsageError
 from harness.core.registry import ATTACKS, Part
@@ -73,10 +74,10 @@ def bpda_surface(defense, classifier: nn.Module, backward: str = "identity") -> 
     if backward == "identity":
         back = None
     elif backward == "approx":
-        back = defense.approx
-        if not defense.has_approx:
+        if not declares(defense, Approximates):
             raise UsageError(f"bpda backward=approx: the {type(defense).__name__} defense supplies no approx(x); "
                              "use backward=identity")
+        back = defense.approx
     else:
         raise UsageError(f"bpda backward must be identity or approx, got {backward!r}")
     return nn.Sequential(BPDAWrapper(purify, back), classifier)
@@ -119,5 +120,5 @@ class BPDA(Attack):
         defense, classifier = context.defense, context.classifier
         surface = bpda_surface(defense, classifier, self.backward) if classifier is not None and defense is not None \
             else model
-        inner = self._inner_randomized if defense is not None and defense.randomized else self.inner
+        inner = self._inner_randomized if declares(defense, Randomized) else self.inner
         return inner.perturb(surface, x, y, budget)

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from harness.core.capabilities import Certifies, Randomized
 from harness.core.defense import ABSTAIN, SoftSmoothed, Wrapper
 from harness.core.errors import UsageError
 from harness.core.registry import DEFENSES, RECIPES, Part
@@ -78,7 +79,7 @@ def binom_pvalue(c1: int, c2: int) -> float:
 # --------------------------------------------------------------------------------------------------------
 
 @DEFENSES.register("smoothing", "randomized smoothing (Cohen et al. 2019): PREDICT with abstain; CERTIFY an L2 radius")
-class Smoothing(Wrapper):
+class Smoothing(Wrapper, Certifies):
     """Cohen et al.'s smoothed classifier g with Gaussian noise of standard deviation ``sigma``.
 
     ``classify`` is PREDICT with ``n`` draws at level ``alpha`` (-1 = abstain; the paper uses n = 100,000,
@@ -183,7 +184,7 @@ class Smoothing(Wrapper):
 # --------------------------------------------------------------------------------------------------------
 
 @DEFENSES.register("preempt_smooth", "preemptive robustification of a smoothed classifier (Moon et al. 2022, sec. 3.6)")
-class PreemptSmooth(PreemptRobustify):
+class PreemptSmooth(PreemptRobustify, Randomized):
     """Algorithm 1 run on the soft smoothed classifier, then Cohen et al.'s PREDICT as the decision.
 
     Section 3.6 of the preemptive paper: the inner maximisation of eq. (2) attacks the soft smoothed classifier
@@ -200,7 +201,6 @@ class PreemptSmooth(PreemptRobustify):
     outer lr 0.005 on CIFAR-10 (``beta``).
     """
 
-    randomized = True
     certifier = "smoothing"
 
     def __init__(self, norm: Literal["linf", "l2"] = "l2", eps: float = 0.5, delta: float | None = None,

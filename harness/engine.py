@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from harness.core.attack import Attack
 from harness.core.budget import Budget
+from harness.core.capabilities import Randomized, declares
 from harness.core.defense import Defense
 from harness.core.errors import UsageError
 from harness.core.progress import is_quiet
@@ -175,7 +176,7 @@ def evaluate(model: torch.nn.Module, data: ImageSet, defenses: list[tuple[str, E
             s, f, bw = stats[k]
             res.cells.append(CellResult(aname, threats[dname, aname], budget.norm, budget.eps, _cat(per_cell[k]), s, f,
                                         bw, attack.certifies, e))
-        if not (defense.randomized or defense.rejects):  # there a rejection or a draw is no break
+        if not (declares(defense, Randomized) or defense.rejects):  # there a rejection or a draw is no break
             res.check_certificates()
         results.append(res)
     bar.close()

@@ -41,6 +41,7 @@ import torch
 
 from harness.core.attack import NO_CONTEXT, Attack, AttackContext
 from harness.core.budget import Budget
+from harness.core.capabilities import Randomized, declares
 from harness.core.defense import ABSTAIN, Defense
 from harness.core.errors import UsageError
 from harness.core.geometry import flat_norm
@@ -105,7 +106,7 @@ def run_cell(defense: Defense, model, attack: Attack, threat: str, budget: Budge
     dist = torch.full((n,), float("nan"), device=y.device)
     attacked = torch.zeros(n, dtype=torch.bool, device=y.device)
     extra = {}
-    detector = defense.rejects
+    detector, randomized = defense.rejects, declares(defense, Randomized)
     if detector:
         extra["robust_reject_defended"] = robust.clone()
         for key in ("rejected", "score_clean", "score_adv"):
@@ -116,12 +117,12 @@ def run_cell(defense: Defense, model, attack: Attack, threat: str, budget: Budge
 
         def judge(img):  # (within budget, distance, correct per pass, rejected per pass) of one batch of images
             ok, d = within_budget(img, center, budget.norm, budget.eps)
-            preds = torch.stack([defense.classify(model, img) for _ in range(passes if defense.randomized else 1)])
+            preds = torch.stack([defense.classify(model, img) for _ in range(passes if randomized else 1)])
             return ok, d, preds == y[idx], preds == ABSTAIN
 
         context = NO_CONTEXT
         if attack.adaptive:  # no referee where "settled" would not fix the majority / rejection reading
-            context = AttackContext(defense, model, None if defense.randomized or detector else Referee(judge))
+            context = AttackContext(defense, model, None if randomized or detector else Referee(judge))
         result = attack.run(defense.surface(model, threat), x_seen[idx], y[idx], budget, context)
         if attack.certifies:  # no image to judge: robust iff certified (and clean)
             certified = result.extra["certified"].to(robust.device).bool()
@@ -157,7 +158,7 @@ def run_cell(defense: Defense, model, attack: Attack, threat: str, budget: Budge
             ok, d = ~(seen_fool & ~seen_valid), pick_d
         if detector:
             extra["robust_reject_defended"][idx] = stopped
-        if defense.randomized:
+        if randomized:
             extra["robust_majority"] = robust.clone()
             extra["robust_majority"][idx] = majority
         valid[idx], dist[idx], attacked[idx] = ok, d, True

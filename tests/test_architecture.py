@@ -200,3 +200,35 @@ def test_pyproject_declares_every_library_the_code_imports():
     undeclared = sorted(m for m in third_party - set(NOT_DEPENDENCIES)
                         if norm(m) not in declared and not {norm(d) for d in distributions.get(m, [])} & declared)
     assert undeclared == [], f"imported but not declared in pyproject.toml: {undeclared}"
+
+
+def test_each_declared_capability_is_implemented_and_only_declared_ones_are_asked():
+    """A defense that names a capability (harness/core/capabilities.py) among its bases implements its methods
+    itself (not the Protocol's stub); and no module asks a capability by attribute (the old class flags)."""
+    import inspect
+    import typing
+
+    from harness.core import capabilities
+    from harness.core.registry import DEFENSES
+
+    protocols = [c for _, c in inspect.getmembers(capabilities, inspect.isclass)
+                 if c.__module__ == capabilities.__name__ and typing.Protocol in c.__mro__[1:]]
+    assert {p.__name__ for p in protocols} == {"Reconstructs", "Randomized", "Approximates", "Certifies",
+                                               "TrainsAlone", "TrainsForTarget"}
+    seen = {p: 0 for p in protocols}
+    for name in DEFENSES.list():
+        cls = DEFENSES.get(name).builds
+        for proto in protocols:
+            if cls is None or not capabilities.declares(cls, proto):
+                continue
+            seen[proto] += 1
+            for method in (m for m in vars(proto) if not m.startswith("_")):
+                impl = inspect.getattr_static(cls, method)
+                assert impl is not vars(proto)[method], f"{name} declares {proto.__name__} but lacks {method}"
+    assert all(seen.values()), seen  # each is declared by some registered defense
+    old = ("randomized", "has_approx", "trains_alone", "trains_for_target")
+    for path in (p for pkg in ("harness", "attacks", "defenses") for p in (ROOT / pkg).rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and node.attr in old:
+                pytest.fail(f"{path.relative_to(ROOT)}:{node.lineno} asks .{node.attr}: declare a capability instead")

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from harness.core.attack import AttackContext
 from harness.core.budget import Budget
+from harness.core.capabilities import Approximates, Randomized, TrainsAlone, TrainsForTarget, declares
 from harness.plugins import load_builtins
 
 load_builtins()
@@ -40,7 +41,8 @@ def test_registered_with_paper_defaults(gan):
     entry = DEFENSES.get("defense_gan")
     assert entry.paper["L"] == "200" and entry.paper["R"] == "10" and entry.paper["step_size"].startswith("0.01")
     assert {"L", "R", "step_size", "dataset", "checkpoint", "quiet", "data_dir"} <= set(entry.params)
-    assert gan.kind == "preprocessor" and gan.randomized and gan.has_approx
+    assert gan.kind == "preprocessor" and declares(gan, Randomized) and declares(gan, Approximates)
+    assert entry.declares(TrainsAlone) and not entry.declares(TrainsForTarget)
     assert (gan.L, gan.R, gan.step_size) == (50, 5, 0.1)
     d = gan.describe()
     assert d["L"] == 50 and d["dataset"] == "digits" and len(d["weights"]) == 12

@@ -19,10 +19,11 @@ from defenses.purifiers import training
 from defenses.purifiers.jatp import jatp_loss
 from defenses.purifiers.networks import RRDBNet, UNetDenoiser
 from defenses.purifiers.quantize import Quantize
-from defenses.purifiers.training import Features, PurifierDefense, build_net, train_purifier
+from defenses.purifiers.training import DynamicPurifier, Features, PurifierDefense, build_net, train_purifier
 from harness.cli import main as cli_main
 from harness.core.attack import AttackContext
 from harness.core.budget import Budget
+from harness.core.capabilities import Approximates, Randomized, Reconstructs, declares
 from harness.core.defense import Preprocessor
 from harness.core.geometry import flat_norm
 from harness.core.errors import UsageError
@@ -149,6 +150,10 @@ class _NoApprox(Preprocessor):
         return x
 
 
+class _RandomNoApprox(_NoApprox, Randomized):
+    """Declares itself randomized (harness.core.capabilities), nothing else."""
+
+
 def test_bpda_errors_are_one_line_usage_errors():
     with pytest.raises(UsageError):
         ATTACKS.create("bpda", inner="bpda")
@@ -163,9 +168,7 @@ def test_bpda_errors_are_one_line_usage_errors():
     # one object, many budgets: the budget of each call reaches both inner variants (deterministic and randomized P)
     model, x = ToyLinear(), torch.rand(8, 1, 8, 8)
     y = model(x).argmax(1)
-    for randomized in (False, True):
-        defense = _NoApprox()
-        defense.randomized = randomized
+    for defense in (_NoApprox(), _RandomNoApprox()):
         for eps in (0.25, 0.5):
             torch.manual_seed(0)
             x_adv = atk.perturb(model, x, y, Budget("l2", eps), AttackContext(defense, model))
@@ -336,8 +339,10 @@ def test_purifier_output_stays_in_unit_range(name):
 
 
 def test_nrp_dynamic_inference_is_random_and_bounded():
-    defense = PurifierDefense("nrp", nn.Identity(), {}, dynamic=True)
-    assert defense.randomized and not PurifierDefense("nrp", nn.Identity(), {}).randomized
+    defense = DynamicPurifier("nrp", nn.Identity(), {})
+    assert declares(defense, Randomized) and not declares(PurifierDefense("nrp", nn.Identity(), {}), Randomized)
+    assert declares(defense, Approximates) and not declares(defense, Reconstructs)
+    assert declares(DEFENSES.create("quantize"), Approximates) and not declares(_NoApprox(), Approximates)
     x = torch.rand(4, 1, 8, 8)
     a, b = defense.purify(x), defense.purify(x)
     assert not torch.equal(a, b)
@@ -460,7 +465,7 @@ def test_eot_averages_fresh_draws_of_a_random_preprocessor(test_data):
     """EOT against dynamic NRP: each of the K draws is a separate call of the surface, with its own noise."""
     from attacks.eot import EOTModel
 
-    defense = PurifierDefense("nrp", nn.Identity(), {}, dynamic=True)
+    defense = DynamicPurifier("nrp", nn.Identity(), {})
     surface = defense.surface(ToyLinear(), "white-box")
     x = test_data.x[:6]
     torch.manual_seed(3)

@@ -21,6 +21,7 @@ from scipy.stats import beta, binom, binomtest
 from torch import nn
 
 from harness.core.budget import Budget
+from harness.core.capabilities import Randomized, Reconstructs, declares
 from harness.certify import Certificates, certify_dataset, curve_rows, radii_for, table_rows
 from harness.core.registry import ATTACKS, DEFENSES, RECIPES
 from harness.data import load
@@ -356,7 +357,7 @@ def test_preempt_smooth_robustifies_against_the_soft_smoothed_classifier(ridge_m
     x = digits_test.x[:6]
     d = DEFENSES.create("preempt_smooth", norm="l2", eps=0.5, maxiter=3, steps=2, m=5, n_label=40,
                         **{"smoothing.sigma": 0.25, "smoothing.n": 60})
-    assert (d.kind, d.randomized, d.delta) == ("preemptive", True, 0.5)
+    assert (d.kind, declares(d, Randomized), declares(d, Reconstructs), d.delta) == ("preemptive", True, True, 0.5)
     spy = Spy(ridge_model)
     torch.manual_seed(0)
     x_r = d.prepare(spy, x, digits_test.y[:6])

@@ -6,6 +6,7 @@ import math
 
 import torch
 
+from harness.core.capabilities import Approximates, Randomized, TrainsAlone
 from harness.core.defense import Preprocessor
 from harness.core.errors import UsageError
 from harness.core.registry import DEFENSES
@@ -49,7 +50,7 @@ def _check_range(L, R, step_size) -> tuple[int, int, float]:
 @DEFENSES.register("defense_gan", "Defense-GAN (Samangouei et al. 2018): P(x) = G(z*), z* by L GD steps on "
                                   "||G(z) - x||^2 from R random starts; WGAN-GP generator (break it with bpda)",
                    paper=PAPER)
-class DefenseGAN(Preprocessor):
+class DefenseGAN(Preprocessor, Randomized, Approximates, TrainsAlone):
     """Defense-GAN (Samangouei et al. 2018, Sec. 3.2, Algorithm 1): purify(x) = G(z*(x)), z* by ``L`` steps of
     gradient descent of size ``step_size`` on ||G(z) - x||_2^2 from ``R`` random starts, the best per sample.
     The generator: ``checkpoint`` (``save_generator``), else trained on first use on ``dataset`` (WGAN-GP,
@@ -57,9 +58,6 @@ class DefenseGAN(Preprocessor):
     which the engine seeds per cell).  Quick defaults L=50, R=5, step_size=0.1; the paper's L=200, R=10 (module
     docstring for the step size)."""
 
-    randomized = True
-    has_approx = True
-    trains_alone = True
     receives = ("dataset", "data_dir", "quiet")  # the run's (harness.core.defense.RunContext)
 
     @classmethod

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from harness.core.capabilities import TrainsAlone
 from harness.core.defense import ABSTAIN
 from harness.core.errors import UsageError
 from harness.core.registry import DEFENSES
@@ -33,13 +34,13 @@ class _Reformed(nn.Module):
 
 @DEFENSES.register("magnet", "MagNet (Meng & Chen 2017): autoencoder reformer + detectors (l1/l2 reconstruction error, "
                              "jsd<T>), each rejecting fpr of clean images")
-class MagNet(ThresholdDetector, nn.Module):
+class MagNet(ThresholdDetector, nn.Module, TrainsAlone):
     """MagNet (module docstring): ``detectors`` (comma-separated ``l1``, ``l2``, ``jsd<T>``, or ``none``), each
     rejecting at most ``fpr`` of the clean ``calib_split`` images of ``dataset`` (the first ``calib_n``; None: all);
     ``reformer``: classify ae(x) (else x).  The autoencoder: ``checkpoint`` (a state dict), else trained on first
     use (``structure``, ``noise``, ``train_epochs``, ``train_seed``) and cached."""
 
-    trains_alone = True  # the autoencoder learns from clean images: harness train --defense magnet --out ae.pt
+    # TrainsAlone: the autoencoder learns from clean images (harness train --defense magnet --out ae.pt).
 
     @classmethod
     def train_to_file(cls, out, *, dataset, split, data_dir, epochs, seed, quiet, device, settings) -> str:

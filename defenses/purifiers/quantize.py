@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import torch
 
+from harness.core.capabilities import Approximates
 from harness.core.defense import Preprocessor
 from harness.core.errors import UsageError
 from harness.core.registry import DEFENSES
 
 
 @DEFENSES.register("quantize", "bit-depth reduction to `bits` bits (gradient-masking preprocessor; break it with bpda)")
-class Quantize(Preprocessor):
+class Quantize(Preprocessor, Approximates):
     """bit-depth reduction to `bits` bits (gradient-masking preprocessor; break it with bpda)."""
 
     def __init__(self, bits: int = 3):
@@ -28,8 +29,6 @@ class Quantize(Preprocessor):
     def purify(self, x: torch.Tensor) -> torch.Tensor:
         levels = 2 ** self.bits - 1
         return torch.round(x.clamp(0, 1) * levels) / levels
-
-    has_approx = True
 
     def approx(self, x: torch.Tensor) -> torch.Tensor:
         """The differentiable surrogate for BPDA: the identity (P(x) ≈ x)."""

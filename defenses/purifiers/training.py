@@ -28,6 +28,7 @@ from torch import nn
 
 from harness.core.artifacts import cache_key as artifact_key
 from harness.core.artifacts import load_or_train as load_artifact
+from harness.core.capabilities import Approximates, Randomized, TrainsForTarget
 from harness.core.defense import Preprocessor
 from harness.core.errors import UsageError
 from harness.core.registry import ZOO
@@ -40,7 +41,7 @@ from .loop import build_net, parse_settings, train_purifier, train_to_file
 from .methods import METHODS, Context, Method, get_method, presets, register_method
 from .preprocessor import frozen_eval, weights_digest
 
-__all__ = ["METHODS", "SHIPPED", "Context", "Features", "Method", "PurifierDefense", "build_net", "build_purifier",
+__all__ = ["METHODS", "SHIPPED", "Context", "DynamicPurifier", "Features", "Method", "PurifierDefense", "build_net", "build_purifier",
            "cache_key", "default_train_eps", "feature_attack", "frozen_eval", "get_method", "load_or_train",
            "parse_settings", "per_sample_mse", "presets", "register_method", "standard_model", "train_purifier",
            "train_to_file", "training_data", "weights_digest"]
@@ -145,15 +146,13 @@ def _load_or_train(name: str, cfg: dict, *, target: str, dataset: str, checkpoin
     return frozen_eval(net), source
 
 
-class PurifierDefense(Preprocessor):
+class PurifierDefense(Preprocessor, Approximates, TrainsForTarget):
     """A trained purifier P in front of the fixed classifier: classify = model(P(x)), P(x) clamped to [0, 1].
 
     ``describe()`` gives the settings and a digest of the weights, so run.json and the config hash pin
-    the exact purifier.  ``dynamic`` (NRP's dynamic inference): P(clip_[0,1](Proj_{Linf dyn_eps}(x + N(0,
-    dyn_sigma^2)))) - a random preprocessor (``randomized``), to be attacked with EOT.
+    the exact purifier.  NRP's dynamic inference is ``DynamicPurifier``.
     """
 
-    trains_for_target = True  # harness train --defense NAME --target-model M: train_for_target
     receives = ("dataset", "data_dir", "quiet", "target")  # the run's (harness.core.defense.RunContext)
 
     @classmethod
@@ -191,25 +190,15 @@ class PurifierDefense(Preprocessor):
                       **settings)
         return f"--model {target_name} --defense {name} --set {name}.checkpoint={out}"
 
-    def __init__(self, name: str, net: nn.Module, params: dict, source: str = "",
-                 dynamic: bool = False, dyn_sigma: float = 0.05, dyn_eps: float = 16 / 255):
+    def __init__(self, name: str, net: nn.Module, params: dict, source: str = ""):
         super().__init__()
         self.net = net
         self._name, self._source = name, source
-        self.dynamic, self.dyn_sigma, self.dyn_eps = bool(dynamic), float(dyn_sigma), float(dyn_eps)
-        self.randomized = self.dynamic
         self._params = {**params, "weights": weights_digest(net)}
-        if self.dynamic:
-            self._params.update(dynamic=True, dyn_sigma=self.dyn_sigma, dyn_eps=self.dyn_eps)
         self.eval()
 
     def purify(self, x: torch.Tensor) -> torch.Tensor:
-        if self.dynamic:
-            noise = (torch.randn_like(x) * self.dyn_sigma).clamp(-self.dyn_eps, self.dyn_eps)
-            x = (x + noise).clamp(0, 1)
         return self.net(x).clamp(0, 1)
-
-    has_approx = True
 
     def approx(self, x: torch.Tensor) -> torch.Tensor:
         """BPDA's differentiable surrogate (``bpda --set backward=approx``): the network without the clamp.
@@ -224,6 +213,22 @@ class PurifierDefense(Preprocessor):
 
     def extra_repr(self) -> str:
         return f"{self._name}, weights from {self._source}"
+
+
+class DynamicPurifier(PurifierDefense, Randomized):
+    """NRP's dynamic inference (``nrp --set dynamic=true``; official ``purify.py --dynamic``):
+    P(clip_[0,1](x + clip_[-dyn_eps, dyn_eps](N(0, dyn_sigma^2)))), fresh noise in each ``purify``: a random
+    preprocessor, to be attacked with EOT."""
+
+    def __init__(self, name: str, net: nn.Module, params: dict, source: str = "", dyn_sigma: float = 0.05,
+                 dyn_eps: float = 16 / 255):
+        super().__init__(name, net, params, source)
+        self.dyn_sigma, self.dyn_eps = float(dyn_sigma), float(dyn_eps)
+        self._params.update(dynamic=True, dyn_sigma=self.dyn_sigma, dyn_eps=self.dyn_eps)
+
+    def purify(self, x: torch.Tensor) -> torch.Tensor:
+        noise = (torch.randn_like(x) * self.dyn_sigma).clamp(-self.dyn_eps, self.dyn_eps)
+        return super().purify((x + noise).clamp(0, 1))
 
 
 def build_purifier(name: str, cfg: dict, *, target: str, dataset: str | None, train_split: str | None,
@@ -245,7 +250,7 @@ def build_purifier(name: str, cfg: dict, *, target: str, dataset: str | None, tr
     params = {"checkpoint": checkpoint, "target": None if checkpoint else target,
               **({"feature_model": None if checkpoint else feature_model} if get_method(name).feature_net else {}),
               "dataset": dataset, "train_split": split, **cfg}
-    return PurifierDefense(name, net, params, source, dynamic=dynamic)
+    return DynamicPurifier(name, net, params, source) if dynamic else PurifierDefense(name, net, params, source)
 
 
 def _arch_text(name: str, cfg: dict) -> str:

@@ -81,11 +81,12 @@ def train_standalone(args) -> int:
     from harness.assembly import pick_device
     from harness.writable import probe_writable
     from harness.config import parse_sets
+    from harness.core.capabilities import TrainsAlone, TrainsForTarget
     from harness.core.registry import DEFENSES
 
-    if not DEFENSES.get(args.defense).declared("trains_alone", False):
-        alone = [n for n in DEFENSES.list() if DEFENSES.get(n).declared("trains_alone", False)]
-        targeted = [n for n in DEFENSES.list() if DEFENSES.get(n).declared("trains_for_target", False)]
+    if not DEFENSES.get(args.defense).declares(TrainsAlone):
+        alone = [n for n in DEFENSES.list() if DEFENSES.get(n).declares(TrainsAlone)]
+        targeted = [n for n in DEFENSES.list() if DEFENSES.get(n).declares(TrainsForTarget)]
         raise UsageError(f"--defense {args.defense} has nothing to train (trainable: {', '.join(targeted)} "
                          f"with --target-model; {', '.join(alone)})")
     factory = DEFENSES.get(args.defense).factory
@@ -108,10 +109,11 @@ def train_defense(args) -> int:
     from harness.assembly import load_model, pick_device
     from harness.writable import probe_writable
     from harness.config import Overrides, parse_sets
+    from harness.core.capabilities import TrainsForTarget
     from harness.core.registry import DEFENSES
 
     entry = DEFENSES.get(args.defense)
-    if not entry.declared("trains_for_target", False):
+    if not entry.declares(TrainsForTarget):
         return train_standalone(args)
     device = pick_device(args.device)
     out = Path(args.out)

@@ -4,33 +4,26 @@ Every defense answers the questions the threat models ask (``harness.threat``):
 ``prepare(model, x, y)``: what the attacker is handed (x_r for a preemptive defense, x otherwise);
 ``classify(model, x)``: the defended decision on an input (-1 for abstain or reject);
 ``surface(model, threat)``: the differentiable function a gradient attack sees under that threat model;
-``reconstruct(model, x_seen, eps)``: a white-box attacker's estimate of the original (preemptive defenses).
-Optional capabilities are declared on the kind that has them, with a default: ``Preprocessor.approx`` /
-``has_approx`` (BPDA's surrogate), ``Detector.surrogate_score`` and ``Detector.attack_parts`` (adaptive attacks on
-detectors); ``SoftSmoothed`` is the white-box surface of a smoothing ``Wrapper``.  Imports nothing of the project.
+The optional capabilities (``harness.core.capabilities``: Reconstructs, Randomized, Approximates, Certifies,
+TrainsAlone, TrainsForTarget) are Protocols a class names among its bases: ``Preemptive`` reconstructs, a
+``Wrapper`` is randomized, and each plugin declares the rest.  ``Detector.surrogate_score`` and
+``Detector.attack_parts`` are what adaptive attacks on detectors use; ``SoftSmoothed`` is the white-box surface of a
+smoothing ``Wrapper``.  Imports nothing of the project.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import ClassVar, Protocol
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .capabilities import Certifies, Randomized, Reconstructs
 from .errors import UsageError
 
 ABSTAIN = -1
-
-
-class Certifying(Protocol):
-    """What ``harness certify`` calls on ``Defense.certifying_part()``: Cohen et al.'s CERTIFY, (prediction, L2
-    radius) per image, (-1, 0) for an abstention (``defenses.smoothing.Smoothing``)."""
-
-    def certify(self, model: nn.Module, x: torch.Tensor, n0: int | None = None, n: int | None = None,
-                alpha: float | None = None, batch: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        ...
 
 
 @dataclass(frozen=True)
@@ -58,7 +51,6 @@ class Defense:
     threats: ClassVar[tuple[str, ...]] = ("white-box",)
     # The threat model of an attack that asks for none (``Attack.threat``): white-box, grey-box for a preemptive one.
     default_threat: ClassVar[str] = "white-box"
-    randomized: ClassVar[bool] = False
     # ``classify`` may reject an input (-1) as a detector does: a rejection then counts as not defended, and the
     # verdict carries the reading where it counts as defended (``harness.threat``).
     rejects: ClassVar[bool] = False
@@ -78,28 +70,11 @@ class Defense:
     def surface(self, model: nn.Module, threat: str) -> nn.Module:
         return model
 
-    def reconstruct(self, model: nn.Module, x_seen: torch.Tensor, eps: float) -> torch.Tensor:
-        """A white-box attacker's estimate of the original image from what it is handed (Algorithm 3 of the
-        preemptive paper for a preemptive defense).  A defense that hands over the original returns it as is."""
-        return x_seen.detach()
-
-    # Whether ``harness train --defense NAME`` can train what this defense learns from clean data alone (a
-    # generator, say), with ``train_to_file``; ``trains_for_target``: what it learns for a given classifier
-    # (``harness train --defense NAME --target-model M``: a purifier).
-    trains_alone: ClassVar[bool] = False
-    trains_for_target: ClassVar[bool] = False
-
-    @classmethod
-    def train_to_file(cls, out, *, dataset: str, split: str | None, data_dir: str | None, epochs: int | None,
-                      seed: int, quiet: bool, device, settings: dict[str, str]) -> str:
-        """Train and save at ``out`` what the defense learns; returns the ``--set`` that makes a run use the file."""
-        raise NotImplementedError
-
     # Which part of the defense CERTIFIES an L2 radius (Cohen et al.'s CERTIFY; ``harness certify``): "" the
     # defense itself, the name of a part (``preempt_smooth``: its ``smoothing``), None: none.
     certifier: ClassVar[str | None] = None
 
-    def certifying_part(self) -> Certifying:
+    def certifying_part(self) -> Certifies:
         """The (part of the) defense whose ``certify(model, x, n0=, n=, alpha=)`` ``harness certify`` calls."""
         if self.certifier is None:
             raise NotImplementedError(f"{type(self).__name__} certifies nothing")
@@ -136,7 +111,7 @@ class Kind(Defense):
         return threat
 
 
-class Preemptive(Kind):
+class Preemptive(Kind, Reconstructs):
     """Acts before the attacker: ``robustify(model, x_o) -> x_r`` with ||x_r - x_o|| <= delta; x_o is discarded.
 
     Grey-box attackers treat x_r as the original (their ball is B_eps(x_r)); white-box attackers must land
@@ -180,14 +155,7 @@ class Preprocessor(Kind, nn.Module):
     def __init__(self):
         nn.Module.__init__(self)
 
-    # A differentiable approximation of P for BPDA's backward pass (``approx``), where the defense has one.
-    has_approx: ClassVar[bool] = False
-
     def purify(self, x: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
-
-    def approx(self, x: torch.Tensor) -> torch.Tensor:
-        """A differentiable g(x) ~ P(x) whose gradient BPDA uses (``has_approx`` says whether there is one)."""
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -201,12 +169,11 @@ class Preprocessor(Kind, nn.Module):
         return model if threat == "oblivious" else nn.Sequential(self, model)
 
 
-class Wrapper(Kind):
+class Wrapper(Kind, Randomized):
     """Replaces the classifier's decision rule (randomized smoothing): ``classify`` may abstain (-1)."""
 
     kind = "wrapper"
     threats = ("oblivious", "white-box")
-    randomized = True
 
 
 def soft_log_prob(base: nn.Module, x: torch.Tensor, sigma: float, m: int, z: torch.Tensor | None = None) -> torch.Tensor:

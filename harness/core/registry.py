@@ -22,6 +22,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from .capabilities import declares
 from .entry_points import EntryPoints
 from .errors import UsageError
 # parse_number is imported from here by plugins: re-exported
@@ -99,7 +100,7 @@ class Entry:
     @property
     def builds(self) -> type | None:
         """What the factory builds: the class itself, or a function's return annotation (None if it has none); the
-        built type's declared capabilities (``Defense.trains_alone``, ...) are then known without building one."""
+        built type's declared capabilities (``declares``) are then known without building one."""
         if inspect.isclass(self.factory):
             return self.factory
         try:
@@ -108,10 +109,14 @@ class Entry:
             return None
         return kind if inspect.isclass(kind) else None
 
-    def declared(self, capability: str, default: Any = None) -> Any:
-        """What the built type declares as ``capability`` (a class attribute such as ``Defense.certifier`` or
-        ``Defense.trains_alone``); ``default`` when the entry builds no known type or declares nothing."""
-        return getattr(self.builds, capability, default)
+    def declared(self, setting: str, default: Any = None) -> Any:
+        """What the built type declares as ``setting`` (a class attribute such as ``Defense.certifier`` or
+        ``Defense.receives``); ``default`` when the entry builds no known type or declares nothing."""
+        return getattr(self.builds, setting, default)
+
+    def declares(self, capability: type) -> bool:
+        """Whether the built type names ``capability`` (``harness.core.capabilities``) among its bases."""
+        return self.builds is not None and declares(self.builds, capability)
 
     def param(self, path: str, parts: dict[str, str] | None = None) -> Param | None:
         """The parameter at a dotted ``path`` (``smoothing.sigma``: a part's parameter), None if there is none.
