@@ -62,7 +62,8 @@ def resolve_settings(dataset: str, **settings) -> dict:
     return cfg
 
 
-def train_generator(data, iters: int | None = None, *, dataset: str = "digits", log: list | None = None, device: str | torch.device = "cpu", **settings) -> Generator:
+def train_generator(data, iters: int | None = None, *, dataset: str = "digits", log: list | None = None,
+                    device: str | torch.device = "cpu", **settings) -> Generator:
     """Train Defense-GAN's generator on the clean images of ``data`` (an ImageSet, an (x, y) pair or an image tensor;
     labels unused) with WGAN-GP (Gulrajani et al. 2017, Algorithm 1: ``critic_iters`` critic steps on
     D(fake) - D(real) + lambda * GP per generator step on -D(G(z)), z ~ N(0, I), Adam).  Defense-GAN paper Sec. 3.1:

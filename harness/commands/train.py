@@ -121,7 +121,8 @@ def train_defense(args) -> int:
         use = entry.builds.train_for_target(
             args.defense, out, target=args.target_model, arch=args.arch, dataset=args.dataset, split=args.split,
             data_dir=args.data_dir, epochs=args.epochs, device=device, settings=parse_sets(args.set),
-            load_target=lambda data: load_model(args.target_model, args.arch, data, Overrides([]), device, args.data_dir))
+            load_target=lambda data: load_model(args.target_model, args.arch, data, Overrides([]), device,
+                                                args.data_dir))
     if not is_quiet():
         print(f"wrote {out} (use: run {use})")
     return 0

@@ -19,7 +19,7 @@ _QUIET = False
 
 
 def set_quiet(quiet: bool) -> None:
-    """Set the switch for the rest of the process (a worker process's entry point); the top uses ``quieted``."""
+    """Set the switch for the rest of the process (a script's entry point); a call that returns uses ``quieted``."""
     global _QUIET
     _QUIET = bool(quiet)
 

@@ -86,8 +86,8 @@ def url_for(dataset: str, filename: str) -> str:
 def download(url: str, dest_path: str | os.PathLike, md5: str | None = None, timeout: float = 60.0) -> Path:
     """Download ``url`` to ``dest_path`` atomically; verify ``md5`` if given.  Returns the destination path.
 
-    A tqdm progress bar shows on stderr when stderr is a terminal, unless the output switch is off
-    (``harness.core.progress``: ``--quiet``).
+    A tqdm progress bar shows on stderr when stderr is a terminal, except under ``--quiet`` (the switch of
+    ``harness.core.progress``).
     """
     dest = Path(dest_path)
     try:

@@ -58,7 +58,7 @@ def import_ray():
 
 def start(ray, address: str | None) -> bool:
     """Connect to (or start) Ray unless this process already has; True when this call did.  Ray's own log lines
-    reach the driver unless the output switch is off (``harness.core.progress``)."""
+    reach the driver except under ``--quiet`` (the switch of ``harness.core.progress``)."""
     if ray.is_initialized():
         return False
     silent = is_quiet()

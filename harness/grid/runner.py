@@ -85,7 +85,7 @@ def dry_run(grid: Grid) -> str:
 
 def run_grid(grid: Grid, *, backend: str = "local", address: str | None = None, debug: bool = False) -> None:
     """Compute every incomplete cell of ``grid`` into ``grid.out``; raises ``CellFailed`` on the first failure.
-    Bars and notes on stderr unless the output switch is off (``harness.core.progress``)."""
+    Bars and notes on stderr except under ``--quiet`` (the switch of ``harness.core.progress``)."""
     out = grid.out
     progress = bar(total=len(grid.cells), initial=sum(is_done(out, c) for c in grid.cells),
                    desc=f"grid {grid.name}", unit="cell")
