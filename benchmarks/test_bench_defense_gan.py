@@ -32,7 +32,7 @@ def floor(g, x):
 
 def test_projection_vs_floor(benchmark):
     load_builtins()
-    defense = dg.DefenseGAN(L=L, R=R, quiet=True)
+    defense = dg.DefenseGAN(L=L, R=R)
     x = load("digits", "test").x[:N]
     times = {"ours": [], "floor": []}
     with torch_threads(1):

@@ -28,7 +28,7 @@ MAXITER, T = 100, 20
 
 
 def floor_seconds(n: int) -> float:
-    model = load_zoo("digits_cnn_adv", quiet=True).eval()
+    model = load_zoo("digits_cnn_adv").eval()
     for p in model.parameters():
         p.requires_grad_(False)
     x = load("digits", "test").x[:n]

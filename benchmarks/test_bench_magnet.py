@@ -41,7 +41,7 @@ LIMITS = {"magnet_cw": 1.6, "pgd_detector": 1.6}  # generous: shared machines ar
 @pytest.fixture(scope="module")
 def setup():
     with torch_threads(1):
-        target = load_zoo("digits_cnn_adv", quiet=True)
+        target = load_zoo("digits_cnn_adv")
         for p in target.parameters():
             p.requires_grad_(False)
         defense = MagNet()  # trained on first use (about 10 s) and cached

@@ -38,7 +38,7 @@ TARGET, LIMIT = 1.1, 1.5
 
 
 def digits_case():
-    model = load_zoo("digits_cnn_adv", quiet=True).eval()
+    model = load_zoo("digits_cnn_adv").eval()
     data = load("digits", "test")
     return model, data.x, data.y, 0.15, 10
 

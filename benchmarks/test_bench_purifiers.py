@@ -48,7 +48,7 @@ def setup():
 
 
 def _setup():
-    target = load_zoo("digits_cnn_adv", quiet=True)
+    target = load_zoo("digits_cnn_adv")
     for p in target.parameters():
         p.requires_grad_(False)
     net = build_net("jatp", 1, {}).eval()  # the default-sized RRDB purifier; speed does not depend on training

@@ -19,7 +19,7 @@ import torch
 from harness.core.attack import Attack
 from harness.core.defense import Defense
 from harness.core.errors import UsageError
-from harness.core.progress import is_quiet, set_quiet
+from harness.core.progress import quieted
 from harness.core.registry import ATTACKS, DEFENSES, Registry
 
 from .build import PYTHON
@@ -50,11 +50,10 @@ def evaluate(model: torch.nn.Module | str | None, data: Any = "digits", *,
     ``harness.core.attack.Attack`` / ``harness.core.defense.Defense``, alone or as ``(label, object)``; such a run
     is not rebuildable from its run.json).  ``eps``: one budget or several.
     ``n``: a seeded class-stratified draw of n samples (``subset="first"``: the first n).  ``out``: also write
-    the run folder there (``Results.save``).
+    the run folder there (``Results.save``).  ``quiet``: no progress bars during this call; the process-wide switch
+    (``harness.core.progress``) is as it was afterwards.
     """
-    before = is_quiet()
-    set_quiet(quiet)
-    try:
+    with quieted(quiet):  # the switch for this call only (harness.core.progress)
         module = model if isinstance(model, torch.nn.Module) else None
         objects: dict = {}
         ref = PYTHON if module is not None else model
@@ -72,8 +71,6 @@ def evaluate(model: torch.nn.Module | str | None, data: Any = "digits", *,
         if out is not None:
             results.save(out)
         return results
-    finally:
-        set_quiet(before)
 
 
 def load_model(name: str, *, arch: str | None = None, dataset: str = "digits", data_dir: str | None = None,

@@ -39,14 +39,14 @@ def pick_device(name: str):
     return dev
 
 
-def load_model(model: str | None, arch: str | None, data, overrides, device, quiet: bool, data_dir: str | None = None):
+def load_model(model: str | None, arch: str | None, data, overrides, device, data_dir: str | None = None):
     """A zoo name, or a checkpoint path with --arch; returns (module, display name)."""
     name = model or data.default_model
     if name is None:
         raise UsageError(f"{data.name} has no default model; pass --model NAME (see 'harness list zoo') or --model PATH --arch ARCH")
     check_model(name, arch)
     if name in ZOO and arch is None:
-        return load_zoo(name, device, quiet, data_dir), name
+        return load_zoo(name, device, data_dir=data_dir), name
     net = load_checkpoint(build_arch(arch, data, overrides)[0], name, arch)
     return net.to(device).eval(), Path(name).stem
 
@@ -156,9 +156,9 @@ def describe(entrant) -> dict:
 
 def defense_context(args, data) -> RunContext:
     """What a defense that trains on first use learns from the run unless --set says otherwise: the dataset,
-    where its files lie, --quiet, and (for purifiers) the zoo model it will stand in front of as ``target``."""
+    where its files lie, and (for purifiers) the zoo model it will stand in front of as ``target``."""
     name = args.model or data.default_model
-    return RunContext(args.dataset, args.data_dir, args.quiet, name if args.arch is None and name in ZOO else None)
+    return RunContext(args.dataset, args.data_dir, name if args.arch is None and name in ZOO else None)
 
 
 def device_name(device) -> str:

@@ -23,7 +23,6 @@ import torch
 from harness.core.attack import Attack
 from harness.core.budget import Budget
 from harness.core.errors import UsageError
-from harness.core.progress import is_quiet
 from harness.core.registry import ATTACKS, DATASETS, DEFENSES, MODELS
 
 from .data.base import ImageSet
@@ -163,9 +162,9 @@ def build(spec: RunSpec, model: torch.nn.Module | None = None, data: ImageSet | 
     amp = autocast_for(spec.precision, device)
     torch.manual_seed(spec.seed)
     overrides = SpecOverrides(spec)
-    ctx_args = SimpleNamespace(dataset=spec.data.name, data_dir=spec.data.data_dir, quiet=is_quiet(),
+    ctx_args = SimpleNamespace(dataset=spec.data.name, data_dir=spec.data.data_dir,
                                model=spec.model.ref if spec.model.ref != PYTHON else None, arch=spec.model.arch)
-    context = defense_context(ctx_args, chosen) if data is None else RunContext(chosen.name, None, is_quiet(), None)
+    context = defense_context(ctx_args, chosen) if data is None else RunContext(chosen.name, None, None)
     budgets = [Budget(norm, e) for e in eps_list]
     defenses = dict(build_defenses([(p.shown, p.name) for p in spec.defenses if p.shown not in objects], overrides,
                                    norm, eps_list, context))
@@ -247,7 +246,7 @@ def load_spec_model(spec: RunSpec, data: ImageSet, device) -> tuple[torch.nn.Mod
     if m.args or m.weights:
         raise UsageError("--model-arg and --weights go with --model FILE.py:FACTORY or package.module:FACTORY")
     overrides = SimpleNamespace(for_plugin=lambda registry, name, label=None: dict(m.arch_params))
-    net, name = load_model(m.ref, m.arch, data, overrides, torch.device("cpu"), is_quiet(), spec.data.data_dir)
+    net, name = load_model(m.ref, m.arch, data, overrides, torch.device("cpu"), spec.data.data_dir)
     return (wrap(net) if wrap else net).to(device).eval(), name
 
 

@@ -177,8 +177,7 @@ def cmd_certify(args, argv: list[str]) -> int:
     import json
     from pathlib import Path
 
-    from tqdm import tqdm
-
+    from harness.core import progress
     from harness.core.budget import Budget
     from harness.core.defense import Preemptive
     from harness.core.errors import UsageError
@@ -225,7 +224,7 @@ def cmd_certify(args, argv: list[str]) -> int:
         idx = idx[: args.n]
     eps = parse_eps(args.eps) if args.eps is not None else None
     device = assembly.pick_device(args.device)
-    model, model_name = assembly.load_model(args.model, args.arch, data, overrides, device, args.quiet, args.data_dir)
+    model, model_name = assembly.load_model(args.model, args.arch, data, overrides, device, args.data_dir)
     overrides.check_all_used()
     config = {"dataset": args.dataset, "split": args.split or "test", "model": model_name, "arch": args.arch,
               "defense": args.defense, "defense_params": extra, "sigma": args.sigma,
@@ -236,10 +235,10 @@ def cmd_certify(args, argv: list[str]) -> int:
     probe_writable(out)  # a trial write, before any work: os.access says yes under /proc or on a read-only mount
     x, y = data.x[idx], data.y[idx]
     if isinstance(defense, Preemptive):  # certify x_r (preemptive paper, Table 7)
-        with tqdm(total=len(idx), desc="robustify", disable=args.quiet, leave=False) as bar:
+        with progress.bar(len(idx), "robustify") as bar:
             x = robustify_dataset(defense, model, x, y, batch_size=args.batch_size or 100, seed=args.seed,
                                   device=device, progress=bar.update)
-    with tqdm(total=len(idx), desc="certify", disable=args.quiet, leave=False) as bar:
+    with progress.bar(len(idx), "certify") as bar:
         cert = certify_dataset(defense, model, x, y, batch_size=args.batch_size or 100, seed=args.seed,
                                device=device, progress=bar.update)
     meta = {"dataset": args.dataset, "model": model_name, "defense": args.defense, "sigma": args.sigma, "n0": args.N0,
@@ -253,7 +252,7 @@ def cmd_certify(args, argv: list[str]) -> int:
 
     files["certified.md"] += certify_figures(out, files["certified_curve.csv"], files["certified.csv"], meta)
     write_atomic(out, files)
-    if not args.quiet:
+    if not progress.is_quiet():
         print(files["certified.md"].split("## Certified accuracy vs radius")[0].rstrip())
         print(f"\nwrote {out}/certified.csv, certified_curve.csv, certified_samples.csv, certified.md ({cert.seconds:.1f} s)")
     return 0

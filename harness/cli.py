@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 
 from harness.core.errors import UsageError
-from harness.core.progress import set_quiet
+from harness.core.progress import quieted
 
 from .commands.parser import build_parser
 
@@ -26,38 +26,43 @@ def check_names(args) -> None:
             registry.check(split_label(text)[1])
 
 
+def dispatch(args, argv: list[str]) -> int:
+    """Run the parsed subcommand."""
+    if args.command == "check":
+        from .check import run_check
+
+        return run_check(args.baseline, args.results, args.tolerance, alpha=args.alpha, strict=args.strict,
+                         allow_seed_change=args.allow_seed_change, allow_model_change=args.allow_model_change,
+                         fail_on_flags=args.fail_on_flags, fmt=args.format, report=args.report)
+    if args.command == "grid":
+        from harness.grid import cmd_grid
+
+        return cmd_grid(args)
+    check_names(args)
+    if args.command == "list":
+        from .commands.listing import cmd_list
+
+        return cmd_list(args)
+    if args.command == "train":
+        from .commands.train import cmd_train
+
+        return cmd_train(args)
+    if args.command == "certify":
+        from .certify import cmd_certify
+
+        return cmd_certify(args, argv)
+    from .commands.run import cmd_run
+
+    return cmd_run(args, argv)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     debug = "--debug" in argv
     try:
         args = build_parser().parse_args(argv)
-        set_quiet(getattr(args, "quiet", False))
-        if args.command == "check":
-            from .check import run_check
-
-            return run_check(args.baseline, args.results, args.tolerance, alpha=args.alpha, strict=args.strict,
-                             allow_seed_change=args.allow_seed_change, allow_model_change=args.allow_model_change,
-                             fail_on_flags=args.fail_on_flags, fmt=args.format, report=args.report)
-        if args.command == "grid":
-            from harness.grid import cmd_grid
-
-            return cmd_grid(args)
-        check_names(args)
-        if args.command == "list":
-            from .commands.listing import cmd_list
-
-            return cmd_list(args)
-        if args.command == "train":
-            from .commands.train import cmd_train
-
-            return cmd_train(args)
-        if args.command == "certify":
-            from .certify import cmd_certify
-
-            return cmd_certify(args, argv)
-        from .commands.run import cmd_run
-
-        return cmd_run(args, argv)
+        with quieted(getattr(args, "quiet", False)):  # --quiet: the one switch (harness.core.progress)
+            return dispatch(args, argv)
     except UsageError as err:
         if debug:
             raise

@@ -14,14 +14,13 @@ import zlib
 from dataclasses import dataclass, field
 
 import torch
-from tqdm import tqdm
 
+from harness.core import progress
 from harness.core.attack import Attack
 from harness.core.budget import Budget
 from harness.core.capabilities import Randomized, declares
 from harness.core.defense import Defense
 from harness.core.errors import UsageError
-from harness.core.progress import is_quiet
 
 from .counting import CountingModel
 from .data.base import ImageSet
@@ -109,19 +108,16 @@ def served(defenses: list[tuple[str, Entrant]], eps: list[float] | None
 
 def evaluate(model: torch.nn.Module, data: ImageSet, defenses: list[tuple[str, Entrant]],
              attacks: list[tuple[str, Attack]], *, batch_size: int, seed: int, device: torch.device,
-             passes: int = 1, quiet: bool | None = None, eps: list[float] | None = None, amp=None,
+             passes: int = 1, eps: list[float] | None = None, amp=None,
              identities: dict[str, str] | None = None) -> list[DefenseResult]:
     """Run every (defense, attack, budget) cell.  ``defenses``: (label, ``Entrant``) pairs, each with the run's
     budgets; ``eps``: the run's eps when several (their cells then carry their budget), None for one budget.
 
     ``identities``: label -> what the plugin is (``PluginSpec.identity``: name and given parameters); a cell's
     seed derives from its defense's and attack's identities, never from their labels (default: the label).
-    ``quiet`` None: the process-wide switch (``harness.core.progress``).
     ``amp``: a factory of autocast contexts for ``defense.prepare`` and ``attack.run`` (``harness.precision``;
     None: fp32); the clean verdict, the judge and certifiers (their bounds must be sound) stay in fp32."""
     ident = (identities or {}).get
-    if quiet is None:
-        quiet = is_quiet()
     model = CountingModel(model.to(device).eval())
     for p in model.parameters():
         p.requires_grad_(False)
@@ -133,7 +129,7 @@ def evaluate(model: torch.nn.Module, data: ImageSet, defenses: list[tuple[str, E
             for budget, _ in budgets:
                 a.supports(budget)
     n_cells = sum(len(e) for _, _, e in entrants) * len(attacks)
-    bar = tqdm(total=n_batches * (len(entrants) + n_cells), desc="evaluating", disable=quiet, leave=False)
+    bar = progress.bar(n_batches * (len(entrants) + n_cells), "evaluating")  # off under --quiet
     results = []
     for dname, defense, budgets in entrants:
         if isinstance(defense, torch.nn.Module):

@@ -72,7 +72,7 @@ def classifier(eps_c: float, epochs: int, bound: str, seed: int) -> torch.nn.Mod
     def fit():
         torch.manual_seed(seed)
         return a5.train_crown_ibp(fonts_cnn(**ARCH), fonts_set("train", size=ARCH["image_size"]), eps_c, epochs,
-                                  bound=bound, seed=seed, quiet=False, desc=f"train eps={eps_c:g}",
+                                  bound=bound, seed=seed, desc=f"train eps={eps_c:g}",
                                   **SCHEDULE).state_dict()
 
     state, _ = load_or_train(f"a5-fonts-{cache_key(spec)}", fit)
@@ -97,7 +97,7 @@ def physical(C, w, eps, delta, steps, n, seed, z=None, train_classifier=False, t
     def fit():
         net = copy.deepcopy(C)
         zz, net = train_physical(net, w, eps, delta, steps=steps, n=n, z=z, train_classifier=train_classifier,
-                                 seed=seed, quiet=False)
+                                 seed=seed)
         return {"z": zz, **{f"C.{k}": v for k, v in net.state_dict().items()}}
 
     state, _ = load_or_train(f"a5-fonts-phys-{cache_key(spec)}", fit)

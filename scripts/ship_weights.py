@@ -25,7 +25,7 @@ def main() -> None:
     load_builtins()
     for name in args.names:
         spec = ZOO.create(name)
-        model = load_zoo(name, "cpu", quiet=True, data_dir=args.data_dir)
+        model = load_zoo(name, "cpu", data_dir=args.data_dir)
         path = SHIPPED_DIR / f"{artifact_name(name, spec)}.pt"
         atomic_save({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, path)
         print(f'    "{name}": "{sha256_file(path)}",  # {path.name}, torch {torch.__version__}')

@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.manual_seed(args.seed)
         model = MODELS.create("small_cnn", image_size=8)
         t = time.time()
-        result = at.train(model, train.x, train.y, recipe, epochs=args.epochs, seed=args.seed, quiet=True, early_stop=es,
+        result = at.train(model, train.x, train.y, recipe, epochs=args.epochs, seed=args.seed, early_stop=es,
                           desc=label)
         seconds = time.time() - t
         fwd, bwd = result.per_image(n_split)

@@ -50,6 +50,17 @@ def pytest_unconfigure(config):
             os.environ["HARNESS_CACHE"] = _USER_ENV
 
 
+@pytest.fixture(scope="session", autouse=True)
+def quiet_bars():
+    """No progress bars from the functions tests call directly: the output switch (``harness.core.progress``) is
+    quiet for the session.  A command line (with or without ``--quiet``) and ``harness.evaluate(quiet=)`` set it for
+    their own length, as they do for a user."""
+    from harness.core.progress import quieted
+
+    with quieted(True):
+        yield
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """One intra-op thread for a module of small-batch tests (``pytestmark = pytest.mark.usefixtures("one_thread")``):
@@ -82,7 +93,7 @@ def adv_model():
     from harness.plugins import load_builtins
 
     load_builtins()
-    return load_zoo("digits_cnn_adv", quiet=True)
+    return load_zoo("digits_cnn_adv")
 
 
 @pytest.fixture(scope="session")
@@ -93,7 +104,7 @@ def frozen_zoo():
     from harness.plugins import load_builtins
 
     load_builtins()
-    return lambda name: frozen_eval(load_zoo(name, quiet=True))
+    return lambda name: frozen_eval(load_zoo(name))
 
 
 @pytest.fixture(scope="module")

@@ -171,7 +171,7 @@ def test_recipe_and_errors():
     net = MODELS.create("a5_cnn_small", width=4, fc=16)
     with pytest.raises(UsageError):
         trainer(net, data.x[:4], data.y[:4])
-    out = trainer.fit(net, data.x[:100], data.y[:100], epochs=1, quiet=True)
+    out = trainer.fit(net, data.x[:100], data.y[:100], epochs=1)
     assert out is net and not net.training
     with pytest.raises(UsageError):
         RECIPES.create("crown-ibp", bound="lp")
@@ -198,7 +198,7 @@ def test_certifier_cells_report_certified_accuracy_and_guard_the_attacks(robust,
     attacks = [("pgd_linf", ATTACKS.create("pgd_linf")), ("certify_ibp", ATTACKS.create("certify_ibp"))]
     defenses = [("none", Entrant.fixed(DEFENSES.create("none"), [Budget("linf", EPS)]))]
     torch.manual_seed(0)
-    res = evaluate(robust, data, defenses, attacks, batch_size=500, seed=0, device=torch.device("cpu"), quiet=True)[0]
+    res = evaluate(robust, data, defenses, attacks, batch_size=500, seed=0, device=torch.device("cpu"))[0]
     pgd_cell, cert_cell = res.cells
     expected = a5.certify(robust, data.x, data.y, EPS)["ibp"] & res.clean
     assert torch.equal(cert_cell.verdict.robust, expected)
@@ -221,4 +221,4 @@ def test_certifier_cells_report_certified_accuracy_and_guard_the_attacks(robust,
     liar = OverClaiming()
     with pytest.raises(RuntimeError, match="certified by liar are broken by pgd_linf"):
         evaluate(robust, data, defenses, attacks[:1] + [("liar", liar)], batch_size=500, seed=0,
-                 device=torch.device("cpu"), quiet=True)
+                 device=torch.device("cpu"))

@@ -32,7 +32,7 @@ def test_the_a5_classifiers_are_shipped_and_load_without_training(name, empty_ca
     spec = ZOO.create(name)
     assert spec.shipped and spec.arch == "a5_cnn_small" and spec.recipe == "crown-ibp"
     path = artifacts.shipped_file(artifact_name(name, spec), spec.sha256)  # checks the sha256
-    model = load_zoo(name, quiet=True)
+    model = load_zoo(name)
     assert not empty_cache.exists() or not any(empty_cache.iterdir())  # loaded, not trained
     state = torch.load(path, map_location="cpu", weights_only=True)
     assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
@@ -46,7 +46,7 @@ def test_the_certified_accuracy_of_the_robust_a5_classifier(digits_test, empty_c
     (row,) = [r for r in csv.DictReader(open(out / "results.csv")) if r["attack"] == "certify_ibp"]
     clean, cert = float(row["clean_acc"]), float(row["certified_acc"])
     assert 0 < cert < 100 and cert <= clean
-    model, test = load_zoo("digits_a5_cnn_c01", quiet=True), digits_test.take(60)
+    model, test = load_zoo("digits_a5_cnn_c01"), digits_test.take(60)
     with torch.no_grad():
         ok = bounds.certified(model, test.x, test.y, 0.1, method="ibp")
         correct = model(test.x).argmax(1) == test.y
@@ -61,7 +61,7 @@ def test_a5_r_trains_for_the_classifier_inside_the_engines_wrapper(digits_test, 
     from harness.core.registry import DEFENSES
     from harness.counting import CountingModel
 
-    model, x = load_zoo("digits_a5_cnn_c01", quiet=True), digits_test.x[:20]
+    model, x = load_zoo("digits_a5_cnn_c01"), digits_test.x[:20]
     kw = {"eps": 0.1, "delta": 0.3, "epochs": 1, "start": 1, "length": 0, "milestones": (10,)}
     wrapped = DEFENSES.create("a5_robustifier", **kw).prepare(CountingModel(model), x, None)
     bare = DEFENSES.create("a5_robustifier", **kw).prepare(model, x, None)

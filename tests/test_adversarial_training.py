@@ -73,7 +73,7 @@ def params(model):
 def one_update(recipe, x, y, epochs: int = 1):
     """Train ``recipe`` on the single batch (x, y) (one update per replay) and return (W, b, Trained)."""
     model = linear_model()
-    result = at.train(model, x, y, recipe, epochs=epochs, lr=LR, batch_size=len(x), weight_decay=WD, seed=0, quiet=True)
+    result = at.train(model, x, y, recipe, epochs=epochs, lr=LR, batch_size=len(x), weight_decay=WD, seed=0)
     return (*params(model), result)
 
 
@@ -185,8 +185,8 @@ def same_weights(a: dict, b: dict) -> bool:
 @pytest.mark.parametrize("name,kw", [("standard", {}), ("pgd", {"eps": EPS, "steps": 2}), ("fast", {"eps": EPS})])
 def test_batch_recipes_train_exactly_as_fit(digits, name, kw):
     x, y = digits
-    a = fit(cnn(), x, y, RECIPES.create(name, **kw), epochs=2, batch_size=64, quiet=True)
-    result = at.train(cnn(), x, y, RECIPES.create(name, **kw), epochs=2, batch_size=64, quiet=True)
+    a = fit(cnn(), x, y, RECIPES.create(name, **kw), epochs=2, batch_size=64)
+    result = at.train(cnn(), x, y, RECIPES.create(name, **kw), epochs=2, batch_size=64)
     assert same_weights(a.state_dict(), result.model.state_dict())
     per_step = {"standard": 1, "pgd": 3, "fast": 2}[name]  # PGD-K costs K + 1 forward and backward passes
     assert result.per_image() == (2.0 * per_step, 2.0 * per_step)
@@ -199,7 +199,7 @@ def test_fit_delegates_or_refuses_own_loss_recipes(digits):
     for name in ("fgsm", "trades", "free", "pseudo-label"):
         recipe = RECIPES.create(name)
         try:
-            fit(cnn(), x[:32], y[:32], recipe, epochs=1, batch_size=32, quiet=True)
+            fit(cnn(), x[:32], y[:32], recipe, epochs=1, batch_size=32)
         except UsageError as err:
             assert "own" in str(err) or "labels" in str(err)
         else:
@@ -212,7 +212,7 @@ def test_early_stopping_keeps_the_best_held_out_epoch(digits):
     x, y = digits
     es = at.EarlyStopping(eps=EPS, steps=3, val=64)
     model = cnn()
-    result = at.train(model, x, y, RECIPES.create("pgd", eps=EPS, steps=2), epochs=3, batch_size=64, quiet=True,
+    result = at.train(model, x, y, RECIPES.create("pgd", eps=EPS, steps=2), epochs=3, batch_size=64,
                       early_stop=es)
     assert len(result.history) == 3 and result.n_train == 256 - 64
     robust = [r for _, r in result.history]
@@ -220,7 +220,7 @@ def test_early_stopping_keeps_the_best_held_out_epoch(digits):
     tr, va = es.split(len(x), 0)
     assert es.score(model, x[va], y[va])[1] == max(robust)  # the weights handed back are the best epoch's
     # the evaluation does not disturb training: the last epoch's weights are fit's on the rest
-    ref = fit(cnn(), x[tr], y[tr], RECIPES.create("pgd", eps=EPS, steps=2), epochs=3, batch_size=64, quiet=True)
+    ref = fit(cnn(), x[tr], y[tr], RECIPES.create("pgd", eps=EPS, steps=2), epochs=3, batch_size=64)
     assert same_weights(ref.state_dict(), result.last_state)
     assert result.eval_forwards == 3 * 64 * (3 + 2) and result.eval_backwards == 3 * 64 * 3  # counted apart
     assert result.per_image() == (9.0, 9.0)
@@ -231,9 +231,9 @@ def test_pseudo_labels_replace_the_pool_labels(digits):
     x, y = digits
     from harness.models.zoo import load_zoo
 
-    teacher = load_zoo("digits_cnn", quiet=True)
+    teacher = load_zoo("digits_cnn")
     recipe = RECIPES.create("pseudo-label", labeled=0.25)
-    settings = {"epochs": 1, "lr": LR, "batch_size": 64, "weight_decay": WD, "seed": 0, "quiet": True}
+    settings = {"epochs": 1, "lr": LR, "batch_size": 64, "weight_decay": WD, "seed": 0}
     xs, ys = recipe.prepare(cnn(), x, y, settings)
     lab, pool = recipe.split(len(x), 0)
     assert len(lab) == 64 and len(pool) == 192 and torch.equal(xs, x)
@@ -247,7 +247,7 @@ def test_pseudo_labels_replace_the_pool_labels(digits):
     assert len(xs) == 64 and only.passes(1) == 4
     # step 1 of the algorithm as written: a standard teacher trained on the labeled part, its passes counted
     own = RECIPES.create("pseudo-label", labeled=64, teacher="labeled", steps=1)
-    result = at.train(cnn(), x, y, own, epochs=1, batch_size=64, quiet=True)
+    result = at.train(cnn(), x, y, own, epochs=1, batch_size=64)
     assert result.extra["teacher_backwards"] == 4 * 64 and result.extra["teacher_forwards"] == 4 * 64 + 192
     assert result.forwards == 256 * 2 + 4 * 64 + 192
 

@@ -165,7 +165,7 @@ def test_zoo_training_ignores_the_callers_rng_and_threads(tmp_path, monkeypatch)
         torch.set_num_threads(threads)
         try:
             state = torch.random.get_rng_state()
-            weights.append(zoo.load_zoo("digits_cnn", quiet=True).state_dict())
+            weights.append(zoo.load_zoo("digits_cnn").state_dict())
             assert torch.equal(torch.random.get_rng_state(), state)  # the caller's generator is left alone
         finally:
             torch.set_num_threads(before)
@@ -183,8 +183,8 @@ def test_zoo_entry_on_data_that_is_not_embedded(tmp_path, monkeypatch, shared_da
         "mnist", "small_cnn", "standard", epochs=1, arch_kw={"image_size": 28, "width": 4}, split="test-holdout"))
     monkeypatch.setitem(ZOO._entries, "mnist_tiny_test", ZOO._entries.pop("mnist_tiny_test"))  # removed afterwards
     with pytest.raises(DataError, match="no data directory"):
-        zoo.load_zoo("mnist_tiny_test", quiet=True)
-    model = zoo.load_zoo("mnist_tiny_test", quiet=True, data_dir=str(shared_data))
+        zoo.load_zoo("mnist_tiny_test")
+    model = zoo.load_zoo("mnist_tiny_test", data_dir=str(shared_data))
     assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
     assert len(list((tmp_path / "cache").glob("mnist_tiny_test-*.pt"))) == 1
     out = tmp_path / "run"
@@ -358,16 +358,16 @@ def test_the_registry_writes_nothing_onto_what_it_builds():
 
 
 def test_a_defense_receives_the_run_facts_it_declares():
-    """``RunContext`` reaches the parameters a defense declares in ``receives`` (dataset, data_dir, quiet, target),
+    """``RunContext`` reaches the parameters a defense declares in ``receives`` (dataset, data_dir, target),
     never another parameter that happens to share a name; an unknown target (no zoo model) leaves the default."""
     from harness.assembly import build_defenses
     from harness.core.defense import RunContext
     from harness.core.registry import DEFENSES
 
     load_builtins()
-    ctx = RunContext(dataset="digits", data_dir=None, quiet=True, target=None)
+    ctx = RunContext(dataset="digits", data_dir=None, target=None)
     assert ctx.for_defense(("dataset", "target")) == {"dataset": "digits"}
-    assert DEFENSES.get("hgd").declared("receives") == ("dataset", "data_dir", "quiet", "target")
+    assert DEFENSES.get("hgd").declared("receives") == ("dataset", "data_dir", "target")
     assert DEFENSES.get("preempt").declared("receives") == ()
     [(_, entrant)] = build_defenses([("msp", "msp_detector")], Overrides(["msp.calib_n=10"]), "linf", [0.1], ctx)
     assert (entrant.at(Budget("linf", 0.1)).dataset, entrant.per_budget) == ("digits", False)

@@ -367,10 +367,10 @@ def test_download_mnist_from_loopback_mirror(tmp_path, monkeypatch, loopback):
         # a wrong checksum leaves nothing behind, neither the file nor its temporary
         dest = tmp_path / "wrong" / "t10k-labels-idx1-ubyte.gz"
         with pytest.raises(DataError, match="MD5"):
-            download(f"{base}/mnist/t10k-labels-idx1-ubyte.gz", dest, md5="0" * 32, quiet=True)
+            download(f"{base}/mnist/t10k-labels-idx1-ubyte.gz", dest, md5="0" * 32)
         assert list(dest.parent.iterdir()) == []
         with pytest.raises(DataError, match="offline"):
-            download(f"{base}/mnist/no-such-file.gz", tmp_path / "x.gz", quiet=True)
+            download(f"{base}/mnist/no-such-file.gz", tmp_path / "x.gz")
 
 
 def test_download_network_failure_is_one_line(tmp_path, loopback):
@@ -380,7 +380,7 @@ def test_download_network_failure_is_one_line(tmp_path, loopback):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     with pytest.raises(DataError) as excinfo:
-        download(f"http://127.0.0.1:{port}/t10k-images-idx3-ubyte.gz", tmp_path / "t.gz", timeout=5, quiet=True)
+        download(f"http://127.0.0.1:{port}/t10k-images-idx3-ubyte.gz", tmp_path / "t.gz", timeout=5)
     msg = one_line_error(excinfo)
     assert "offline" in msg and str(tmp_path) in msg and "t10k-images-idx3-ubyte.gz" in msg
     assert list(tmp_path.iterdir()) == []

@@ -391,7 +391,7 @@ def _checkpoint(zoo_name, path):
 
     load_builtins()
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(load_zoo(zoo_name, quiet=True).state_dict(), path)
+    torch.save(load_zoo(zoo_name).state_dict(), path)
     return path
 
 

@@ -286,7 +286,7 @@ def test_detectors_in_a_harness_run_with_the_adaptive_attack(adv):
                                                                     "adversary.steps": 5}))]
     atts = [("pgd", ATTACKS.create("pgd_linf")), ("adaptive", ATTACKS.create("pgd_detector", steps=5))]
     defs = [(n, Entrant.fixed(d, [Budget("linf", 0.1)])) for n, d in defs]
-    res = evaluate(adv, data, defs, atts, batch_size=500, seed=0, device=torch.device("cpu"), quiet=True)
+    res = evaluate(adv, data, defs, atts, batch_size=500, seed=0, device=torch.device("cpu"))
     for r in res:
         assert r.kind == "detector"
         for c in r.cells:

@@ -91,7 +91,7 @@ def test_verdict_is_judged_outside_autocast(adv_model, digits_test, monkeypatch)
     amp = autocast_for("bf16", torch.device("cpu"))
     evaluate(adv_model, digits_test.take(20), [("none", Entrant.fixed(defense, [Budget("linf", 0.1)]))],
              [("fgsm", attack)], batch_size=500, seed=0,
-             device=torch.device("cpu"), quiet=True, amp=amp)
+             device=torch.device("cpu"), amp=amp)
     assert ran == [True] and seen and not any(seen)
 
 
@@ -126,7 +126,7 @@ def test_certifiers_run_in_fp32(adv_model, digits_test, monkeypatch):
                         lambda self, *a, **k: ran.append(torch.is_autocast_enabled("cpu")) or real_run(self, *a, **k))
     none = Entrant.fixed(DEFENSES.create("none"), [Budget("linf", 0.01)])
     evaluate(adv_model, digits_test.take(10), [("none", none)], [("certify_ibp", attack)],
-             batch_size=500, seed=0, device=torch.device("cpu"), quiet=True, amp=autocast_for("bf16", torch.device("cpu")))
+             batch_size=500, seed=0, device=torch.device("cpu"), amp=autocast_for("bf16", torch.device("cpu")))
     assert ran == [False]
 
 

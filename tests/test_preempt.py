@@ -55,7 +55,7 @@ def test_grey_box_pgd_robust_accuracy_rises_by_a_wide_margin(models, digits_test
     defs = [("none", DEFENSES.create("none")), ("preempt", DEFENSES.create("preempt", norm="linf", eps=0.1, maxiter=50))]
     defs = [(n, Entrant.fixed(d, [Budget("linf", 0.1)])) for n, d in defs]
     res = evaluate(model, data, defs, [("pgd", ATTACKS.create("pgd_linf"))], batch_size=500, seed=0,
-                   device=torch.device("cpu"), quiet=True)
+                   device=torch.device("cpu"))
     acc = {r.defense: 100 * r.worst_case().float().mean().item() for r in res}
     cell = {r.defense: r.cells[0].threat for r in res}
     assert cell == {"none": "white-box", "preempt": "grey-box"}

@@ -421,8 +421,7 @@ def test_train_to_file_then_load_as_checkpoint(target, tmp_path):
     with pytest.raises(UsageError):
         training.parse_settings("jatp", {"nope": "1"})
     data = load("digits", "train")
-    meta = training.train_to_file("jatp", target, (data.x[:64], data.y[:64]), tmp_path / "p.pt", epochs=1,
-                                  quiet=True, **settings)
+    meta = training.train_to_file("jatp", target, (data.x[:64], data.y[:64]), tmp_path / "p.pt", epochs=1, **settings)
     d = DEFENSES.create("jatp", checkpoint=str(tmp_path / "p.pt"), **TINY)
     assert d.describe()["weights"] == meta["weights"] and (tmp_path / "p.pt.json").exists()
 
@@ -505,15 +504,14 @@ def test_run_puts_a_purifier_in_front_of_the_run_model():
     from harness.core.defense import RunContext
 
     data = load("digits", "test")
-    args = Namespace(model="digits_cnn", arch=None, dataset="digits", data_dir=None, quiet=True)
+    args = Namespace(model="digits_cnn", arch=None, dataset="digits", data_dir=None)
     ctx = defense_context(args, data)
-    assert ctx == RunContext(dataset="digits", data_dir=None, quiet=True, target="digits_cnn")
-    assert ctx.for_defense(DEFENSES.get("jatp").declared("receives")) == {"dataset": "digits", "quiet": True,
-                                                                          "target": "digits_cnn"}
+    assert ctx == RunContext(dataset="digits", data_dir=None, target="digits_cnn")
+    assert ctx.for_defense(DEFENSES.get("jatp").declared("receives")) == {"dataset": "digits", "target": "digits_cnn"}
     args.model = None
     assert defense_context(args, data).target == data.default_model
     args.model, args.arch = "weights.pt", "small_cnn"
-    assert "target" not in defense_context(args, data).for_defense(("dataset", "data_dir", "quiet", "target"))
+    assert "target" not in defense_context(args, data).for_defense(("dataset", "data_dir", "target"))
 
 
 def test_purifiers_train_at_the_datasets_budget_by_default(shared_data, tmp_path, monkeypatch):

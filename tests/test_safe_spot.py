@@ -105,7 +105,7 @@ def test_s_pgd_raises_grey_box_robust_accuracy_over_none(models, digits_test):
     defs = [("none", DEFENSES.create("none")), ("s-pgd", DEFENSES.create("safe_spot", method="pgd", eps=0.1))]
     defs = [(n, Entrant.fixed(d, [Budget("linf", 0.1)])) for n, d in defs]
     res = evaluate(model, data, defs, [("pgd", ATTACKS.create("pgd_linf"))], batch_size=500, seed=0,
-                   device=torch.device("cpu"), quiet=True)
+                   device=torch.device("cpu"))
     acc = {r.defense: 100 * r.worst_case().float().mean().item() for r in res}
     clean = {r.defense: 100 * r.clean.float().mean().item() for r in res}
     assert res[1].cells[0].threat == "grey-box"

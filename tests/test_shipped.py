@@ -54,7 +54,7 @@ def test_the_default_purifier_and_autoencoder_load_without_training(empty_cache)
     from harness.core.registry import DEFENSES
 
     for name in ("jatp", "hgd", "nrp", "defense_gan"):
-        DEFENSES.create(name, quiet=True)
+        DEFENSES.create(name)
     DEFENSES.create("magnet")
     assert list(empty_cache.iterdir()) == []
 
@@ -65,7 +65,7 @@ def test_shipped_weights_match_their_sha256_and_load_without_training(name, empt
     path = artifacts.shipped_file(artifact_name(name, spec), spec.sha256)
     assert artifacts.sha256_file(path) == spec.sha256
     data_dir = None if spec.dataset == "digits" else str(request.getfixturevalue("shared_data"))  # MNIST: its files
-    model = load_zoo(name, quiet=True, data_dir=data_dir)
+    model = load_zoo(name, data_dir=data_dir)
     assert list(empty_cache.iterdir()) == []  # loaded, not trained and cached
     state = torch.load(path, map_location="cpu", weights_only=True)
     assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
@@ -81,10 +81,10 @@ def test_a_damaged_shipped_file_is_an_error_not_a_silent_retrain(tmp_path, monke
         f.write(b"\0" * 8)
     monkeypatch.setattr(artifacts, "SHIPPED_DIR", tmp_path)
     with pytest.raises(artifacts.ArtifactError, match="sha256"):
-        load_zoo(name, quiet=True)
+        load_zoo(name)
     (tmp_path / src.name).unlink()
     with pytest.raises(artifacts.ArtifactError, match="missing"):
-        load_zoo(name, quiet=True)
+        load_zoo(name)
 
 
 def test_zoo_table_numbers_rerun_exactly(tmp_path):

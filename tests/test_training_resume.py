@@ -40,11 +40,11 @@ def train():
     if kind == "pgd":  # the shared loop (train_epochs) with an eps ramp over the first 4 epochs (16 batches)
         model = MODELS.create("small_cnn", num_classes=10, image_size=8, width=8)
         recipe = RECIPES.create("pgd", eps=0.1, steps=2, ramp=16)
-        fit(model, x, y, recipe, epochs=10, batch_size=25, lr=0.05, quiet=True)
+        fit(model, x, y, recipe, epochs=10, batch_size=25, lr=0.05)
     else:  # CROWN-IBP (its own loop) with the eps schedule ramping over epochs 2-6
         model = MODELS.create("a5_cnn_small", num_classes=10, image_size=8)
         recipe = RECIPES.create("crown-ibp", eps=0.1, start=2, length=5, milestones=(8,))
-        fit(model, x, y, recipe, epochs=10, batch_size=25, lr=2e-3, quiet=True)
+        fit(model, x, y, recipe, epochs=10, batch_size=25, lr=2e-3)
     return model.state_dict()
 
 state, _ = load_or_train(f"resume-test-{kind}", train)
@@ -131,7 +131,7 @@ def train_free():  # Free-AT: delta carried across minibatches, several replays
     x, y = digits()
     torch.manual_seed(0)
     model = MODELS.create("small_cnn", num_classes=10, image_size=8, width=8)
-    train(model, x, y, RECIPES.create("free", eps=0.1, m=2), epochs=8, batch_size=40, quiet=True)
+    train(model, x, y, RECIPES.create("free", eps=0.1, m=2), epochs=8, batch_size=40)
     return model.state_dict()
 
 
@@ -143,7 +143,7 @@ def train_early_stopped():  # PGD-AT with early stopping: the best epoch's weigh
     torch.manual_seed(0)
     model = MODELS.create("small_cnn", num_classes=10, image_size=8, width=8)
     t = train(model, x, y, RECIPES.create("pgd", eps=0.1, steps=2, early_stop=True, val=30), epochs=5,
-              batch_size=40, quiet=True)
+              batch_size=40)
     return {**model.state_dict(), "best_epoch": torch.tensor(t.best_epoch), "last": t.last_state["classifier.3.bias"]}
 
 
@@ -155,7 +155,7 @@ def train_pseudo_label():  # two phases: the teacher (fit), then the student
     torch.manual_seed(0)
     model = MODELS.create("small_cnn", num_classes=10, image_size=8, width=8)
     train(model, x, y, RECIPES.create("pseudo-label", eps=0.1, steps=1, teacher="labeled", labeled=40), epochs=3,
-          batch_size=40, quiet=True)
+          batch_size=40)
     return model.state_dict()
 
 

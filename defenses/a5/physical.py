@@ -71,7 +71,7 @@ def physical_loss(C: nn.Module, w: torch.Tensor, z: torch.Tensor, y: torch.Tenso
 def train_physical(C: nn.Module, w: torch.Tensor, eps: float, delta: float, *, steps: int,
                    train_classifier: bool = False, z: torch.Tensor | None = None, n: int = 8, bound: str = "ibp",
                    mix: float = 0.0, lr_z: float = 1e-2, lr_c: float = 1e-3,
-                   acquisition: Acquisition | None = None, seed: int = 0, quiet: bool = True,
+                   acquisition: Acquisition | None = None, seed: int = 0,
                    log: Callable[[dict], None] | None = None) -> tuple[torch.Tensor, nn.Module]:
     """A5/P (``train_classifier=False``: z only, C frozen) or A5/PC (z and C jointly), ``steps`` RMSprop steps on
     eq. 11 with all prototypes w (label = index) and ``n`` fresh acquisitions of each per step.  ``z``: where to
@@ -106,7 +106,7 @@ def train_physical(C: nn.Module, w: torch.Tensor, eps: float, delta: float, *, s
         with torch_threads(TRAIN_THREADS), torch.enable_grad():
             train_epochs(len(w), step, opt, sched, epochs=steps, batch_size=len(w), gen=gen,
                          keep={"z": z, "classifier": C}, every=CHECKPOINT_EVERY,
-                         desc="A5/PC" if train_classifier else "A5/P", quiet=quiet, log=history)
+                         desc="A5/PC" if train_classifier else "A5/P", log=history)
     finally:
         for p, flag in saved:
             p.requires_grad_(flag)

@@ -128,19 +128,19 @@ class A5Robustifier(A5Base):
     a5_cnn_small CROWN-IBP-trained at 0.1, eps = 0.1 (IBP-certified %, bare 79.7): 20 epochs, lr 1e-3, batch 100:
     delta 0.1: 84.2, 0.3: 86.7; the defaults: 85.3, 90.6."""
 
-    receives = ("dataset", "data_dir", "quiet")  # the run's (harness.core.defense.RunContext)
+    receives = ("dataset", "data_dir")  # the run's (harness.core.defense.RunContext)
 
     def __init__(self, norm: str = "linf", eps: float = 0.1, delta: float = 0.3, bound: Bound = "crown-ibp",
                  epochs: int = 40, start: int = 2, length: int = 8, lr: float = 3e-3, milestones: tuple = (30,),
                  batch_size: int = 50, seed: int = 0, dataset: str = "digits", split: str | None = None,
-                 data_dir: str | None = None, quiet: bool = True):
+                 data_dir: str | None = None):
         self._check("a5_robustifier", norm, eps, delta, bound)
         if epochs <= 0 or not lr > 0 or batch_size <= 0:
             raise UsageError("a5_robustifier / a5_co: epochs, lr and batch_size must be positive")
         self.eps, self.delta, self.bound = float(eps), float(delta), bound
         self.epochs, self.start, self.length, self.lr = int(epochs), int(start), int(length), float(lr)
         self.milestones, self.batch_size, self.seed = tuple(int(m) for m in milestones), int(batch_size), int(seed)
-        self.dataset, self.split, self.data_dir, self.quiet = dataset, training_split(dataset, split), data_dir, quiet
+        self.dataset, self.split, self.data_dir = dataset, training_split(dataset, split), data_dir
         self.label = "pred"  # R never sees a label
         self._nets: dict[int, tuple[str, dict]] = {}  # id(model) -> (weights digest, trained networks)
         self.source = None
@@ -165,7 +165,7 @@ class A5Robustifier(A5Base):
 
         def train():
             return train_robustifier(frozen_eval(copy.deepcopy(model)), data, self.eps, self.delta, self.epochs,
-                                     quiet=self.quiet, desc="A5/R: train R", **self.train_settings()).state_dict()
+                                     desc="A5/R: train R", **self.train_settings()).state_dict()
 
         with torch.random.fork_rng(devices=[]):
             state, self.source = load_or_train(f"a5-r-{self.dataset}-{key}", train)
@@ -215,9 +215,9 @@ class A5CoTrained(A5Robustifier):
                  epochs: int = 40, start: int = 2, length: int = 8, lr: float = 3e-3, milestones: tuple = (30,),
                  batch_size: int = 50, seed: int = 0, co_epochs: int = 20, co_lr: float = 5e-4, co_start: int = 1,
                  co_length: int = 0, co_milestones: tuple = (15,), augment_pad: int | None = None, dataset: str = "digits",
-                 split: str | None = None, data_dir: str | None = None, quiet: bool = True):
+                 split: str | None = None, data_dir: str | None = None):
         super().__init__(norm, eps, delta, bound, epochs, start, length, lr, milestones, batch_size, seed, dataset,
-                         split, data_dir, quiet)
+                         split, data_dir)
         if co_epochs <= 0 or not co_lr > 0:
             raise UsageError("a5_co: co_epochs and co_lr must be positive")
         self.co_lr = float(co_lr)
@@ -237,7 +237,7 @@ class A5CoTrained(A5Robustifier):
             C, R = copy.deepcopy(model), copy.deepcopy(R0)
             for p in list(C.parameters()) + list(R.parameters()):
                 p.requires_grad_(True)
-            co_train(C, R, data, self.eps, self.delta, self.co_epochs, quiet=self.quiet, desc="A5/RC: co-train", **co)
+            co_train(C, R, data, self.eps, self.delta, self.co_epochs, desc="A5/RC: co-train", **co)
             return {**{f"C.{k}": v for k, v in C.state_dict().items()}, **{f"R.{k}": v for k, v in R.state_dict().items()}}
 
         with torch.random.fork_rng(devices=[]):

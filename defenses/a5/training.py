@@ -64,7 +64,7 @@ def train_a5(classifier: nn.Module, data, eps: float, *, epochs: int, robustifie
              delta: float = 0.0, train_classifier: bool = True, train_robustifier: bool = False,
              bound: str = "crown-ibp", lr: float = 1e-3, batch_size: int = 100, start: int = 3, length: int = 18,
              mid: float = 0.3, milestones: Sequence[int] = (25, 42), gamma: float = 0.1, augment_pad: int = 0,
-             seed: int = 0, quiet: bool = True, desc: str = "a5", log: Callable[[dict], None] | None = None) -> nn.Module:
+             seed: int = 0, desc: str = "a5", log: Callable[[dict], None] | None = None) -> nn.Module:
     """The official ``a5.py`` training loop (module docstring): minimise ``f CE(C(x_r), y) + (1 - f) E(x_r)`` with
     x_r = x + dx_D(R(x)) (eq. 5; x_r = x without a robustifier), E the worst-case CE at the scheduled eps (eq. 3),
     over C's parameters (``train_classifier``: CROWN-IBP training; eqs. 8-9 with R), R's (``train_robustifier``:
@@ -96,7 +96,7 @@ def train_a5(classifier: nn.Module, data, eps: float, *, epochs: int, robustifie
     if log is not None:
         for record in history:
             log(record)
-    epochs_bar = bar(epochs, desc, initial=run.start) if not quiet else None
+    epochs_bar = bar(epochs, desc, initial=run.start)
     try:
         with torch_threads(TRAIN_THREADS), torch.enable_grad():
             for epoch in run:
@@ -122,12 +122,10 @@ def train_a5(classifier: nn.Module, data, eps: float, *, epochs: int, robustifie
                 history.append({"epoch": epoch + 1, **{k: v / n_batches for k, v in sums.items()}})
                 if log is not None:
                     log(history[-1])
-                if epochs_bar is not None:
-                    epochs_bar.update()
-                    epochs_bar.set_postfix(loss=f"{sums['loss'] / n_batches:.3f}", eps=f"{eps_t:.3f}")
+                epochs_bar.update()
+                epochs_bar.set_postfix(loss=f"{sums['loss'] / n_batches:.3f}", eps=f"{eps_t:.3f}")
     finally:
-        if epochs_bar is not None:
-            epochs_bar.close()
+        epochs_bar.close()
         for p, flag in saved:
             p.requires_grad_(flag)
     if robustifier is not None:
@@ -177,8 +175,7 @@ class CrownIBPTrainer(OwnLoop):
         raise UsageError("the crown-ibp recipe trains with its own loss (CROWN-IBP bounds): call its .fit(...)")
 
     def fit(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, lr: float | None = None,
-            batch_size: int | None = None, seed: int = 0, quiet: bool = False, desc: str = "train (crown-ibp)",
-            **_ignored) -> nn.Module:
+            batch_size: int | None = None, seed: int = 0, desc: str = "train (crown-ibp)", **_ignored) -> nn.Module:
         """``fit``'s signature; ``lr`` / ``batch_size`` None keep the recipe's (official 1e-3 / 100)."""
         kw = dict(self.settings)
         if lr is not None:
@@ -186,7 +183,7 @@ class CrownIBPTrainer(OwnLoop):
         if batch_size is not None:
             kw["batch_size"] = batch_size
         eps = kw.pop("eps")
-        return train_crown_ibp(model, (x, y), eps, epochs, seed=seed, quiet=quiet, desc=desc, **kw)
+        return train_crown_ibp(model, (x, y), eps, epochs, seed=seed, desc=desc, **kw)
 
 
 @RECIPES.register("crown-ibp", "CROWN-IBP certified training (Zhang et al. 2020; A5's legacy C), its own loop",

@@ -16,7 +16,7 @@ only ``fast`` (and ``fgsm`` with ``alpha=0``) is CE on a crafted batch.  FGSM-AT
 Free's replays with a perturbation carried across minibatches, the pseudo-labels (which replace labels ``fit``
 would take from the split) and early stopping (an evaluation per epoch, a checkpoint restored at the end) are not.
 So every recipe here returns a ``Recipe``: it has ``fit(model, x, y, *, epochs, lr, batch_size, weight_decay,
-seed, quiet, desc)`` (``fit``'s signature; what ``harness train`` needs ``fit`` to delegate to) and is callable as
+seed, desc)`` (``fit``'s signature; what ``harness train`` needs ``fit`` to delegate to) and is callable as
 ``fit``'s batch function where it is one, else calling it raises ``UsageError``.  Its loop, ``train``, keeps
 ``fit``'s conventions: SGD with momentum 0.9 and weight decay, cosine decay of the learning rate to 0 over all
 weight updates (one ``sched.step()`` per update), shuffling from ``torch.Generator().manual_seed(seed)``,

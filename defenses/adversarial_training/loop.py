@@ -8,9 +8,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
 from attacks.pgd import pgd
+from harness.core import progress
 from harness.core.counting import PassCounter
 from harness.core.errors import UsageError
 from harness.core.geometry import NORMS
@@ -145,13 +145,13 @@ class Recipe(OwnLoop, Stateful):
         return self.make_batch(model, x, y)
 
     def fit(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, lr: float | None = None,
-            batch_size: int | None = None, weight_decay: float = 5e-4, seed: int = 0, quiet: bool = False,
-            desc: str = "train", **_ignored) -> nn.Module:
+            batch_size: int | None = None, weight_decay: float = 5e-4, seed: int = 0, desc: str = "train",
+            **_ignored) -> nn.Module:
         """``harness.core.training.fit``'s signature (None: fit's SGD defaults, lr 0.1 and batches of 128): train by
         ``train`` and hand back the model (``.last``: cost)."""
         lr, batch_size = 0.1 if lr is None else lr, 128 if batch_size is None else batch_size
         self.last = train(model, x, y, self, epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=weight_decay,
-                          seed=seed, quiet=quiet, desc=desc)
+                          seed=seed, desc=desc)
         return self.last.model
 
 
@@ -188,8 +188,8 @@ def as_recipe(recipe: Recipe | BatchFn) -> Recipe:
 
 
 def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, recipe: Recipe | BatchFn, *, epochs: int,
-          lr: float = 0.1, batch_size: int = 128, weight_decay: float = 5e-4, seed: int = 0, quiet: bool = False,
-          desc: str = "train", early_stop: EarlyStopping | None = None) -> Trained:
+          lr: float = 0.1, batch_size: int = 128, weight_decay: float = 5e-4, seed: int = 0, desc: str = "train",
+          early_stop: EarlyStopping | None = None) -> Trained:
     """Train ``model`` on (x, y) with ``recipe`` (a ``Recipe`` or any ``fit`` batch function) by ``fit``'s
     conventions, counting passes; ``early_stop`` (default: the recipe's own) holds out images and keeps the best
     epoch (``EarlyStopping``).  ``epochs`` are ``fit``'s; Free makes ceil(epochs / m) passes of m replays."""
@@ -198,8 +198,7 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, recipe: Recipe | B
     recipe = as_recipe(recipe)
     es = early_stop if early_stop is not None else recipe.early_stop
     device = next(model.parameters()).device
-    settings = {"epochs": epochs, "lr": lr, "batch_size": batch_size, "weight_decay": weight_decay, "seed": seed,
-                "quiet": True}
+    settings = {"epochs": epochs, "lr": lr, "batch_size": batch_size, "weight_decay": weight_decay, "seed": seed}
     xv = yv = None
     if es is not None:
         tr, va = es.split(len(x), seed)
@@ -219,7 +218,7 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, recipe: Recipe | B
         books = Books(result, counter)
         run = Epochs(passes, {"model": model, "optimizer": opt, "scheduler": sched, "generator": gen,
                               "recipe": recipe, "books": books})
-        bar = tqdm(total=passes, initial=run.start, desc=desc, disable=quiet, leave=False)
+        bar = progress.bar(passes, desc, initial=run.start)
         for epoch in run:
             perm = torch.randperm(len(x), generator=gen)
             for i in range(0, len(x), batch_size):

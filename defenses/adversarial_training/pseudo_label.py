@@ -91,7 +91,7 @@ class PseudoLabelTraining(Recipe):
             return teacher.eval()
         from harness.models.zoo import load_zoo
 
-        return load_zoo(self.teacher, device=device, quiet=True)
+        return load_zoo(self.teacher, device=device)
 
     def prepare(self, model, x, y, settings):
         self.extra = {"teacher": self.teacher, "labeled": 0, "pool": 0, "teacher_forwards": 0, "teacher_backwards": 0}

@@ -34,8 +34,7 @@ def _checkpoint_state(g: Generator, cfg: dict, dataset: str, split: str) -> dict
 
 
 def save_generator(out_path, *, dataset: str = "digits", split: str | None = None, data_dir: str | None = None,
-                   epochs: int | None = None, quiet: bool = True, device: str | torch.device = "cpu",
-                   **settings) -> dict:
+                   epochs: int | None = None, device: str | torch.device = "cpu", **settings) -> dict:
     """Train Defense-GAN's generator (``train_generator``: WGAN-GP, Gulrajani et al. 2017, Algorithm 1, on the clean
     ``split`` of ``dataset``; Defense-GAN paper Sec. 3.1) and write {"generator": state dict, "config": architecture,
     dataset, split} to ``out_path`` (atomic), for ``--set defense_gan.checkpoint=PATH``.  ``epochs``: critic passes
@@ -51,7 +50,7 @@ def save_generator(out_path, *, dataset: str = "digits", split: str | None = Non
         cfg = resolve_settings(dataset, **settings)
         settings["iters"] = math.ceil(int(epochs) * len(data) / (cfg["batch_size"] * cfg["critic_iters"]))
     cfg = resolve_settings(dataset, **settings)
-    g = train_generator(data, dataset=dataset, quiet=quiet, device=device, **cfg)
+    g = train_generator(data, dataset=dataset, device=device, **cfg)
     state = _checkpoint_state(g.cpu(), cfg, dataset, split)
     atomic_save(state, out_path)
     return state["config"]
@@ -65,7 +64,7 @@ SHIPPED: dict[str, str] = {
 
 
 def load_or_train_generator(cfg: dict | None = None, *, dataset: str = "digits", checkpoint: str | None = None,
-                            data_dir: str | None = None, quiet: bool = True) -> tuple[Generator, str]:
+                            data_dir: str | None = None) -> tuple[Generator, str]:
     """Defense-GAN's G (paper Sec. 3.1): from ``checkpoint`` (written by ``save_generator``, or a bare state dict of a
     generator with ``cfg``'s architecture; read with ``weights_only=True``), else from the cache or trained now on
     the training split of ``dataset`` (``train_generator``) and cached (``load_or_train``).  Returns (G in eval mode
@@ -103,7 +102,7 @@ def load_or_train_generator(cfg: dict | None = None, *, dataset: str = "digits",
             name = f"defense-gan-{dataset}-{cache_key(full, dataset, split)}"
 
             def train() -> dict:
-                return train_generator(load(dataset, split, data_dir), dataset=dataset, quiet=quiet, **full).state_dict()
+                return train_generator(load(dataset, split, data_dir), dataset=dataset, **full).state_dict()
 
             sd, source = load_artifact(name, train, sha256=SHIPPED.get(name))
             g = Generator(full["latent_dim"], channels, size, full["width"])

@@ -58,24 +58,23 @@ class DefenseGAN(Preprocessor, Randomized, Approximates, TrainsAlone):
     which the engine seeds per cell).  Quick defaults L=50, R=5, step_size=0.1; the paper's L=200, R=10 (module
     docstring for the step size)."""
 
-    receives = ("dataset", "data_dir", "quiet")  # the run's (harness.core.defense.RunContext)
+    receives = ("dataset", "data_dir")  # the run's (harness.core.defense.RunContext)
 
     @classmethod
-    def train_to_file(cls, out, *, dataset, split, data_dir, epochs, seed, quiet, device, settings) -> str:
+    def train_to_file(cls, out, *, dataset, split, data_dir, epochs, seed, device, settings) -> str:
         """``harness train --defense defense_gan --out G.pt [--set iters=N]``: ``save_generator``."""
-        save_generator(out, dataset=dataset, split=split, data_dir=data_dir, epochs=epochs, quiet=quiet, device=device,
+        save_generator(out, dataset=dataset, split=split, data_dir=data_dir, epochs=epochs, device=device,
                        **{"seed": seed, **settings})
         return f"defense_gan.checkpoint={out}"
 
     def __init__(self, L: int = QUICK["L"], R: int = QUICK["R"], step_size: float = QUICK["step_size"],
                  dataset: str = "digits", checkpoint: str | None = None, train_iters: int | None = None,
-                 train_seed: int = 0, quiet: bool = True, data_dir: str | None = None):
+                 train_seed: int = 0, data_dir: str | None = None):
         super().__init__()
         self.L, self.R, self.step_size = _check_range(L, R, step_size)
         self.dataset, self.checkpoint = dataset, checkpoint
         cfg = {"seed": int(train_seed), **({} if train_iters is None else {"iters": int(train_iters)})}
-        self.G, self._source = load_or_train_generator(cfg, dataset=dataset, checkpoint=checkpoint,
-                                                       data_dir=data_dir, quiet=quiet)
+        self.G, self._source = load_or_train_generator(cfg, dataset=dataset, checkpoint=checkpoint, data_dir=data_dir)
         self._params = {"L": self.L, "R": self.R, "step_size": self.step_size, "dataset": dataset,
                         "checkpoint": checkpoint, **({} if checkpoint else resolve_settings(dataset, **cfg)),
                         "weights": weights_digest(self.G)}

@@ -62,8 +62,8 @@ def resolve_settings(dataset: str, **settings) -> dict:
     return cfg
 
 
-def train_generator(data, iters: int | None = None, *, dataset: str = "digits", quiet: bool = True,
-                    log: list | None = None, device: str | torch.device = "cpu", **settings) -> Generator:
+def train_generator(data, iters: int | None = None, *, dataset: str = "digits", log: list | None = None,
+                    device: str | torch.device = "cpu", **settings) -> Generator:
     """Train Defense-GAN's generator on the clean images of ``data`` (an ImageSet, an (x, y) pair or an image tensor;
     labels unused) with WGAN-GP (Gulrajani et al. 2017, Algorithm 1: ``critic_iters`` critic steps on
     D(fake) - D(real) + lambda * GP per generator step on -D(G(z)), z ~ N(0, I), Adam).  Defense-GAN paper Sec. 3.1:
@@ -90,7 +90,7 @@ def train_generator(data, iters: int | None = None, *, dataset: str = "digits", 
         bs, n = cfg["batch_size"], len(x)
         run = Epochs(cfg["iters"], {"generator": g, "critic": d, "opt_g": opt_g, "opt_d": opt_d}, log=log,
                      every=CHECKPOINT_EVERY)
-        with (_nullbar() if quiet else bar(cfg["iters"], "defense_gan: WGAN-GP", initial=run.start)) as pbar:
+        with bar(cfg["iters"], "defense_gan: WGAN-GP", initial=run.start) as pbar:
             for it in run:
                 for _ in range(cfg["critic_iters"]):
                     real = x[torch.randint(0, n, (bs,), device=device)]
@@ -109,19 +109,6 @@ def train_generator(data, iters: int | None = None, *, dataset: str = "digits", 
                     log.append((it, float(loss_d), float(w_est)))
                 pbar.update()
     return _frozen(g)
-
-
-class _nullbar:
-    """A silent stand-in for the progress bar of ``train_generator`` (no equation)."""
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        return False
-
-    def update(self, *a):
-        pass
 
 
 def _frozen(net: nn.Module) -> nn.Module:

@@ -43,12 +43,12 @@ class MagNet(ThresholdDetector, nn.Module, TrainsAlone):
     # TrainsAlone: the autoencoder learns from clean images (harness train --defense magnet --out ae.pt).
 
     @classmethod
-    def train_to_file(cls, out, *, dataset, split, data_dir, epochs, seed, quiet, device, settings) -> str:
+    def train_to_file(cls, out, *, dataset, split, data_dir, epochs, seed, device, settings) -> str:
         """``harness train --defense magnet --out ae.pt [--set noise=0.1]``: the purifier loop's ``train_to_file``
         with the autoencoder's settings (no classifier is involved)."""
         data = load(dataset, split or "train", data_dir)
         cfg = {"seed": seed, **parse_settings("magnet", settings)}
-        train_to_file("magnet", NoTarget(device), data, out, epochs=epochs, quiet=quiet, **cfg)
+        train_to_file("magnet", NoTarget(device), data, out, epochs=epochs, **cfg)
         return f"magnet.checkpoint={out}"
 
     def __init__(self, detectors: str = "l2,l1", fpr: float = 0.01, reformer: bool = True,

@@ -41,13 +41,14 @@ class NoTarget(nn.Module):
         self.anchor = nn.Parameter(torch.empty(0, device=device), requires_grad=False)
 
 
-def train_autoencoder(data, epochs: int | None = None, *, quiet: bool = True, log: list | None = None,
-                      device: str | torch.device = "cpu", **settings) -> nn.Module:
+def train_autoencoder(data, epochs: int | None = None, *, log: list | None = None, device: str | torch.device = "cpu",
+                      **settings) -> nn.Module:
     """Train MagNet's autoencoder on ``data`` (an ImageSet or (x, y); labels unused): Adam on MSE(ae(x~), x) with
     x~ = clip(x + noise N(0, I), 0, 1), the purifier loop of ``defenses.purifiers.training`` (one thread on the CPU,
     seeded by ``seed``: bit-reproducible; the caller's RNG is left as it was).  ``settings`` override ``DEFAULTS``;
-    ``log`` receives the mean MSE per epoch; ``quiet=False`` shows a tqdm bar.  Returns the network in eval mode."""
-    return train_purifier("magnet", NoTarget(device), data, epochs, quiet=quiet, log=log, **settings)
+    ``log`` receives the mean MSE per epoch; a tqdm bar shows unless ``--quiet`` (``harness.core.progress``).  Returns
+    the network in eval mode."""
+    return train_purifier("magnet", NoTarget(device), data, epochs, log=log, **settings)
 
 
 # The sha256 of each shipped autoencoder (artifact name -> digest; ``harness/weights/<name>.pt``): the digits
@@ -62,7 +63,7 @@ def cache_key(cfg: dict, dataset: str) -> str:
 
 
 def load_or_train_autoencoder(cfg: dict | None = None, *, dataset: str = "digits", checkpoint: str | None = None,
-                              data_dir: str | None = None, quiet: bool = True) -> tuple[nn.Module, str]:
+                              data_dir: str | None = None) -> tuple[nn.Module, str]:
     """The autoencoder: from ``checkpoint`` (a state dict, ``weights_only``), else from the cache
     (``$HARNESS_CACHE``, keyed by the settings, the dataset and the torch version) or shipped (``SHIPPED``), else trained
     now on the training split of ``dataset`` and cached (atomic write).  Returns (network in eval mode without
@@ -80,7 +81,7 @@ def load_or_train_autoencoder(cfg: dict | None = None, *, dataset: str = "digits
             artifact = f"magnet-ae-{dataset}-{cache_key(cfg, dataset)}"
             data = load(dataset, "train", data_dir)
             net = MagNetAutoencoder(data.x.shape[1], cfg["structure"], cfg["activation"])
-            state, source = load_artifact(artifact, lambda: train_autoencoder(data, quiet=quiet, **cfg).state_dict(),
+            state, source = load_artifact(artifact, lambda: train_autoencoder(data, **cfg).state_dict(),
                                           sha256=SHIPPED.get(artifact))
             net.load_state_dict(state)
     return frozen_eval(net), source

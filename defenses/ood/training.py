@@ -141,8 +141,7 @@ def train_ood(model: nn.Module, x_in: torch.Tensor, y_in: torch.Tensor, x_out: t
 
     log = [] if history is not None else None
     keep = {"model": model, **({"outliers": outliers} if use_out else {})}
-    train_epochs(len(x_in), step, opt, sched, epochs=epochs, batch_size=batch_size, gen=gen, keep=keep, quiet=True,
-                 log=log,
+    train_epochs(len(x_in), step, opt, sched, epochs=epochs, batch_size=batch_size, gen=gen, keep=keep, log=log,
                  desc=f"train_ood ({objective})")
     if history is not None:  # the terms only, as before ("loss" is their weighted sum)
         history += [{k: v for k, v in epoch.items() if k != "loss"} for epoch in log]

@@ -123,7 +123,7 @@ METHOD = register_method(Method(
 def hgd(checkpoint: str | None = None, target: str = "digits_cnn_adv", dataset: str | None = None,
         train_split: str | None = None, guide: str = DEFAULTS["guide"], mode: Literal["obl", "full"] = "obl",
         train_epochs: int = DEFAULTS["epochs"], train_eps: float | None = None, train_seed: int = 0,
-        data_dir: str | None = None, quiet: bool = True) -> PurifierDefense:
+        data_dir: str | None = None) -> PurifierDefense:
     """HGD denoiser (Liao et al. 2018): U-Net, x + D(x), trained with the L1 loss on the target's features.
 
     ``guide``: "features" (FGD, the target's top conv feature map), "logits" (LGD), or a module path.
@@ -136,5 +136,5 @@ def hgd(checkpoint: str | None = None, target: str = "digits_cnn_adv", dataset: 
     train_eps = train_eps if train_eps is not None else default_train_eps(target, dataset, data_dir)
     cfg = {"guide": guide, "mode": mode, "epochs": train_epochs, "train_eps": train_eps, "seed": train_seed}
     return build_purifier("hgd", cfg, target=target, dataset=dataset, train_split=train_split, checkpoint=checkpoint,
-                          data_dir=data_dir, quiet=quiet)
+                          data_dir=data_dir)
 

@@ -128,7 +128,7 @@ def jatp(checkpoint: str | None = None, target: str = "digits_cnn_adv", dataset:
          train_eps: float | None = None, train_steps: int = DEFAULTS["train_steps"],
          fsm_weight: float = DEFAULTS["alpha"], pix_weight: float = DEFAULTS["beta"],
          feature_layer: str = DEFAULTS["feature_layer"], nf: int = DEFAULTS["nf"], nb: int = DEFAULTS["nb"],
-         gc: int = DEFAULTS["gc"], train_seed: int = 0, data_dir: str | None = None, quiet: bool = True) -> PurifierDefense:
+         gc: int = DEFAULTS["gc"], train_seed: int = 0, data_dir: str | None = None) -> PurifierDefense:
     """JATP purifier (Zhou et al. 2021): RRDB P jointly trained on full adversarial examples (eqs. 5-10).
 
     ``checkpoint``: a state dict of the RRDB network (loaded with weights_only); None trains on first use
@@ -143,4 +143,4 @@ def jatp(checkpoint: str | None = None, target: str = "digits_cnn_adv", dataset:
            "train_step_size": train_eps / 4, "alpha": fsm_weight, "beta": pix_weight,
            "feature_layer": feature_layer, "nf": nf, "nb": nb, "gc": gc, "seed": train_seed}
     return build_purifier("jatp", cfg, target=target, dataset=dataset, train_split=train_split, checkpoint=checkpoint,
-                          data_dir=data_dir, quiet=quiet)
+                          data_dir=data_dir)

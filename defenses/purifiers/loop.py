@@ -28,8 +28,8 @@ def _optimizer(params, cfg: dict) -> torch.optim.Optimizer:
 
 
 def train_purifier(name: str, target_model: nn.Module, data, epochs: int | None = None, *,
-                   net: nn.Module | None = None, feature_model: nn.Module | None = None, quiet: bool = True,
-                   log: list | None = None, **settings) -> nn.Module:
+                   net: nn.Module | None = None, feature_model: nn.Module | None = None, log: list | None = None,
+                   **settings) -> nn.Module:
     """Train the purifier ``name`` (hgd | nrp | jatp) in front of the fixed ``target_model``; returns P (eval).
 
     ``data``: an ImageSet or (x, y) of training images in [0, 1].  ``epochs`` and ``settings`` override the
@@ -60,7 +60,7 @@ def train_purifier(name: str, target_model: nn.Module, data, epochs: int | None 
             torch.manual_seed(cfg["seed"] + 1)
             torch.set_num_threads(TRAIN_THREADS)
             try:
-                _fit(method, ctx, x, y, quiet, log)
+                _fit(method, ctx, x, y, log)
             finally:
                 torch.set_num_threads(threads)
     finally:
@@ -78,7 +78,7 @@ def build_net(name: str, in_channels: int, cfg: dict) -> nn.Module:
         return method.build(in_channels, cfg)
 
 
-def _fit(method: Method, ctx: Context, x: torch.Tensor, y: torch.Tensor, quiet: bool, log: list | None) -> None:
+def _fit(method: Method, ctx: Context, x: torch.Tensor, y: torch.Tensor, log: list | None) -> None:
     cfg, net = ctx.cfg, ctx.net
     device = next(net.parameters()).device
     gen = torch.Generator().manual_seed(cfg["seed"])
@@ -101,8 +101,7 @@ def _fit(method: Method, ctx: Context, x: torch.Tensor, y: torch.Tensor, quiet: 
         loss, terms = method.loss(ctx, xt, xb, yb)
         return loss, {k: torch.as_tensor(v) for k, v in terms.items()}
 
-    train_epochs(len(x_in), step, opt, sched, epochs=epochs, batch_size=bs, gen=gen, keep={"purifier": net},
-                 quiet=quiet, log=log,
+    train_epochs(len(x_in), step, opt, sched, epochs=epochs, batch_size=bs, gen=gen, keep={"purifier": net}, log=log,
                  desc=f"training {method.name} purifier (first use, cached)")
     net.eval()
 
@@ -136,12 +135,12 @@ def parse_settings(name: str, pairs: dict[str, str]) -> dict:
 
 
 def train_to_file(name: str, target_model: nn.Module, data, out: str | Path, epochs: int | None = None,
-                  feature_model: nn.Module | None = None, quiet: bool = False, **settings) -> dict:
+                  feature_model: nn.Module | None = None, **settings) -> dict:
     """Train and save P's state dict atomically at ``out`` (+ ``out.json`` with the settings); returns them.
 
     Load it with ``--defense NAME --set checkpoint=OUT`` (plus the same network sizes, e.g. nf/nb/gc).
     """
-    net = train_purifier(name, target_model, data, epochs, feature_model=feature_model, quiet=quiet, **settings)
+    net = train_purifier(name, target_model, data, epochs, feature_model=feature_model, **settings)
     out = Path(out)
     atomic_save(net.state_dict(), out)
     cfg = {**get_method(name).defaults, **settings, **({"epochs": int(epochs)} if epochs is not None else {})}

@@ -88,8 +88,8 @@ def nrp(checkpoint: str | None = None, target: str = "digits_cnn_adv", feature_m
         dataset: str | None = None, train_split: str | None = None, train_epochs: int = DEFAULTS["epochs"],
         train_eps: float | None = None,
         feature_layer: str = DEFAULTS["feature_layer"], nf: int = DEFAULTS["nf"], nb: int = DEFAULTS["nb"],
-        gc: int = DEFAULTS["gc"], train_seed: int = 0, dynamic: bool = False, data_dir: str | None = None,
-        quiet: bool = True) -> PurifierDefense:
+        gc: int = DEFAULTS["gc"], train_seed: int = 0, dynamic: bool = False,
+        data_dir: str | None = None) -> PurifierDefense:
     """NRP purifier (Naseer et al. 2020): RRDB P trained self-supervised on SSP feature-distortion examples.
 
     ``feature_model``: the zoo model whose ``feature_layer`` plays VGG's role ("standard": the zoo's
@@ -102,4 +102,4 @@ def nrp(checkpoint: str | None = None, target: str = "digits_cnn_adv", feature_m
     cfg = {"epochs": train_epochs, "train_eps": train_eps, "train_step_size": train_eps / 4,
            "feature_layer": feature_layer, "nf": nf, "nb": nb, "gc": gc, "seed": train_seed}
     return build_purifier("nrp", cfg, target=target, dataset=dataset, train_split=train_split, checkpoint=checkpoint,
-                          data_dir=data_dir, quiet=quiet, feature_model=feature_model, dynamic=dynamic)
+                          data_dir=data_dir, feature_model=feature_model, dynamic=dynamic)

@@ -98,12 +98,12 @@ def _load_target(target: str, data_dir: str | None = None) -> nn.Module:
 
     if target not in ZOO:
         ZOO.get(target)  # unknown: fails with the closest names
-    return load_zoo(target, "cpu", quiet=True, data_dir=data_dir)
+    return load_zoo(target, "cpu", data_dir=data_dir)
 
 
 def load_or_train(name: str, cfg: dict, *, target: str, dataset: str, checkpoint: str | None,
-                  feature_model: str | None = None, split: str = "train", data_dir: str | None = None,
-                  quiet: bool = True) -> tuple[nn.Module, str]:
+                  feature_model: str | None = None, split: str = "train",
+                  data_dir: str | None = None) -> tuple[nn.Module, str]:
     """The purifier network: from ``checkpoint`` (weights_only), else from the cache, else trained now.
 
     Training uses ``split`` of ``dataset`` (read from ``data_dir`` when it is not embedded).  Returns
@@ -112,11 +112,11 @@ def load_or_train(name: str, cfg: dict, *, target: str, dataset: str, checkpoint
     """
     with torch.random.fork_rng(devices=[]):
         return _load_or_train(name, cfg, target=target, dataset=dataset, checkpoint=checkpoint,
-                              feature_model=feature_model, split=split, data_dir=data_dir, quiet=quiet)
+                              feature_model=feature_model, split=split, data_dir=data_dir)
 
 
 def _load_or_train(name: str, cfg: dict, *, target: str, dataset: str, checkpoint: str | None,
-                   feature_model: str | None, split: str, data_dir: str | None, quiet: bool) -> tuple[nn.Module, str]:
+                   feature_model: str | None, split: str, data_dir: str | None) -> tuple[nn.Module, str]:
     method = get_method(name)
     cfg = {**method.defaults, **cfg}
 
@@ -138,7 +138,7 @@ def _load_or_train(name: str, cfg: dict, *, target: str, dataset: str, checkpoin
         def train() -> dict:
             target_model = _load_target(target, data_dir)
             feat = _load_target(feature_model, data_dir) if feature_model else None
-            train_purifier(name, target_model, data, net=net, feature_model=feat, quiet=quiet, **cfg)
+            train_purifier(name, target_model, data, net=net, feature_model=feat, **cfg)
             return net.state_dict()
 
         state, source = load_artifact(artifact, train, sha256=SHIPPED.get(artifact))
@@ -153,11 +153,11 @@ class PurifierDefense(Preprocessor, Approximates, TrainsForTarget):
     the exact purifier.  NRP's dynamic inference is ``DynamicPurifier``.
     """
 
-    receives = ("dataset", "data_dir", "quiet", "target")  # the run's (harness.core.defense.RunContext)
+    receives = ("dataset", "data_dir", "target")  # the run's (harness.core.defense.RunContext)
 
     @classmethod
     def train_for_target(cls, name: str, out: str | Path, *, target: str | None, arch: str | None, dataset: str,
-                         split: str | None, data_dir: str | None, epochs: int | None, quiet: bool, device,
+                         split: str | None, data_dir: str | None, epochs: int | None, device,
                          settings: dict[str, str], load_target: Callable[..., tuple[nn.Module, str]]) -> str:
         """Train the purifier ``name`` for the classifier ``target`` (a zoo name, or a checkpoint of ``arch``) and
         save it at ``out`` (``harness train --defense NAME --target-model M``); returns the ``harness run``
@@ -185,9 +185,8 @@ class PurifierDefense(Preprocessor, Approximates, TrainsForTarget):
             epochs = settings.pop("epochs")
         target_model, target_name = load_target(data)
         feature = standard_model(dataset) if get_method(name).feature_net else None  # as the defense's default
-        feature_model = zoo.load_zoo(feature, device, quiet, data_dir) if feature else None
-        train_to_file(name, target_model, data, out, epochs=epochs, feature_model=feature_model, quiet=quiet,
-                      **settings)
+        feature_model = zoo.load_zoo(feature, device, data_dir=data_dir) if feature else None
+        train_to_file(name, target_model, data, out, epochs=epochs, feature_model=feature_model, **settings)
         return f"--model {target_name} --defense {name} --set {name}.checkpoint={out}"
 
     def __init__(self, name: str, net: nn.Module, params: dict, source: str = ""):
@@ -232,7 +231,7 @@ class DynamicPurifier(PurifierDefense, Randomized):
 
 
 def build_purifier(name: str, cfg: dict, *, target: str, dataset: str | None, train_split: str | None,
-                   checkpoint: str | None, data_dir: str | None, quiet: bool, feature_model: str | None = None,
+                   checkpoint: str | None, data_dir: str | None, feature_model: str | None = None,
                    dynamic: bool = False) -> PurifierDefense:
     """The registered purifier defenses' common body: resolve the training data, load or train P, describe it.
 
@@ -246,7 +245,7 @@ def build_purifier(name: str, cfg: dict, *, target: str, dataset: str | None, tr
             raise UsageError(f"{name}: the zoo has no standard-trained model of {dataset}; set feature_model to a "
                              f"zoo name (or empty for the target)")
     net, source = load_or_train(name, cfg, target=target, dataset=dataset, checkpoint=checkpoint,
-                                feature_model=feature_model, split=split, data_dir=data_dir, quiet=quiet)
+                                feature_model=feature_model, split=split, data_dir=data_dir)
     params = {"checkpoint": checkpoint, "target": None if checkpoint else target,
               **({"feature_model": None if checkpoint else feature_model} if get_method(name).feature_net else {}),
               "dataset": dataset, "train_split": split, **cfg}

@@ -12,8 +12,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from harness.core.errors import UsageError
+from harness.core.progress import is_quiet
 
-# What does not change the trained weights: left out of the checkpoint's key.
+# What does not change the trained weights: left out of the checkpoint's key (``quiet``: the switch --quiet sets).
 _NOT_IN_KEY = ("quiet", "out", "restart", "func", "command")
 
 
@@ -66,12 +67,12 @@ def cmd_train(args) -> int:
     probe_writable(out.parent if out.parent != Path("") else Path("."), "--out")
     with checkpointed(args, out):
         model = fit(model.to(device), data.x, data.y, make_batch, epochs=args.epochs, lr=args.lr,
-                    batch_size=args.batch_size, seed=args.seed, quiet=args.quiet, desc=f"train {arch} ({args.recipe})")
+                    batch_size=args.batch_size, seed=args.seed, desc=f"train {arch} ({args.recipe})")
         atomic_save(model.state_dict(), out)
     meta = {"arch": arch, "arch_kw": kw, "recipe": args.recipe, "set": args.set, "dataset": args.dataset,
             "split": args.split or "train", "epochs": args.epochs, "lr": args.lr, "seed": args.seed}
     Path(str(out) + ".json").write_text(json.dumps(meta, indent=2) + "\n")
-    if not args.quiet:
+    if not is_quiet():
         print(f"wrote {out} (load with --model {out} --arch {arch})")
     return 0
 
@@ -96,9 +97,9 @@ def train_standalone(args) -> int:
     probe_writable(out.parent if out.parent != Path("") else Path("."), "--out")
     with checkpointed(args, out):
         use = factory.train_to_file(out, dataset=args.dataset, split=args.split, data_dir=args.data_dir,
-                                    epochs=args.epochs, seed=args.seed, quiet=args.quiet, device=pick_device(args.device),
+                                    epochs=args.epochs, seed=args.seed, device=pick_device(args.device),
                                     settings=parse_sets(args.set))
-    if not args.quiet:
+    if not is_quiet():
         print(f"wrote {out} (use: run --defense {args.defense} --set {use})")
     return 0
 
@@ -121,9 +122,9 @@ def train_defense(args) -> int:
     with checkpointed(args, out):
         use = entry.builds.train_for_target(
             args.defense, out, target=args.target_model, arch=args.arch, dataset=args.dataset, split=args.split,
-            data_dir=args.data_dir, epochs=args.epochs, quiet=args.quiet, device=device, settings=parse_sets(args.set),
-            load_target=lambda data: load_model(args.target_model, args.arch, data, Overrides([]), device, args.quiet,
+            data_dir=args.data_dir, epochs=args.epochs, device=device, settings=parse_sets(args.set),
+            load_target=lambda data: load_model(args.target_model, args.arch, data, Overrides([]), device,
                                                 args.data_dir))
-    if not args.quiet:
+    if not is_quiet():
         print(f"wrote {out} (use: run {use})")
     return 0

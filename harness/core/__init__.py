@@ -6,5 +6,5 @@
 - ``artifacts``: cache folder, keys, atomic save, safe load, shipped weights, ``load_or_train``.
 - ``training``: the one training loop ``fit`` and the budget warm-up ``eps_ramp``.
 - ``resume``: per-epoch checkpoints of a training and its resumption (``Epochs``, ``session``, ``Stateful``).
-- ``progress``: tqdm bars that obey ``--quiet``.
+- ``progress``: the one output switch (``--quiet``, ``quiet=``) and the tqdm bars that obey it.
 """

@@ -30,13 +30,13 @@ ABSTAIN = -1
 class RunContext:
     """What a defense that trains or calibrates on first use may learn from the run, unless ``--set`` gives it.
 
-    ``dataset``: the run's dataset; ``data_dir``: where its files lie; ``quiet``: no progress bars; ``target``: the
-    zoo model the defense will stand in front of (a purifier trains for it), None when the run's model is no zoo
-    model.  A defense declares which of these its parameters of the same names receive (``Defense.receives``)."""
+    ``dataset``: the run's dataset; ``data_dir``: where its files lie; ``target``: the zoo model the defense will
+    stand in front of (a purifier trains for it), None when the run's model is no zoo model.  A defense declares
+    which of these its parameters of the same names receive (``Defense.receives``).  Whether its training shows
+    progress bars is no fact of the run: ``harness.core.progress`` says."""
 
     dataset: str = "digits"
     data_dir: str | None = None
-    quiet: bool = True
     target: str | None = None
 
     def for_defense(self, receives: tuple[str, ...]) -> dict:
@@ -80,7 +80,7 @@ class Defense:
             raise NotImplementedError(f"{type(self).__name__} certifies nothing")
         return getattr(self, self.certifier) if self.certifier else self
 
-    # The parameters that take the run's facts (``RunContext``: dataset, data_dir, quiet, target) unless --set
+    # The parameters that take the run's facts (``RunContext``: dataset, data_dir, target) unless --set
     # gives them.
     receives: ClassVar[tuple[str, ...]] = ()
     # The parameters that take the run's budget unless ``--set`` gives them: "norm" its norm, "eps" and "delta" its

@@ -19,8 +19,8 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
+from . import progress
 from .resume import Counter, Epochs, Stateful
 
 BatchFn = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -29,7 +29,7 @@ Step = Callable[[torch.Tensor], "tuple[torch.Tensor, dict[str, torch.Tensor]]"]
 
 
 def train_epochs(n: int, step: Step, opt: torch.optim.Optimizer, sched, *, epochs: int, batch_size: int,
-                 gen: torch.Generator, keep: Mapping[str, object], desc: str = "train", quiet: bool = False,
+                 gen: torch.Generator, keep: Mapping[str, object], desc: str = "train",
                  log: list | None = None, every: int = 1) -> None:
     """Run ``epochs`` passes over ``n`` samples in batches of ``batch_size`` (order: ``torch.randperm(n, generator=gen)``
     per epoch): ``loss, terms = step(idx)``, then zero_grad, backward, ``opt.step()``, ``sched.step()``.
@@ -39,7 +39,7 @@ def train_epochs(n: int, step: Step, opt: torch.optim.Optimizer, sched, *, epoch
     besides the optimizer, schedule and ``gen`` (the models, at least), checkpointed with them every ``every``
     epochs inside a training session (``resume.Epochs``); the bar starts at the epoch resumed from."""
     run = Epochs(epochs, {**keep, "optimizer": opt, "scheduler": sched, "generator": gen}, log=log, every=every)
-    bar = tqdm(total=epochs, initial=run.start, desc=desc, disable=quiet, leave=False)
+    bar = progress.bar(epochs, desc, initial=run.start)
     for _ in run:
         perm = torch.randperm(n, generator=gen)
         sums: dict[str, torch.Tensor] = {}
@@ -67,7 +67,7 @@ class OwnLoop:
     CROWN-IBP): it trains the model itself, with ``fit``'s signature, and ``fit`` hands the run to it."""
 
     def fit(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, lr: float | None = None,
-            batch_size: int | None = None, weight_decay: float = 5e-4, seed: int = 0, quiet: bool = False,
+            batch_size: int | None = None, weight_decay: float = 5e-4, seed: int = 0,
             desc: str = "train") -> torch.nn.Module:
         """Train ``model`` in place and return it in eval mode; ``lr`` / ``batch_size`` None: the recipe's own."""
         raise NotImplementedError
@@ -75,7 +75,7 @@ class OwnLoop:
 
 def fit(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, make_batch: BatchFn, *, epochs: int,
         lr: float | None = None, batch_size: int | None = None, weight_decay: float = 5e-4, seed: int = 0,
-        quiet: bool = False, desc: str = "train") -> torch.nn.Module:
+        desc: str = "train") -> torch.nn.Module:
     """Minimise CE(model(make_batch(model, xb, yb)), yb) by SGD (momentum 0.9, cosine decay to 0).
 
     ``make_batch`` runs with the model in eval mode (attacks see fixed batch-norm statistics, as in the
@@ -84,7 +84,7 @@ def fit(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, make_batch: Ba
     """
     if isinstance(make_batch, OwnLoop):
         return make_batch.fit(model, x, y, epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=weight_decay,
-                              seed=seed, quiet=quiet, desc=desc)
+                              seed=seed, desc=desc)
     lr, batch_size = 0.1 if lr is None else lr, 128 if batch_size is None else batch_size
     device = next(model.parameters()).device
     gen = torch.Generator().manual_seed(seed)
@@ -102,8 +102,7 @@ def fit(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, make_batch: Ba
         return F.cross_entropy(model(xt), yb), {}
 
     keep = {"model": model, **({"batches": make_batch} if isinstance(make_batch, Stateful) else {})}
-    train_epochs(len(x), step, opt, sched, epochs=epochs, batch_size=batch_size, gen=gen, keep=keep, desc=desc,
-                 quiet=quiet)
+    train_epochs(len(x), step, opt, sched, epochs=epochs, batch_size=batch_size, gen=gen, keep=keep, desc=desc)
     return model.eval()
 
 

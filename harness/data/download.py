@@ -24,6 +24,7 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 
+from harness.core import progress
 from harness.core.errors import DataError
 
 MIRROR_ENV = "HARNESS_MIRROR"
@@ -82,15 +83,13 @@ def url_for(dataset: str, filename: str) -> str:
     return MIRRORS[dataset] + filename
 
 
-def download(url: str, dest_path: str | os.PathLike, md5: str | None = None, timeout: float = 60.0,
-             quiet: bool | None = None) -> Path:
+def download(url: str, dest_path: str | os.PathLike, md5: str | None = None, timeout: float = 60.0) -> Path:
     """Download ``url`` to ``dest_path`` atomically; verify ``md5`` if given.  Returns the destination path.
 
-    ``quiet=None`` shows a tqdm progress bar on stderr only when stderr is a terminal.
+    A tqdm progress bar shows on stderr when stderr is a terminal, except under ``--quiet`` (the switch of
+    ``harness.core.progress``).
     """
     dest = Path(dest_path)
-    if quiet is None:
-        quiet = not sys.stderr.isatty()
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
@@ -102,7 +101,7 @@ def download(url: str, dest_path: str | os.PathLike, md5: str | None = None, tim
         with os.fdopen(fd, "wb") as out:
             request = urllib.request.Request(url, headers={"User-Agent": "robustness-harness"})
             response = urllib.request.urlopen(request, timeout=timeout)
-            with response, _progress(_length(response), dest.name, quiet) as bar:
+            with response, _progress(_length(response), dest.name) as bar:
                 while block := response.read(1 << 16):
                     out.write(block)
                     digest.update(block)
@@ -125,10 +124,9 @@ def download(url: str, dest_path: str | os.PathLike, md5: str | None = None, tim
     return dest
 
 
-def fetch(dataset: str, filename: str, dest_dir: str | os.PathLike, md5: str | None = None,
-          quiet: bool | None = None) -> Path:
+def fetch(dataset: str, filename: str, dest_dir: str | os.PathLike, md5: str | None = None) -> Path:
     """Download ``filename`` of ``dataset`` (see :func:`url_for`) into ``dest_dir``."""
-    return download(url_for(dataset, filename), Path(dest_dir) / filename, md5=md5, quiet=quiet)
+    return download(url_for(dataset, filename), Path(dest_dir) / filename, md5=md5)
 
 
 def extract_tar(archive: str | os.PathLike, dest_dir: str | os.PathLike) -> None:
@@ -172,14 +170,10 @@ class _NoBar:
         pass
 
 
-def _progress(total: int | None, desc: str, quiet: bool):
-    if quiet:
+def _progress(total: int | None, desc: str):
+    if progress.is_quiet() or not sys.stderr.isatty():
         return _NoBar()
-    try:
-        from tqdm import tqdm
-    except ImportError:  # tqdm is a dependency, but a progress bar is not worth failing for
-        return _NoBar()
-    return tqdm(total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr, leave=False)
+    return progress.bar(total, desc, unit="B", unit_scale=True, unit_divisor=1024)
 
 
 def _length(response) -> int | None:

@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 from harness.core.errors import UsageError
+from harness.core.progress import is_quiet, quieted
 
 
 class _Parser(argparse.ArgumentParser):
@@ -71,13 +72,11 @@ def cmd_images(args) -> int:
     from harness.commands.run import spec_from_options
     from harness.core.budget import Budget
     from harness.core.geometry import flat_norm
-    from harness.core.progress import set_quiet
 
     from ..engine import cell_seed
     from ..threat import resolve_threat, run_cell, within_budget
     from . import NORM_TEXT, image_grid
 
-    set_quiet(args.quiet)
     options = {"defense": [args.defense], "attack": [args.attack], "model": args.model, "arch": args.arch,
                "dataset": args.dataset, "data_dir": args.data_dir, "split": args.split, "n": args.n,
                "subset": "first", "eps": [args.eps] if args.eps is not None else None, "norm": args.norm,
@@ -114,7 +113,7 @@ def cmd_images(args) -> int:
     out = Path(args.out)
     written = image_grid(x.cpu(), x_r.cpu(), x_adv.cpu(), out / "images", labels=y.cpu(), pred_r=pred_r.cpu(),
                          pred_adv=pred_adv.cpu(), title=title, notes=notes)
-    if not args.quiet:
+    if not is_quiet():
         print(f"wrote {', '.join(str(p) for p in written)}")
     return 0
 
@@ -124,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in argv
     try:
         args = build_parser().parse_args(argv)
-        return cmd_images(args)
+        with quieted(args.quiet):  # --quiet: the one switch (harness.core.progress)
+            return cmd_images(args)
     except UsageError as err:
         if debug:
             raise

@@ -25,6 +25,7 @@ import tempfile
 from pathlib import Path
 
 from harness.core.errors import UsageError
+from harness.core.progress import is_quiet, quieted
 
 from .spec import Cell, Grid
 from .store import CellFailed, claims, clear
@@ -33,12 +34,12 @@ RETRIES = 2
 
 
 def harness_grid_cell(cell: Cell, debug: bool = False) -> tuple[int, dict[str, bytes], str]:
-    """The Ray task (its workers show as ``ray::harness_grid_cell``): (exit code, the run's files, its error)."""
-    from harness.core.progress import set_quiet
+    """The Ray task (its workers show as ``ray::harness_grid_cell``): (exit code, the run's files, its error).
+    The worker's entry point, the one place it sets the output switch: quiet, always (the driver shows the grid's
+    bar and a worker's stdout is discarded); restored after the task, should Ray run it in the driver's process."""
     from .execute import execute
 
-    set_quiet(True)
-    with tempfile.TemporaryDirectory(prefix="harness-grid-") as tmp:
+    with quieted(True), tempfile.TemporaryDirectory(prefix="harness-grid-") as tmp:
         out = Path(tmp) / "cell"
         with contextlib.redirect_stdout(io.StringIO()):
             code, err = execute(cell, out, debug)
@@ -55,11 +56,13 @@ def import_ray():
     return ray
 
 
-def start(ray, address: str | None, quiet: bool) -> bool:
-    """Connect to (or start) Ray unless this process already has; True when this call did."""
+def start(ray, address: str | None) -> bool:
+    """Connect to (or start) Ray unless this process already has; True when this call did.  Ray's own log lines
+    reach the driver except under ``--quiet`` (the switch of ``harness.core.progress``)."""
     if ray.is_initialized():
         return False
-    kw = {"log_to_driver": not quiet, "logging_level": logging.ERROR if quiet else logging.INFO}
+    silent = is_quiet()
+    kw = {"log_to_driver": not silent, "logging_level": logging.ERROR if silent else logging.INFO}
     if address:
         ray.init(address=address, **kw)
     else:
@@ -67,10 +70,10 @@ def start(ray, address: str | None, quiet: bool) -> bool:
     return True
 
 
-def run_cells(grid: Grid, finish, *, quiet: bool, debug: bool, address: str | None) -> None:
+def run_cells(grid: Grid, finish, *, debug: bool, address: str | None) -> None:
     """Submit every free incomplete cell at once; then, one by one, those another process held."""
     ray = import_ray()
-    started = start(ray, address, quiet)
+    started = start(ray, address)
     gpu = ray.cluster_resources().get("GPU", 0) >= 1
     task = ray.remote(max_retries=RETRIES, **({"num_gpus": 1} if gpu else {"num_cpus": 1}))(harness_grid_cell)
     pending = {}
@@ -95,7 +98,7 @@ def run_cells(grid: Grid, finish, *, quiet: bool, debug: bool, address: str | No
 
     def note(text):  # the free cells are all submitted before any wait: collect them first
         collect()
-        if not quiet:
+        if not is_quiet():
             print(text, file=sys.stderr)
 
     try:

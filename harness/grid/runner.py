@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 
 from harness.core.errors import UsageError
-from harness.core.progress import bar
+from harness.core.progress import bar, is_quiet
 
 from .execute import execute
 from .spec import Cell, Grid, load_grid
@@ -38,7 +38,7 @@ def cmd_grid(args) -> int:
     probe_writable(grid.out)  # a trial write: os.access says yes under /proc or on a read-only mount
     before = sum(is_done(grid.out, c) for c in grid.cells)
     try:
-        run_grid(grid, backend=args.backend, address=args.address, quiet=args.quiet, debug=args.debug)
+        run_grid(grid, backend=args.backend, address=args.address, debug=args.debug)
     except CellFailed as fail:
         write_combined(grid, grid.out)
         what = " ".join(f"{k}={v}" for k, v in fail.cell.labels.items())
@@ -46,7 +46,7 @@ def cmd_grid(args) -> int:
               f"{': ' + fail.message.splitlines()[-1] if fail.message else ''}; the complete cells are kept "
               f"(rerun to resume)", file=sys.stderr)
         return 2 if fail.code == 2 else 1
-    if not args.quiet:
+    if not is_quiet():
         from tabulate import tabulate
 
         from .tables import paper_table
@@ -60,7 +60,7 @@ def cmd_grid(args) -> int:
         from .pages import data_path, report_into
 
         page = report_into(grid, args.report_into)
-        if not args.quiet:
+        if not is_quiet():
             print(f"wrote {data_path(grid.path)} and {page}")
     return 0
 
@@ -83,9 +83,9 @@ def dry_run(grid: Grid) -> str:
     return "\n".join(lines)
 
 
-def run_grid(grid: Grid, *, backend: str = "local", address: str | None = None, quiet: bool = False,
-             debug: bool = False) -> None:
-    """Compute every incomplete cell of ``grid`` into ``grid.out``; raises ``CellFailed`` on the first failure."""
+def run_grid(grid: Grid, *, backend: str = "local", address: str | None = None, debug: bool = False) -> None:
+    """Compute every incomplete cell of ``grid`` into ``grid.out``; raises ``CellFailed`` on the first failure.
+    Bars and notes on stderr except under ``--quiet`` (the switch of ``harness.core.progress``)."""
     out = grid.out
     progress = bar(total=len(grid.cells), initial=sum(is_done(out, c) for c in grid.cells),
                    desc=f"grid {grid.name}", unit="cell")
@@ -99,18 +99,18 @@ def run_grid(grid: Grid, *, backend: str = "local", address: str | None = None, 
         if backend == "ray":
             from .ray_backend import run_cells
 
-            run_cells(grid, finish, quiet=quiet, debug=debug, address=address)
+            run_cells(grid, finish, debug=debug, address=address)
         else:
-            run_local(grid, finish, quiet=quiet, debug=debug)
+            run_local(grid, finish, debug=debug)
     finally:
         progress.close()
     write_combined(grid, out)
 
 
-def run_local(grid: Grid, finish, *, quiet: bool, debug: bool) -> None:
+def run_local(grid: Grid, finish, *, debug: bool) -> None:
     """The cells one after another in this process (each prepares its defense once for all budgets)."""
     def note(text):
-        if not quiet:
+        if not is_quiet():
             print(text, file=sys.stderr)
 
     for cell, lock in claims(grid, note):

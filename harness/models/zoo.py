@@ -84,19 +84,18 @@ def build(spec: ZooSpec, num_classes: int) -> torch.nn.Module:
     return MODELS.create(spec.arch, num_classes=num_classes, **spec.arch_kw)
 
 
-def train_entry(name: str, spec: ZooSpec, data, device: torch.device | str = "cpu", quiet: bool = False) -> dict:
+def train_entry(name: str, spec: ZooSpec, data, device: torch.device | str = "cpu") -> dict:
     """Train the entry from its seed (the caller's generator is left as it was); returns the state dict."""
     make_batch = RECIPES.create(spec.recipe, **spec.recipe_kw)
     with torch.random.fork_rng(devices=[]), torch_threads(TRAIN_THREADS):
         torch.manual_seed(spec.seed)
         model = build(spec, data.num_classes).to(device)
         fit(model, data.x, data.y, make_batch, epochs=spec.epochs, lr=spec.lr, batch_size=spec.batch_size,
-            seed=spec.seed, quiet=quiet, desc=f"training {name} (first use, cached)")
+            seed=spec.seed, desc=f"training {name} (first use, cached)")
     return {k: v.cpu() for k, v in model.state_dict().items()}
 
 
-def load_zoo(name: str, device: torch.device | str = "cpu", quiet: bool = False,
-             data_dir: str | None = None) -> torch.nn.Module:
+def load_zoo(name: str, device: torch.device | str = "cpu", *, data_dir: str | None = None) -> torch.nn.Module:
     """The trained model ``name``: shipped, cached, or trained now (and cached atomically).
 
     ``data_dir`` is where the entry's training data lies, for datasets that are not embedded (MNIST); the files
@@ -104,7 +103,7 @@ def load_zoo(name: str, device: torch.device | str = "cpu", quiet: bool = False,
     """
     spec: ZooSpec = ZOO.create(name)
     data = load(spec.dataset, spec.split, data_dir)
-    state, _ = load_or_train(artifact_name(name, spec), lambda: train_entry(name, spec, data, device, quiet),
+    state, _ = load_or_train(artifact_name(name, spec), lambda: train_entry(name, spec, data, device),
                              sha256=spec.sha256)
     with torch.random.fork_rng(devices=[]):  # building draws initial weights; the caller's generator is kept
         model = build(spec, data.num_classes)
