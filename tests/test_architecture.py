@@ -232,3 +232,11 @@ def test_each_declared_capability_is_implemented_and_only_declared_ones_are_aske
         for node in ast.walk(tree):
             if isinstance(node, ast.Attribute) and node.attr in old:
                 pytest.fail(f"{path.relative_to(ROOT)}:{node.lineno} asks .{node.attr}: declare a capability instead")
+
+
+def test_a_defense_with_a_retired_capability_flag_fails_where_it_is_defined():
+    from harness.core.defense import Preprocessor
+
+    with pytest.raises(TypeError, match="Randomized"):
+        class Old(Preprocessor):  # noqa: F841 - the class statement itself must fail
+            randomized = True

@@ -24,6 +24,9 @@ from .capabilities import Certifies, Randomized, Reconstructs
 from .errors import UsageError
 
 ABSTAIN = -1
+# The class flags of earlier versions and the capability that replaced each (docs/CONTRACTS.md).
+RETIRED_FLAGS = {"randomized": "Randomized", "has_approx": "Approximates", "trains_alone": "TrainsAlone",
+                 "trains_for_target": "TrainsForTarget"}
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,15 @@ class Defense:
     # ``classify`` may reject an input (-1) as a detector does: a rejection then counts as not defended, and the
     # verdict carries the reading where it counts as defended (``harness.threat``).
     rejects: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kw):
+        """A class that still sets a retired capability flag would be read as not having the capability (a
+        randomized defense judged on one pass): it fails where it is defined, naming the Protocol to declare."""
+        super().__init_subclass__(**kw)
+        for flag, capability in RETIRED_FLAGS.items():
+            if flag in vars(cls):
+                raise TypeError(f"{cls.__qualname__}.{flag} is retired: name {capability} (harness.core.capabilities) "
+                                f"among the class's bases (docs/CONTRACTS.md)")
 
     def threat_for(self, threat: str) -> str:
         """The threat model ``threat`` runs under against this defense.  With no defense every threat model
