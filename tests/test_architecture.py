@@ -240,3 +240,10 @@ def test_a_defense_with_a_retired_capability_flag_fails_where_it_is_defined():
     with pytest.raises(TypeError, match="Randomized"):
         class Old(Preprocessor):  # noqa: F841 - the class statement itself must fail
             randomized = True
+
+
+def test_no_module_is_over_about_300_lines():
+    """Small modules named for what they hold (issue 23): none of the code's modules is over ~300 lines."""
+    long = [f"{p.relative_to(ROOT)} ({n})" for pkg in ("harness", "attacks", "defenses", "scripts", "benchmarks")
+            for p in sorted((ROOT / pkg).rglob("*.py")) if (n := len(p.read_text().splitlines())) > 320]
+    assert not long, f"over 320 lines: {', '.join(long)}"
