@@ -59,13 +59,15 @@ SHIPPED = {
     "digits_cnn_spgd_adv": "6aa4ceb4abc38b5171dc5417a63307bde6d041cff9d2ef9c1e76402d12f60107",
     "digits_a5_cnn_c0": "77c03c6a6374de910bf3c94a1751318ccc9f3453ae022ea3baa31d57f37dd5b7",
     "digits_a5_cnn_c01": "0a6a2c58795c06e7bb26ed7dc21b19478739e9a4b7ccbd510a3578c7354133d5",
-    # MNIST (test-train split; 1.6 MB each, 8.4 MB together): the models of the MNIST tables of docs/results.
+    # MNIST (test-train split; the CNNs 1.6 MB each, 8.4 MB together): the models of the MNIST tables of docs/results.
     "mnist_cnn": "f574304fc2ed44f6247506e807b64340af6502568c57988383e354bc295eeebf",
     "mnist_cnn_adv": "3d48d672a8279ffe4606fcc6414e3f92b82d7db5bc6922e199782d5160bdfed4",
     "mnist_cnn_adv_l2": "8c157bac11e5961b5385dc3e313b7e717f02c3346a52325cb51095debe6d392f",
     "mnist_cnn_preempt": "5f2202d67777d2ea56c9adecab32245c555978911ee3f385e4c14c58ef027048",
     "mnist_cnn_preempt_l2": "9415593460b495953391511d7e6d4740484a925c391112285cfcc6486a91ae37",
+    # A5's CROWN-IBP classifiers (a5_cnn_small, 3.3 MB each): docs/results/a5.md.
     "mnist_a5_cnn_c0": "94733c7050f4ba5d4159c1389b155f51a38b96df1a4a2c76c63a9cfc5147a52b",
+    "mnist_a5_cnn_c01": "88747d9412e3f230c834fd54fad9490bdc57fffb89fd28f96d125595f2b4e19b",
 }
 
 
