@@ -68,6 +68,7 @@ SHIPPED = {
     # A5's CROWN-IBP classifiers (a5_cnn_small, 3.3 MB each): docs/results/a5.md.
     "mnist_a5_cnn_c0": "94733c7050f4ba5d4159c1389b155f51a38b96df1a4a2c76c63a9cfc5147a52b",
     "mnist_a5_cnn_c01": "88747d9412e3f230c834fd54fad9490bdc57fffb89fd28f96d125595f2b4e19b",
+    "mnist_a5_cnn_c03": "92331712e8d6647502159eb1e4b89a95202613eb3c11aaea67ab2386a822f8df",
 }
 
 
