@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import math
 
-POINT_LABELS = {"rec": "reconstruction $\\hat{x}_o$", "adv": "adversarial $\\hat{x}_o^a$"}
 NORM_TEXT = {"linf": "L$\\infty$", "l2": "L2"}
 
 

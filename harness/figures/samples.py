@@ -5,7 +5,9 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from .common import NORM_TEXT, POINT_LABELS, known, num
+from .common import NORM_TEXT, known, num
+
+POINT_LABELS = {"rec": "reconstruction $\\hat{x}_o$", "adv": "adversarial $\\hat{x}_o^a$"}  # the *_dist points
 
 
 class Samples:
