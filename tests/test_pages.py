@@ -90,3 +90,21 @@ def test_report_into_usage_errors(tmp_path, monkeypatch, capsys):
     Path("reports/results/tiny.csv").write_text("dataset,n,attack,cell\ndigits,20,worst-case,000000000000\n")
     with pytest.raises(UsageError, match="not a cell of tiny.toml"):
         pages.render_section("tiny.toml", Path("docs/results/tiny.md"))
+
+
+def test_the_index_names_each_page_s_generated_sections():
+    """docs/results/README.md's table lists, per page, exactly the grids rendered in it (its third column), so the
+    index never calls a table generated that is not, nor misses one that is."""
+    import re
+
+    index = (REPO / pages.PAGES / "README.md").read_text()
+    rows = [line for line in index.splitlines() if line.startswith("| [")]
+    assert rows
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        page = REPO / pages.PAGES / re.match(r"\[[^]]+\]\(([^)]+)\)", cells[0]).group(1)
+        listed = set(re.findall(r"`([a-z0-9_]+)`", cells[2]))
+        rendered = {Path(m.group(1)).stem for m in pages.SECTION.finditer(page.read_text())}
+        assert listed == rendered, f"{page.name}: the index lists {sorted(listed)}, the page renders {sorted(rendered)}"
+    assert {re.match(r"\| \[[^]]+\]\(([^)]+)\)", r).group(1) for r in rows} == \
+        {p.name for p in (REPO / pages.PAGES).glob("*.md")} - {"README.md"}
