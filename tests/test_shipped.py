@@ -59,6 +59,16 @@ def test_the_default_purifier_and_autoencoder_load_without_training(empty_cache)
     assert list(empty_cache.iterdir()) == []
 
 
+
+def test_the_mnist_generator_loads_without_training(empty_cache, shared_data):
+    """Defense-GAN's MNIST generator (docs/results/defense-gan.md's MNIST table) is shipped, not trained on first use."""
+    from harness.core.registry import DEFENSES
+
+    defense = DEFENSES.create("defense_gan", dataset="mnist", data_dir=str(shared_data))
+    assert "weights from shipped:defense-gan-mnist-" in defense.extra_repr()
+    assert list(empty_cache.iterdir()) == []
+
+
 @pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_weights_match_their_sha256_and_load_without_training(name, empty_cache, request):
     spec = ZOO.create(name)
