@@ -43,6 +43,20 @@ def test_the_readme_and_ci_models_are_shipped():
     assert shipped_files == recorded  # no stray or missing file
 
 
+
+def test_the_zoo_page_states_what_ships():
+    """docs/results/zoo.md's "What ships" paragraph gives the file count and total size of harness/weights."""
+    import re
+
+    files = list(artifacts.SHIPPED_DIR.glob("*.pt"))
+    mnist = [p for p in files if "mnist" in p.name]
+    page = (ROOT / "docs" / "results" / "zoo.md").read_text()
+    stated = re.search(r"holds (\d+) files, ([\d.]+) MB: the MNIST tables' (\d+) \(([\d.]+) MB", page)
+    assert stated, "zoo.md lost its 'What ships' paragraph"
+    mb = lambda ps: f"{sum(p.stat().st_size for p in ps) / 1e6:.1f}"  # noqa: E731
+    assert stated.groups() == (str(len(files)), mb(files), str(len(mnist)), mb(mnist))
+
+
 @pytest.mark.parametrize("artifact", sorted(DEFENSE_ARTIFACTS))
 def test_shipped_defense_weights_match_their_sha256(artifact):
     path = artifacts.shipped_file(artifact, DEFENSE_ARTIFACTS[artifact])
