@@ -40,6 +40,10 @@ def test_checked_in_pages_equal_a_render_of_the_committed_results():
     assert committed == {Path(g).stem for g in used}, "a committed results.csv that no page renders (or the reverse)"
     for grid in used:
         assert (REPO / grid).is_file()
+    for m in pages.SECTION.finditer(text):  # a mark in a table is explained under it
+        table = [line for line in m.group(0).splitlines() if line.startswith("|")]
+        if any(" †" in line for line in table):
+            assert "†: a gradient-masking check fired" in m.group(0), m.group(1)
 
 
 def test_report_into_writes_the_csv_and_the_section_and_keeps_the_prose(tmp_path, monkeypatch):

@@ -75,7 +75,7 @@ def read_csv(path: Path) -> list[dict]:
 def render_section(grid_path: str | Path, page: str | Path, root: Path = Path(".")) -> str:
     """The generated section of one grid, from its committed CSV; ``grid_path`` and ``page`` relative to ``root``."""
     from .spec import load_grid
-    from .tables import paper_table
+    from .tables import footer, paper_table
 
     grid_path = Path(grid_path)
     grid = load_grid(root / grid_path)
@@ -89,20 +89,13 @@ def render_section(grid_path: str | Path, page: str | Path, root: Path = Path(".
     done = len({r["cell"] for r in rows})
     head, body, _ = paper_table(grid, rows)
     up = Path(os.path.relpath(".", Path(page).parent))
-    ns = "/".join(sorted({r["n"] for r in rows}, key=int))
-    todo = "" if done == len(grid.cells) else f" Only {done} of {len(grid.cells)} cells are complete."
-    detector = any(r.get("robust_acc_reject_defended", "") for r in rows)
     lines = [BEGIN.format(grid_path.as_posix()),
              f"Grid [`{grid_path.as_posix()}`]({(up / grid_path).as_posix()}), results "
              f"[`{data.as_posix()}`]({(up / data).as_posix()}); regenerate with "
              f"`python -m harness grid {grid_path.as_posix()} --report-into {Path(page).as_posix()}`.", "",
              caption(root / grid_path), "",
              tabulate(body, headers=head, tablefmt="github", disable_numparse=True), "",
-             f"Accuracy in percent on {ns} samples per cell; {len(grid.cells)} cell{'s' * (len(grid.cells) != 1)}. "
-             "Robust accuracy is the worst case per sample over the attacks of a cell; an adversarial image outside "
-             "the budget of the original image counts as defended."
-             + (" a / b: a rejected adversarial image counted as not defended / as defended." if detector else "")
-             + (" Brackets: exact 95% intervals." if grid.ci else "") + todo,
+             footer(grid, rows, done),
              END.format(grid_path.as_posix())]
     return "\n".join(lines)
 

@@ -89,7 +89,10 @@ def _flagged(rows: list[dict]) -> list[dict]:
     return [r for r in rows if r.get("flags", "")]
 
 
-def _caption(grid: Grid, rows: list[dict], done: int | None) -> str:
+def footer(grid: Grid, rows: list[dict], done: int | None) -> str:
+    """The sentence under a grid's table (results.md, a results page's section): samples and cells, how robust
+    accuracy reads, the marks the table uses (intervals, a detector's a / b, a masking flag's †), and how many cells
+    are complete (``done``; None: not said)."""
     ns = sorted({r["n"] for r in rows}, key=int)
     progress = "" if done is None or done == len(grid.cells) else (
         f" Only {done} of {len(grid.cells)} cells are complete: rerun the grid to finish it.")
@@ -113,7 +116,7 @@ def to_markdown(grid: Grid, rows: list[dict], done: int) -> str:
     flagged = _flagged(rows)
     warnings = ["## Masking flags", "", *[f"- **Warning:** gradient masking? cell {r['cell']}: {r['defense']} / "
                                           f"{r['attack']} (eps {r['eps']}): {r['flags']}" for r in flagged], ""]
-    return "\n".join([f"# Grid: {grid.name}", "", f"From `{grid.path}`. {_caption(grid, rows, done)}", "",
+    return "\n".join([f"# Grid: {grid.name}", "", f"From `{grid.path}`. {footer(grid, rows, done)}", "",
                       tabulate(body, headers=head, tablefmt="github", disable_numparse=True), "",
                       *(warnings if flagged else []), "## All rows", "",
                       tabulate(listing, headers=full, tablefmt="github", disable_numparse=True), ""])
@@ -181,7 +184,7 @@ def to_latex(grid: Grid, rows: list[dict]) -> str:
                 f"Numbers to {dec} decimal{'s' * (dec != 1)}, the precision of the widest exact 95% interval")
     flag_note = " $^\\dagger$: a gradient-masking check fired on this number." if _flagged(rows) else ""
     caption = grid.head["caption"] + flag_note if "caption" in grid.head else tex_escape(
-        f"{_caption(grid, rows, None).replace(' Brackets: exact 95% intervals.', '')} {rounding}"
+        f"{footer(grid, rows, None).replace(' Brackets: exact 95% intervals.', '')} {rounding}"
         f"{'; ±: half the width of the exact 95% interval' if grid.ci else ''}.")
     caption = caption.replace("†", "$^\\dagger$").replace("±", "$\\pm$")
     lines = [f"% harness grid {grid.path}", "% needs \\usepackage{booktabs}", "\\begin{table}[t]", "\\centering",
