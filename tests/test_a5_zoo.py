@@ -66,3 +66,38 @@ def test_a5_r_trains_for_the_classifier_inside_the_engines_wrapper(digits_test, 
     wrapped = DEFENSES.create("a5_robustifier", **kw).prepare(CountingModel(model), x, None)
     bare = DEFENSES.create("a5_robustifier", **kw).prepare(model, x, None)
     assert torch.equal(wrapped, bare) and len(list(empty_cache.glob("a5-r-*.pt"))) == 1
+
+
+def test_the_mnist_comparison_with_the_paper_is_the_committed_results():
+    """docs/results/a5.md's "ours (paper)" table: each of our errors is 100 minus the committed a5_mnist results
+    (clean; AutoAttack; IBP-certified), each paper number is the grid caption's (the paper's Tables 2-3)."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    with (root / "reports" / "results" / "a5_mnist.csv").open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    page = (root / "docs" / "results" / "a5.md").read_text()
+    block = page[page.index("<!-- ours (paper) -->"):page.index("<!-- /ours (paper) -->")]
+    grid_file = (root / "reports" / "grids" / "a5_mnist.toml").read_text()
+    paper = {tuple(c.strip() for c in line.strip("# |").split("|")[:2]): line.strip("# |").split("|")[2:]
+             for line in grid_file.splitlines() if re.match(r"# \| [23], ", line)}
+    triple = r"([\d.]+) \[([\d.]+), ([\d.]+)\]"
+    checked = 0
+    for line in block.splitlines():
+        if not re.match(r"\| [23], ", line):
+            continue
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        layout, eps = cells[0], cells[1]
+        defense, delta = ("none", "") if "C only" in layout else ("a5_offline", layout.split()[-1])
+        for model, cell, theirs in zip(("c0", "c01", "c03"), cells[2:], paper[(layout, eps)]):
+            numbers = re.fullmatch(triple + r" \(paper " + triple + r"\)", cell).groups()
+            ours, them = numbers[:3], numbers[3:]
+            assert them == re.fullmatch(triple, theirs.strip()).groups(), (layout, eps, model)
+            mine = {r["attack"]: r for r in rows if r["model"] == f"mnist_a5_cnn_{model}" and r["defense"] == defense
+                    and r["set.a5_offline.delta"] == delta and float(r["eps"]) == float(eps)}
+            expect = (100 - float(mine["autoattack"]["clean_acc"]), 100 - float(mine["autoattack"]["robust_acc"]),
+                      100 - float(mine["certify_ibp"]["certified_acc"]))
+            assert tuple(float(v) for v in ours) == pytest.approx(expect, abs=1e-9), (layout, eps, model)
+            checked += 1
+    assert checked == 18  # 6 rows of 3 classifiers
