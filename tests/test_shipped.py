@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import defenses.a5.preemptive as a5_mod
 import defenses.defense_gan as defense_gan_mod
 import defenses.magnet as magnet_mod
 import defenses.purifiers.training as purifier_training
@@ -33,7 +34,7 @@ def empty_cache(tmp_path, monkeypatch):
     return tmp_path
 
 
-DEFENSE_ARTIFACTS = {**purifier_training.SHIPPED, **magnet_mod.SHIPPED, **defense_gan_mod.SHIPPED}
+DEFENSE_ARTIFACTS = {**purifier_training.SHIPPED, **magnet_mod.SHIPPED, **defense_gan_mod.SHIPPED, **a5_mod.SHIPPED}
 
 
 def test_the_readme_and_ci_models_are_shipped():

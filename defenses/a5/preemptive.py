@@ -41,6 +41,12 @@ from .training import co_train, train_robustifier
 Bound = Literal["crown-ibp", "ibp", "crown"]
 
 
+# The sha256 of each shipped A5/R and A5/RC network (artifact name -> digest; ``harness/weights/<name>.pt``): those
+# of docs/results/a5.md's MNIST Tables 4-5 (reports/grids/a5_mnist_r.toml), trained with torch 2.13.0 on one CPU
+# thread for the shipped mnist_a5_cnn_c03.  Any other network trains on first use and is cached.
+SHIPPED: dict[str, str] = {}
+
+
 def training_split(dataset: str, split: str | None) -> str:
     """The split a robustifier trains on: ``split``, else MNIST-like data's ``test-train`` (the harness's small-scale
     MNIST training split, apart from ``test-holdout``), else ``train``."""
@@ -167,8 +173,9 @@ class A5Robustifier(A5Base):
             return train_robustifier(frozen_eval(copy.deepcopy(model)), data, self.eps, self.delta, self.epochs,
                                      desc="A5/R: train R", **self.train_settings()).state_dict()
 
+        name = f"a5-r-{self.dataset}-{key}"
         with torch.random.fork_rng(devices=[]):
-            state, self.source = load_or_train(f"a5-r-{self.dataset}-{key}", train)
+            state, self.source = load_or_train(name, train, sha256=SHIPPED.get(name))
         R = Robustifier(data.x.shape[1])
         R.load_state_dict(state)
         return frozen_eval(R.to(device))
@@ -240,8 +247,9 @@ class A5CoTrained(A5Robustifier):
             co_train(C, R, data, self.eps, self.delta, self.co_epochs, desc="A5/RC: co-train", **co)
             return {**{f"C.{k}": v for k, v in C.state_dict().items()}, **{f"R.{k}": v for k, v in R.state_dict().items()}}
 
+        name = f"a5-rc-{self.dataset}-{artifact_key(spec)}"
         with torch.random.fork_rng(devices=[]):
-            state, self.source = load_or_train(f"a5-rc-{self.dataset}-{artifact_key(spec)}", train)
+            state, self.source = load_or_train(name, train, sha256=SHIPPED.get(name))
         C, R = copy.deepcopy(model), Robustifier(data.x.shape[1])
         C.load_state_dict({k[2:]: v for k, v in state.items() if k.startswith("C.")})
         R.load_state_dict({k[2:]: v for k, v in state.items() if k.startswith("R.")})
