@@ -82,6 +82,17 @@ def test_the_mnist_generator_loads_without_training(empty_cache, shared_data):
     assert list(empty_cache.iterdir()) == []
 
 
+def test_the_mnist_purifiers_load_without_training(empty_cache, shared_data):
+    """The MNIST purifiers of docs/results/purifiers.md (reports/grids/purifiers_mnist*.toml: against mnist_cnn_adv,
+    JATP with train_epochs=4) are shipped, not trained on first use."""
+    from harness.core.registry import DEFENSES
+
+    for name, kw in (("hgd", {}), ("nrp", {}), ("jatp", {"train_epochs": 4})):
+        defense = DEFENSES.create(name, target="mnist_cnn_adv", dataset="mnist", data_dir=str(shared_data), **kw)
+        assert "weights from shipped:purifier-" in defense.extra_repr(), name
+    assert list(empty_cache.iterdir()) == []
+
+
 @pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_weights_match_their_sha256_and_load_without_training(name, empty_cache, request):
     spec = ZOO.create(name)
