@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from harness.core import resume
-from harness.core.artifacts import cache_dir, load_or_train, partial_file
+from harness.core.artifacts import cache_dir, load_or_train, partial_file, torch_version
 from harness.core.errors import UsageError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -208,6 +208,31 @@ def test_a_finished_training_is_not_checkpointed_outside_a_session(tmp_path, mon
     monkeypatch.setenv("HARNESS_CACHE", str(tmp_path))
     train_magnet()  # a library call: no session, no file
     assert not cache_dir().exists() or not any(cache_dir().iterdir())
+
+
+def test_a_second_process_waits_for_the_training_and_loads_its_weights(tmp_path, monkeypatch):
+    """Two callers of one artifact (two grid processes on a shared cache): while one trains under the artifact's
+    lock, the other waits, then loads the cached weights instead of training them a second time."""
+    import threading
+
+    from filelock import FileLock
+
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path))
+    weights = {"w": torch.arange(3.0)}
+    calls = []
+
+    def second():
+        calls.append(load_or_train("t", lambda: calls.append("trained") or {"w": torch.zeros(3)}))
+
+    with FileLock(tmp_path / f"t-torch{torch_version()}.lock"):  # the first process, training
+        waiter = threading.Thread(target=second)
+        waiter.start()
+        waiter.join(timeout=1.0)
+        assert waiter.is_alive() and not calls  # waits on the lock
+        torch.save(weights, cache_dir() / f"t-torch{torch_version()}.pt")  # the first one's weights
+    waiter.join(timeout=30)
+    (state, source), = calls
+    assert torch.equal(state["w"], weights["w"]) and source.endswith(".pt")  # loaded, not trained
 
 
 # ------------------------------------------------------------------------------------------------------------------

@@ -10,7 +10,8 @@ A trained artifact is looked up in three places, in this order (``load_or_train`
 3. **trained now**, on one thread with the artifact's own seed, then cached with an atomic write.  The training
    is checkpointed after every epoch beside the cache entry (``<name>-torch<version>.partial.pt``, ``resume``): a
    killed training resumes there on the next call, to the same weights, and the checkpoint is removed once the
-   weights are cached.
+   weights are cached.  A lock beside it (``<name>-torch<version>.lock``) lets one process train an artifact at a
+   time: another that needs it (a second grid process, a Ray worker on the same cache) waits, then loads it.
 
 The name carries a key: a hash of everything that defines the artifact (``cache_key``), so a changed recipe never
 picks up stale weights.  The torch version is part of the key of cached (trained here) weights, not of shipped ones.
@@ -27,6 +28,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import torch
+from filelock import FileLock
 
 from . import resume
 from .atomic import atomic_save
@@ -107,18 +109,30 @@ def load_or_train(name: str, train: Callable[[], dict], *, sha256: str | None = 
     if path is not None:
         return safe_load(path), f"shipped:{path.name}"
     path, partial = cache_dir() / f"{name}-torch{torch_version()}.pt", partial_file(name)
-    if path.exists():
-        try:
-            state = safe_load(path)
-            partial.unlink(missing_ok=True)  # left by a crash between caching the weights and removing it
-            return state, str(path)
-        except Exception:  # noqa: BLE001 - a damaged cache file is retrained and replaced
-            pass
-    with torch_threads(TRAIN_THREADS), resume.session(partial, key=path.stem) as run:
-        state = train()
-    atomic_save(state, path)
-    run.discard()
+    state = _cached(path, partial)
+    if state is not None:
+        return state, str(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(path.with_suffix(".lock")):  # one trainer per artifact: other processes wait, then load its weights
+        state = _cached(path, partial)
+        if state is None:
+            with torch_threads(TRAIN_THREADS), resume.session(partial, key=path.stem) as run:
+                state = train()
+            atomic_save(state, path)
+            run.discard()
     return state, str(path)
+
+
+def _cached(path: Path, partial: Path) -> dict | None:
+    """The cached weights at ``path``, None when absent or damaged (then trained again and replaced)."""
+    if not path.exists():
+        return None
+    try:
+        state = safe_load(path)
+    except Exception:  # noqa: BLE001 - a damaged cache file is retrained and replaced
+        return None
+    partial.unlink(missing_ok=True)  # left by a crash between caching the weights and removing it
+    return state
 
 
 def partial_file(name: str) -> Path:
