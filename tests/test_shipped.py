@@ -94,17 +94,18 @@ def test_the_mnist_purifiers_load_without_training(empty_cache, shared_data):
 
 
 def test_the_mnist_a5_networks_load_without_training(empty_cache, shared_data):
-    """The A5/R robustifiers of docs/results/a5.md's Tables 4-5 (reports/grids/a5_mnist_r.toml's settings, for the
-    shipped mnist_a5_cnn_c03 at eps_A 0.3) are shipped, not trained on first use."""
+    """The A5/R and A5/RC networks of docs/results/a5.md's Tables 4-5 (reports/grids/a5_mnist_r.toml's settings,
+    for the shipped mnist_a5_cnn_c03 at eps_A 0.3) are shipped, not trained on first use."""
     from harness.core.registry import DEFENSES
 
     model = load_zoo("mnist_a5_cnn_c03", data_dir=str(shared_data))
     settings = {"epochs": 30, "batch_size": 100, "lr": 1e-3, "milestones": (25, 28), "start": 2, "length": 8}
-    for delta in (0.1, 0.3):
-        defense = DEFENSES.create("a5_robustifier", eps=0.3, delta=delta, dataset="mnist", data_dir=str(shared_data),
-                                  **settings)
-        defense.networks(model)
-        assert defense.describe()["weights"].startswith("shipped:a5-r-mnist-"), delta
+    for name, artifact in (("a5_robustifier", "a5-r-mnist-"), ("a5_co", "a5-rc-mnist-")):
+        for delta in (0.1, 0.3):
+            defense = DEFENSES.create(name, eps=0.3, delta=delta, dataset="mnist", data_dir=str(shared_data),
+                                      **settings)
+            defense.networks(model)
+            assert defense.describe()["weights"].startswith(f"shipped:{artifact}"), (name, delta)
     assert list(empty_cache.iterdir()) == []
 
 

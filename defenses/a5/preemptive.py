@@ -47,6 +47,8 @@ Bound = Literal["crown-ibp", "ibp", "crown"]
 SHIPPED: dict[str, str] = {
     "a5-r-mnist-0cf4f4add7f0": "db5a64f0227c95423a7558759e0e4d53e1d515c1055a0dfd6c4bf5fd8221f34b",  # A5/R, eps_D 0.1
     "a5-r-mnist-8b1076df828b": "918c9cc9d566f4a236aabf802d36e4340350a09e5ce575ef7ccb01ecbb515527",  # A5/R, eps_D 0.3
+    "a5-rc-mnist-9d0330ed5777": "14ae8473f6c6c73133ae04fd7fd2a6cea620fe7119426c18bb6c7c35e1b599f9",  # A5/RC, eps_D 0.1
+    "a5-rc-mnist-927fb69cddc3": "269c4cd65aa4754ce0be8b5caa711344c6c5a014ddb587e36d2fa3c3eae163d6",  # A5/RC, eps_D 0.3
 }
 
 
