@@ -11,7 +11,8 @@ A trained artifact is looked up in three places, in this order (``load_or_train`
    is checkpointed after every epoch beside the cache entry (``<name>-torch<version>.partial.pt``, ``resume``): a
    killed training resumes there on the next call, to the same weights, and the checkpoint is removed once the
    weights are cached.  A lock beside it (``<name>-torch<version>.lock``) lets one process train an artifact at a
-   time: another that needs it (a second grid process, a Ray worker on the same cache) waits, then loads it.
+   time: another that needs it (a second grid process, a Ray worker on the same cache) waits, then loads it (the
+   lock file goes once the weights are cached).
 
 The name carries a key: a hash of everything that defines the artifact (``cache_key``), so a changed recipe never
 picks up stale weights.  The torch version is part of the key of cached (trained here) weights, not of shipped ones.
@@ -113,13 +114,15 @@ def load_or_train(name: str, train: Callable[[], dict], *, sha256: str | None = 
     if state is not None:
         return state, str(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(path.with_suffix(".lock")):  # one trainer per artifact: other processes wait, then load its weights
+    lock = path.with_suffix(".lock")
+    with FileLock(lock):  # one trainer per artifact: other processes wait, then load its weights
         state = _cached(path, partial)
         if state is None:
             with torch_threads(TRAIN_THREADS), resume.session(partial, key=path.stem) as run:
                 state = train()
             atomic_save(state, path)
             run.discard()
+            lock.unlink(missing_ok=True)  # safe once the weights are there: whoever takes a lock checks them first
     return state, str(path)
 
 
