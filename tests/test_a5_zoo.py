@@ -68,36 +68,46 @@ def test_a5_r_trains_for_the_classifier_inside_the_engines_wrapper(digits_test, 
     assert torch.equal(wrapped, bare) and len(list(empty_cache.glob("a5-r-*.pt"))) == 1
 
 
-def test_the_mnist_comparison_with_the_paper_is_the_committed_results():
-    """docs/results/a5.md's "ours (paper)" table: each of our errors is 100 minus the committed a5_mnist results
-    (clean; AutoAttack; IBP-certified), each paper number is the grid caption's (the paper's Tables 2-3)."""
+# Layout -> (defense, the set key of its eps_D) in the "ours (paper)" tables of docs/results/a5.md.
+LAYOUTS = {"C only": ("none", None), "A5/O": ("a5_offline", "set.a5_offline.delta"),
+           "A5/R": ("a5_robustifier", "set.a5_robustifier.delta"), "A5/RC": ("a5_co", "set.a5_co.delta")}
+
+
+@pytest.mark.parametrize("grid, models, count", [("a5_mnist", ("c0", "c01", "c03"), 18),  # Tables 2-3: 6 rows x 3
+                                                 ("a5_mnist_r", ("c03",), 4)])            # Tables 4-5: 4 rows x 1
+def test_the_mnist_comparison_with_the_paper_is_the_committed_results(grid, models, count):
+    """docs/results/a5.md's "ours (paper)" tables: each of our errors is 100 minus the committed results of the grid
+    (clean; AutoAttack; IBP-certified), each paper number is the grid caption's (the paper's Tables 2-5)."""
     import re
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
-    with (root / "reports" / "results" / "a5_mnist.csv").open(newline="") as fh:
+    with (root / "reports" / "results" / f"{grid}.csv").open(newline="") as fh:
         rows = list(csv.DictReader(fh))
     page = (root / "docs" / "results" / "a5.md").read_text()
-    block = page[page.index("<!-- ours (paper) -->"):page.index("<!-- /ours (paper) -->")]
-    grid_file = (root / "reports" / "grids" / "a5_mnist.toml").read_text()
+    start = page.index(f"<!-- ours (paper): {grid} -->")
+    block = page[start:page.index("<!-- /ours (paper) -->", start)]
+    grid_file = (root / "reports" / "grids" / f"{grid}.toml").read_text()
     paper = {tuple(c.strip() for c in line.strip("# |").split("|")[:2]): line.strip("# |").split("|")[2:]
-             for line in grid_file.splitlines() if re.match(r"# \| [23], ", line)}
+             for line in grid_file.splitlines() if re.match(r"# \| [2-5], ", line)}
     triple = r"([\d.]+) \[([\d.]+), ([\d.]+)\]"
     checked = 0
     for line in block.splitlines():
-        if not re.match(r"\| [23], ", line):
+        if not re.match(r"\| [2-5], ", line):
             continue
         cells = [c.strip() for c in line.strip("|").split("|")]
         layout, eps = cells[0], cells[1]
-        defense, delta = ("none", "") if "C only" in layout else ("a5_offline", layout.split()[-1])
-        for model, cell, theirs in zip(("c0", "c01", "c03"), cells[2:], paper[(layout, eps)]):
+        name = layout.split(", ")[1]
+        defense, key = LAYOUTS[name if name == "C only" else name.split()[0]]
+        delta = "" if key is None else name.split()[-1]
+        for model, cell, theirs in zip(models, cells[2:], paper[(layout, eps)], strict=True):
             numbers = re.fullmatch(triple + r" \(paper " + triple + r"\)", cell).groups()
             ours, them = numbers[:3], numbers[3:]
             assert them == re.fullmatch(triple, theirs.strip()).groups(), (layout, eps, model)
             mine = {r["attack"]: r for r in rows if r["model"] == f"mnist_a5_cnn_{model}" and r["defense"] == defense
-                    and r["set.a5_offline.delta"] == delta and float(r["eps"]) == float(eps)}
+                    and (key is None or r[key] == delta) and float(r["eps"]) == float(eps)}
             expect = (100 - float(mine["autoattack"]["clean_acc"]), 100 - float(mine["autoattack"]["robust_acc"]),
                       100 - float(mine["certify_ibp"]["certified_acc"]))
             assert tuple(float(v) for v in ours) == pytest.approx(expect, abs=1e-9), (layout, eps, model)
             checked += 1
-    assert checked == 18  # 6 rows of 3 classifiers
+    assert checked == count
