@@ -221,8 +221,12 @@ def test_a_second_process_waits_for_the_training_and_loads_its_weights(tmp_path,
     weights = {"w": torch.arange(3.0)}
     calls = []
 
+    def train():
+        calls.append("trained")
+        return {"w": torch.zeros(3)}
+
     def second():
-        calls.append(load_or_train("t", lambda: calls.append("trained") or {"w": torch.zeros(3)}))
+        calls.append(load_or_train("t", train))
 
     with FileLock(tmp_path / f"t-torch{torch_version()}.lock"):  # the first process, training
         waiter = threading.Thread(target=second)

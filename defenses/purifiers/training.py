@@ -54,9 +54,9 @@ SHIPPED: dict[str, str] = {
     "purifier-hgd-digits_cnn_adv-0ae8df714b22": "313c80de0bb47f2a7c1e34dee0bbca21416752d2ea32ec82f5815aa3ad7806e7",
     "purifier-hgd-digits_cnn_adv-c7280f50b759": "ab2ae90382d6b51b5442f63a5595410756e747118eb6ce0016c6274497ce3c48",
     "purifier-hgd-mnist_cnn_adv-999b228b97b3": "82d63b4f0941fbbd5aeca250be5514be447da6a8d693300d2f5058397e041a0b",
-    "purifier-jatp-mnist_cnn_adv-123bc4b259c2": "382a4c3a0924ee668e9b863a14f1b64089be8bee7fb1ae7b1fe107c998481cca",
     "purifier-jatp-digits_cnn_adv-022ecd97e3c7": "c93cf716383db08a49e561b390cdb692808b7adde768f922f5c4995e71b58c57",
     "purifier-jatp-digits_cnn_adv-81673ece52f0": "02f74d759ed9ee2bb59a4a7f59aaa26ed020d70c94c7907a113d1265488a381f",
+    "purifier-jatp-mnist_cnn_adv-123bc4b259c2": "382a4c3a0924ee668e9b863a14f1b64089be8bee7fb1ae7b1fe107c998481cca",
     "purifier-nrp-digits_cnn_adv-e494e80acbfc": "840eafa93453d85f2c650936ea62193e9f36e1cf0a703d4d9476c46081db5d16",
     "purifier-nrp-mnist_cnn_adv-d7f6b4c0ce76": "85ecd6f69bae58dc8ad89e862c77cad5f3df4a4098b2d8bff827149a8f636211",
 }
