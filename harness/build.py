@@ -95,7 +95,7 @@ class Run:
 
     def execute(self, argv: list[str] | None = None):
         """Evaluate every cell (and, at a low precision, the fp32 fidelity check) and return ``Results``."""
-        from .assembly import device_name
+        from .assembly import describe, device_name
         from .engine import evaluate
         from .precision import FIDELITY_N, fidelity_check
         from .report import environment
@@ -115,7 +115,9 @@ class Run:
                 "model_sha256": self.model_sha256, "data_fingerprint": self.data_fingerprint,
                 "subset": self.subset_rule,
                 **({"warnings": fid_warnings} if fid_warnings else {})}
-        run_info = {"spec": self.spec.to_dict(), "config": self.config, "config_hash": self.config_hash,
+        # A defense that trains (or loads) its networks on first use knows where they came from only now.
+        config = {**self.config, "defenses": [{"name": n, **describe(d)} for n, d in self.defenses]}
+        run_info = {"spec": self.spec.to_dict(), "config": config, "config_hash": self.config_hash,
                     "seed": self.spec.seed, "argv": ["harness", *argv] if argv is not None else None,
                     "model_sha256": self.model_sha256, "data_fingerprint": self.data_fingerprint,
                     "subset": {"rule": self.subset_rule, "n": len(self.data),

@@ -43,7 +43,7 @@ class Entrant:
         return [(self.at(self.budgets[0]), list(self.budgets))]
 
     def describe(self) -> dict:
-        """The resolved parameters (run.json, the config hash); where one object per budget, those that vary as lists."""
+        """The resolved parameters (run.json's config); where one object per budget, those that vary as lists."""
         each = [d.describe() for d, _ in self.served()]
         if len(each) == 1:
             return each[0]

@@ -11,6 +11,7 @@ import itertools
 import pytest
 import torch
 
+from harness.api import evaluate
 from harness.core.budget import Budget
 from harness.core.artifacts import cache_key, load_or_train
 from harness.core.errors import UsageError
@@ -162,6 +163,11 @@ def test_a5_robustifier_and_co_training(robust, test_set, tmp_path, monkeypatch)
     cert = a5.certify(C, xc, y, EPS)
     assert not (pgd_broken(C, xc, y) & cert["ibp"]).any()
     assert len(list(tmp_path.glob("a5-r-*.pt"))) == 1 and len(list(tmp_path.glob("a5-rc-*.pt"))) == 1
+    # run.json names the file the networks came from, though they load only after the run is built
+    run = evaluate(robust, "digits", n=20, defenses=[("a5_robustifier", kw), ("a5_co", {"co_epochs": 2, **kw})],
+                   attacks=["fgsm"], eps=EPS)
+    assert [d["weights"] for d in run.run_info["config"]["defenses"]] == [
+        str(next(tmp_path.glob(f"a5-{kind}-*.pt"))) for kind in ("r", "rc")]
 
 
 def test_recipe_and_errors():

@@ -154,7 +154,7 @@ class A5Robustifier(A5Base):
         self.dataset, self.split, self.data_dir = dataset, training_split(dataset, split), data_dir
         self.label = "pred"  # R never sees a label
         self._nets: dict[int, tuple[str, dict]] = {}  # id(model) -> (weights digest, trained networks)
-        self.source = None
+        self._source = None
 
     def train_settings(self) -> dict:
         return {"bound": self.bound, "lr": self.lr, "batch_size": self.batch_size, "start": self.start,
@@ -180,7 +180,7 @@ class A5Robustifier(A5Base):
 
         name = f"a5-r-{self.dataset}-{key}"
         with torch.random.fork_rng(devices=[]):
-            state, self.source = load_or_train(name, train, sha256=SHIPPED.get(name))
+            state, self._source = load_or_train(name, train, sha256=SHIPPED.get(name))
         R = Robustifier(data.x.shape[1])
         R.load_state_dict(state)
         return frozen_eval(R.to(device))
@@ -206,7 +206,7 @@ class A5Robustifier(A5Base):
         return perturb(x.detach(), R(x.detach()), self.delta)
 
     def describe(self) -> dict:
-        return {**super().describe(), "weights": self.source}
+        return {**super().describe(), "weights": self._source}
 
 
 @DEFENSES.register("a5_co", "A5/RC (Frosio & Kautz 2023, eqs. 8-9): robustifier R and classifier C co-trained "
@@ -254,7 +254,7 @@ class A5CoTrained(A5Robustifier):
 
         name = f"a5-rc-{self.dataset}-{artifact_key(spec)}"
         with torch.random.fork_rng(devices=[]):
-            state, self.source = load_or_train(name, train, sha256=SHIPPED.get(name))
+            state, self._source = load_or_train(name, train, sha256=SHIPPED.get(name))
         C, R = copy.deepcopy(model), Robustifier(data.x.shape[1])
         C.load_state_dict({k[2:]: v for k, v in state.items() if k.startswith("C.")})
         R.load_state_dict({k[2:]: v for k, v in state.items() if k.startswith("R.")})

@@ -153,8 +153,8 @@ def _load_or_train(name: str, cfg: dict, *, target: str, dataset: str, checkpoin
 class PurifierDefense(Preprocessor, Approximates, TrainsForTarget):
     """A trained purifier P in front of the fixed classifier: classify = model(P(x)), P(x) clamped to [0, 1].
 
-    ``describe()`` gives the settings and a digest of the weights, so run.json and the config hash pin
-    the exact purifier.  NRP's dynamic inference is ``DynamicPurifier``.
+    ``describe()`` gives the settings and a digest of the weights, so run.json pins the exact
+    purifier.  NRP's dynamic inference is ``DynamicPurifier``.
     """
 
     receives = ("dataset", "data_dir", "target")  # the run's (harness.core.defense.RunContext)

@@ -98,7 +98,7 @@ class Attack:
         return AttackResult(self.perturb(model, x, y, budget, context))
 
     def describe(self, budget: Budget | None = None) -> dict:
-        """The attack's resolved parameters (they go in run.json and the config hash); a part's, nested.  With a
+        """The attack's resolved parameters (they go in run.json's config); a part's, nested.  With a
         ``budget``: at that budget (its norm and eps beside the parameters), and the name it is registered under."""
         out = {k: v.describe(budget) if isinstance(v, Attack) else v for k, v in vars(self).items()
                if not k.startswith("_") and (_plain(v) or isinstance(v, Attack))}

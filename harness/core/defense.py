@@ -101,7 +101,7 @@ class Defense:
     follows_budget: ClassVar[tuple[str, ...]] = ()
 
     def describe(self) -> dict:
-        """The resolved parameters (for run.json and the config hash); a part's own, nested under its name; the name
+        """The resolved parameters (for run.json's config); a part's own, nested under its name; the name
         the defense is registered under."""
         from .registry import DEFENSES
 
