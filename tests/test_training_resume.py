@@ -237,6 +237,7 @@ def test_a_second_process_waits_for_the_training_and_loads_its_weights(tmp_path,
     waiter.join(timeout=30)
     (state, source), = calls
     assert torch.equal(state["w"], weights["w"]) and source.endswith(".pt")  # loaded, not trained
+    assert list(tmp_path.glob("*.lock")) == []  # the waiter, too, leaves no lock file beside the weights
 
 
 # ------------------------------------------------------------------------------------------------------------------

@@ -122,7 +122,7 @@ def load_or_train(name: str, train: Callable[[], dict], *, sha256: str | None = 
                 state = train()
             atomic_save(state, path)
             run.discard()
-            lock.unlink(missing_ok=True)  # safe once the weights are there: whoever takes a lock checks them first
+        lock.unlink(missing_ok=True)  # safe once the weights are there: whoever takes a lock checks them first
     return state, str(path)
 
 
