@@ -74,7 +74,8 @@ LAYOUTS = {"C only": ("none", None), "A5/O": ("a5_offline", "set.a5_offline.delt
 
 
 @pytest.mark.parametrize("grid, models, count", [("a5_mnist", ("c0", "c01", "c03"), 18),  # Tables 2-3: 6 rows x 3
-                                                 ("a5_mnist_r", ("c03",), 4)])            # Tables 4-5: 4 rows x 1
+                                                 ("a5_mnist_r", ("c03",), 4),             # Tables 4-5: 4 rows x 1
+                                                 ("a5_mnist_r01", ("c01",), 4)])
 def test_the_mnist_comparison_with_the_paper_is_the_committed_results(grid, models, count):
     """docs/results/a5.md's "ours (paper)" tables: each of our errors is 100 minus the committed results of the grid
     (clean; AutoAttack; IBP-certified), each paper number is the grid caption's (the paper's Tables 2-5)."""

@@ -94,18 +94,40 @@ def test_the_mnist_purifiers_load_without_training(empty_cache, shared_data):
 
 
 def test_the_mnist_a5_networks_load_without_training(empty_cache, shared_data):
-    """The A5/R and A5/RC networks of docs/results/a5.md's Tables 4-5 (reports/grids/a5_mnist_r.toml's settings,
-    for the shipped mnist_a5_cnn_c03 at eps_A 0.3) are shipped, not trained on first use."""
+    """The A5/R and A5/RC networks of docs/results/a5.md's Tables 4-5 (the settings of reports/grids/a5_mnist_r.toml,
+    for the shipped mnist_a5_cnn_c03 at eps_A 0.3, and of a5_mnist_r01.toml, for mnist_a5_cnn_c01 at eps_A 0.1),
+    and the shifted A5/RC of a5_mnist_rc_tuning.toml, are shipped, not trained on first use."""
     from harness.core.registry import DEFENSES
 
-    model = load_zoo("mnist_a5_cnn_c03", data_dir=str(shared_data))
     settings = {"epochs": 30, "batch_size": 100, "lr": 1e-3, "milestones": (25, 28), "start": 2, "length": 8}
-    for name, artifact in (("a5_robustifier", "a5-r-mnist-"), ("a5_co", "a5-rc-mnist-")):
-        for delta in (0.1, 0.3):
-            defense = DEFENSES.create(name, eps=0.3, delta=delta, dataset="mnist", data_dir=str(shared_data),
-                                      **settings)
-            defense.networks(model)
-            assert defense.describe()["weights"].startswith(f"shipped:{artifact}"), (name, delta)
+    cases = [(model, eps, name, delta, {"augment_pad": 0} if name == "a5_co" else {})
+             for model, eps in (("mnist_a5_cnn_c03", 0.3), ("mnist_a5_cnn_c01", 0.1))
+             for name in ("a5_robustifier", "a5_co") for delta in (0.1, 0.3)]
+    cases.append(("mnist_a5_cnn_c03", 0.3, "a5_co", 0.1, {"augment_pad": 4}))
+    models = {}
+    for model, eps, name, delta, extra in cases:
+        models.setdefault(model, load_zoo(model, data_dir=str(shared_data)))
+        defense = DEFENSES.create(name, eps=eps, delta=delta, dataset="mnist", data_dir=str(shared_data),
+                                  **settings, **extra)
+        defense.networks(models[model])
+        artifact = "a5-rc-mnist-" if name == "a5_co" else "a5-r-mnist-"
+        assert defense.describe()["weights"].startswith(f"shipped:{artifact}"), (model, name, delta, extra)
+    assert list(empty_cache.iterdir()) == []
+
+
+def test_the_digits_a5_networks_load_without_training(empty_cache):
+    """The eight A5/R and A5/RC networks of docs/results/a5.md's digits tables (reports/grids/a5_digits.toml: the
+    defaults, eps_A 0.1, eps_D 0.1 and 0.3, for both shipped classifiers) are shipped, not trained on first use."""
+    from harness.core.registry import DEFENSES
+
+    for model in ("digits_a5_cnn_c0", "digits_a5_cnn_c01"):
+        classifier = load_zoo(model)
+        for name in ("a5_robustifier", "a5_co"):
+            for delta in (0.1, 0.3):
+                defense = DEFENSES.create(name, eps=0.1, delta=delta)
+                defense.networks(classifier)
+                artifact = "a5-rc-digits-" if name == "a5_co" else "a5-r-digits-"
+                assert defense.describe()["weights"].startswith(f"shipped:{artifact}"), (model, name, delta)
     assert list(empty_cache.iterdir()) == []
 
 
